@@ -1,0 +1,372 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-build/strata/compiler"
+	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/lang"
+)
+
+func newVetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "vet",
+		Short: "Load and validate the workspace",
+		Long: `vet loads the workspace, checks it against the strata schema and each stage's
+options against the schema of its type, expands templates and checks every
+reference. Every error is printed as file:line:col: path: message; warnings
+(such as non-hermetic "host" build roots) do not fail the command.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runVet(cmd.Context(), g) },
+	}
+}
+
+func runVet(ctx context.Context, g *globals) error {
+	ws, err := g.loadWorkspace(ctx)
+	if err != nil {
+		return err
+	}
+	// Compiling proves the plan can be made (path sources hash, keys compute).
+	if _, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()}); err != nil {
+		return g.reportSpecError(err)
+	}
+	if g.json() {
+		return writeJSON(g.stdout, map[string]any{
+			"ok": true, "warnings": nonNil(ws.Warnings),
+			"images": len(ws.Images), "jobs": len(ws.Jobs), "hooks": len(ws.Hooks),
+			"templates": len(ws.Templates), "sources": len(ws.Sources),
+		})
+	}
+	for _, w := range ws.Warnings {
+		fmt.Fprintln(g.stderr, "warning: "+w.String())
+	}
+	fmt.Fprintf(g.stdout, "ok: %d images, %d jobs, %d hooks, %d templates, %d sources\n",
+		len(ws.Images), len(ws.Jobs), len(ws.Hooks), len(ws.Templates), len(ws.Sources))
+	return nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// compileWorkspace loads and compiles the workspace, reporting spec errors.
+func (g *globals) compileWorkspace(ctx context.Context) (*plan.Plan, error) {
+	ws, err := g.loadWorkspace(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
+	if err != nil {
+		return nil, g.reportSpecError(err)
+	}
+	return p, nil
+}
+
+func newCompileCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "compile [-o plan.json]",
+		Short: "Compile the workspace into a plan",
+		Long: `compile lowers the workspace into a plan: deterministic JSON whose nodes carry a
+strong key (their ID), a weak key, canonical options, input edges and the CUE
+position they come from. The same workspace gives the same bytes wherever it
+lives. "strata build plan.json" then does exactly what "strata build DIR" does.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := g.compileWorkspace(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				return p.Encode(g.stdout)
+			}
+			if err := writeFileAtomic(out, func(w io.Writer) error { return p.Encode(w) }); err != nil {
+				return err
+			}
+			if g.json() {
+				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": len(p.Nodes)})
+			}
+			fmt.Fprintf(g.stderr, "wrote %s (%d nodes)\n", out, len(p.Nodes))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "out", "o", "", "write the plan to this file instead of stdout")
+	return cmd
+}
+
+// writeFileAtomic writes a file through a temporary file and a rename, so a reader
+// never sees it half written.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func newGraphCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "graph [--format dot|mermaid|json]",
+		Short: "Print the plan as a graph",
+		Long: `graph prints the plan's nodes and edges: Graphviz dot (render with
+"strata graph | dot -Tsvg > plan.svg"), a Mermaid flowchart, or JSON.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.json() {
+				format = "json"
+			}
+			if format != "dot" && format != "mermaid" && format != "json" {
+				return &usageError{fmt.Errorf("--format must be dot, mermaid or json, not %q", format)}
+			}
+			p, err := g.compileWorkspace(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return writeGraph(g.stdout, p, format)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "dot", "dot, mermaid or json")
+	return cmd
+}
+
+type graphNode struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Type   string `json:"type"`
+	Origin string `json:"origin"`
+}
+
+type graphEdge struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+func writeGraph(w io.Writer, p *plan.Plan, format string) error {
+	short := func(id string) string { return "n" + id[:12] }
+	switch format {
+	case "json":
+		var nodes []graphNode
+		var edges []graphEdge
+		for _, n := range p.Nodes {
+			nodes = append(nodes, graphNode{n.ID, n.Name, n.Kind, n.Type, n.Origin})
+			for _, d := range n.Deps {
+				edges = append(edges, graphEdge{From: d, To: n.ID})
+			}
+		}
+		return writeJSON(w, map[string]any{"nodes": nonNil(nodes), "edges": nonNil(edges)})
+	case "dot":
+		fmt.Fprintln(w, "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=monospace];")
+		for _, n := range p.Nodes {
+			fmt.Fprintf(w, "  %s [label=%q];\n", short(n.ID), n.Name+"\n"+n.Type)
+		}
+		for _, n := range p.Nodes {
+			for _, d := range n.Deps {
+				fmt.Fprintf(w, "  %s -> %s;\n", short(d), short(n.ID))
+			}
+		}
+		fmt.Fprintln(w, "}")
+	case "mermaid":
+		fmt.Fprintln(w, "flowchart LR")
+		for _, n := range p.Nodes {
+			fmt.Fprintf(w, "  %s[\"%s<br/>%s\"]\n", short(n.ID), n.Name, n.Type)
+		}
+		for _, n := range p.Nodes {
+			for _, d := range n.Deps {
+				fmt.Fprintf(w, "  %s --> %s\n", short(d), short(n.ID))
+			}
+		}
+	}
+	return nil
+}
+
+func newExpandCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "expand [TEMPLATE]",
+		Short: "Show templates, their records, the filter result and the instances",
+		Long: `expand shows, for every template (or the one named), the resource it is
+instantiated over, each record, whether it passed the template's if filter and,
+when it did not, why (the filter and the record values it looked at), and the
+images and jobs each instance defines with the template line they come from.`,
+		Args: args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			ws, err := g.loadWorkspace(cmd.Context())
+			if err != nil {
+				return err
+			}
+			names := sortedNames(ws.Templates)
+			if len(a) == 1 {
+				if ws.Templates[a[0]] == nil {
+					return &usageError{fmt.Errorf("no template %q (templates: %s)", a[0], strings.Join(names, ", "))}
+				}
+				names = []string{a[0]}
+			}
+			return writeExpand(g, ws, names)
+		},
+	}
+}
+
+type expandInstance struct {
+	Name   string   `json:"name"`
+	Record int      `json:"record"`
+	Origin lang.Pos `json:"origin"`
+}
+
+type expandTemplate struct {
+	*lang.Template
+	Instances []expandInstance `json:"instances"`
+}
+
+func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
+	var out []expandTemplate
+	for _, name := range names {
+		t := ws.Templates[name]
+		et := expandTemplate{Template: t, Instances: []expandInstance{}}
+		for _, r := range t.Records {
+			for _, d := range r.Defines {
+				kind, n, _ := strings.Cut(d, ".")
+				var origin lang.Pos
+				if kind == "images" {
+					origin = ws.Images[n].Instance.Pos
+				} else {
+					origin = ws.Jobs[n].Instance.Pos
+				}
+				et.Instances = append(et.Instances, expandInstance{Name: d, Record: r.Index, Origin: origin})
+			}
+		}
+		out = append(out, et)
+	}
+	if g.json() {
+		return writeJSON(g.stdout, map[string]any{"templates": nonNil(out)})
+	}
+	w := g.stdout
+	if len(out) == 0 {
+		fmt.Fprintln(w, "no templates")
+	}
+	for i, t := range out {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "template %s  (%s)\n", t.Name, t.Pos)
+		fmt.Fprintf(w, "  resource: %s (%d records), parameter: %s\n", t.Resource, len(t.Records), t.Param)
+		if t.Filter != "" {
+			fmt.Fprintf(w, "  filter:   if %s\n", t.Filter)
+		}
+		passed := 0
+		for _, r := range t.Records {
+			if r.Passed {
+				passed++
+			}
+		}
+		fmt.Fprintf(w, "  records:  %d passed, %d skipped\n", passed, len(t.Records)-passed)
+		for _, r := range t.Records {
+			if r.Passed {
+				fmt.Fprintf(w, "    [%d] pass  %s\n", r.Index, r.Record)
+			} else {
+				fmt.Fprintf(w, "    [%d] skip  %s\n          %s\n", r.Index, r.Record, r.Reason)
+			}
+		}
+		fmt.Fprintf(w, "  instances: %d\n", len(t.Instances))
+		for _, in := range t.Instances {
+			fmt.Fprintf(w, "    %s  from record %d at %s\n", in.Name, in.Record, in.Origin)
+		}
+	}
+	return nil
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func newStagesCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stages [TYPE]",
+		Short: "List stage types: built-ins and the workspace's own modules",
+		Long: `stages lists every stage type the workspace can use: its name, whether it is
+built in, its implementation digest (part of every key that uses it) and its
+docs. With a TYPE, it also prints the type's option schema in CUE.
+Outside a workspace it lists the built-ins only.`,
+		Args: args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			mods, err := g.stageModules(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if len(a) == 1 {
+				var found []*plan.Module
+				for _, m := range mods {
+					if m.Name == a[0] {
+						found = append(found, m)
+					}
+				}
+				if len(found) == 0 {
+					var names []string
+					for _, m := range mods {
+						names = append(names, m.Name)
+					}
+					return &usageError{fmt.Errorf("unknown stage type %q (known: %s)", a[0], strings.Join(names, ", "))}
+				}
+				mods = found
+			}
+			if g.json() {
+				return writeJSON(g.stdout, map[string]any{"stages": mods})
+			}
+			for _, m := range mods {
+				kind := "user"
+				if m.Builtin {
+					kind = "builtin"
+				}
+				fmt.Fprintf(g.stdout, "%-20s %-8s %s  %s\n", m.Name, kind, m.Digest[:12], m.Doc)
+				if len(a) == 1 {
+					fmt.Fprintf(g.stdout, "\noptions: %s\n", m.Schema)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// stageModules lists the workspace's stage types, or the built-ins alone when the
+// directory is not a workspace.
+func (g *globals) stageModules(ctx context.Context) ([]*plan.Module, error) {
+	ws, err := lang.Builtins(ctx)
+	if _, serr := os.Stat(filepath.Join(g.dir, "cue.mod", "module.cue")); serr == nil {
+		ws, err = g.loadWorkspace(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return compiler.Modules(ws)
+}

@@ -1,0 +1,541 @@
+package compiler
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/gowebpki/jcs"
+
+	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/lang"
+)
+
+// KeyVersion is hashed into every key; bump it when the key rules change.
+const KeyVersion = 1
+
+// SourceDateEpoch is the timestamp every build sees: outputs are reproducible, so
+// no wall-clock time may enter them.
+const SourceDateEpoch = "0"
+
+// Options configure a compile.
+type Options struct {
+	// Host is the fingerprint keyed into nodes whose build root is "host". The zero
+	// value means the fingerprint of this machine (see HostFingerprint).
+	Host plan.Host
+	// StrataVersion is recorded in the host fingerprint when Host is zero.
+	StrataVersion string
+}
+
+// Compile lowers a workspace into a plan. The same workspace gives the same plan,
+// wherever it lives on disk.
+func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan, error) {
+	host := opts.Host
+	if host == (plan.Host{}) {
+		host = HostFingerprint(opts.StrataVersion)
+	}
+	c := &compiler{
+		ws:   ws,
+		host: host,
+		p: &plan.Plan{
+			Version: plan.Version,
+			Host:    host,
+			Images:  map[string]*plan.Image{},
+			Stages:  map[string]*plan.Module{},
+		},
+		byName: map[string]*plan.Node{},
+		byID:   map[string]*plan.Node{},
+		images: map[string]ref{},
+	}
+	mods, err := Modules(ws)
+	if err != nil {
+		return nil, err
+	}
+	c.modules = map[string]string{}
+	for _, m := range mods {
+		c.p.Stages[m.Name] = m
+		c.modules[m.Name] = m.Digest
+	}
+	if err := c.sources(ctx); err != nil {
+		return nil, err
+	}
+	for _, name := range c.imageOrder() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := c.image(ws.Images[name]); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range c.jobOrder() {
+		if err := c.job(ws.Jobs[name]); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range sortedKeys(ws.Images) {
+		if err := c.publish(ws.Images[name]); err != nil {
+			return nil, err
+		}
+	}
+	return c.p, nil
+}
+
+// ref is a node as a dependency: its strong key and the name the weak key uses.
+type ref struct {
+	id   string
+	name string
+}
+
+type compiler struct {
+	ws      *lang.Workspace
+	host    plan.Host
+	p       *plan.Plan
+	byName  map[string]*plan.Node
+	byID    map[string]*plan.Node
+	images  map[string]ref // images.NAME → its final tree
+	modules map[string]string
+}
+
+// keyDoc is what a key hashes. Inputs hold strong keys for the strong key and
+// names for the weak key; everything else is the same in both.
+type keyDoc struct {
+	KeyVersion   int               `json:"key_version"`
+	Kind         string            `json:"kind"`
+	Type         string            `json:"type"`
+	ModuleDigest string            `json:"module_digest,omitempty"`
+	Options      json.RawMessage   `json:"options,omitempty"`
+	Command      []string          `json:"command,omitempty"`
+	Inputs       keyInputs         `json:"inputs"`
+	Network      bool              `json:"network"`
+	Platform     *plan.Platform    `json:"platform,omitempty"`
+	Env          map[string]string `json:"env,omitempty"`
+	Source       *plan.Source      `json:"source,omitempty"`
+	Host         *plan.Host        `json:"host,omitempty"`
+}
+
+type keyInputs struct {
+	Tree      string            `json:"tree,omitempty"`
+	BuildRoot string            `json:"buildroot,omitempty"`
+	Mounts    map[string]string `json:"mounts,omitempty"`
+	After     []string          `json:"after,omitempty"`
+}
+
+// dep is a node input with both of its identities.
+type dep struct {
+	tree      ref
+	buildroot ref
+	mounts    map[string]ref
+	after     []ref
+}
+
+// add computes the node's keys from its own fields and deps, and appends it.
+func (c *compiler) add(n *plan.Node, d dep, host bool) error {
+	doc := keyDoc{
+		KeyVersion: KeyVersion, Kind: n.Kind, Type: n.Type, ModuleDigest: n.ModuleDigest,
+		Options: n.Options, Command: n.Command, Network: n.Network, Platform: n.Platform,
+		Env: n.Env, Source: n.Source,
+	}
+	if host {
+		h := c.host
+		doc.Host = &h
+	}
+	strong, weak := doc, doc
+	strong.Inputs, weak.Inputs = d.keyInputs(func(r ref) string { return r.id }), d.keyInputs(func(r ref) string { return r.name })
+	sb, err := canonical(strong)
+	if err != nil {
+		return fmt.Errorf("key of %s: %w", n.Name, err)
+	}
+	wb, err := canonical(weak)
+	if err != nil {
+		return fmt.Errorf("weak key of %s: %w", n.Name, err)
+	}
+	n.ID, n.WeakKey, n.KeyInputs = hash(sb), hash(wb), sb
+	n.Inputs = plan.Inputs{Tree: d.tree.id, BuildRoot: d.buildroot.id, Mounts: idMap(d.mounts)}
+	if d.buildroot.name == plan.HostRoot {
+		n.Inputs.BuildRoot = plan.HostRoot
+	}
+	deps := map[string]bool{}
+	for _, r := range d.all() {
+		if r.id != "" && r.id != plan.HostRoot {
+			deps[r.id] = true
+		}
+	}
+	for _, a := range d.after {
+		n.Inputs.After = append(n.Inputs.After, a.id)
+	}
+	for _, existing := range n.Deps { // ordering-only dependencies set by the caller
+		deps[existing] = true
+	}
+	n.Deps = sortedKeys(deps)
+	if prev, dup := c.byName[n.Name]; dup {
+		return fmt.Errorf("two nodes named %s (%s and %s)", n.Name, prev.Origin, n.Origin)
+	}
+	c.byName[n.Name] = n
+	c.byID[n.ID] = n
+	c.p.Nodes = append(c.p.Nodes, n)
+	return nil
+}
+
+func (d dep) keyInputs(f func(ref) string) keyInputs {
+	k := keyInputs{}
+	if d.tree != (ref{}) {
+		k.Tree = f(d.tree)
+	}
+	if d.buildroot != (ref{}) {
+		k.BuildRoot = f(d.buildroot)
+		if d.buildroot.name == plan.HostRoot {
+			k.BuildRoot = plan.HostRoot
+		}
+	}
+	if len(d.mounts) > 0 {
+		k.Mounts = map[string]string{}
+		for name, r := range d.mounts {
+			k.Mounts[name] = f(r)
+		}
+	}
+	for _, a := range d.after {
+		k.After = append(k.After, f(a))
+	}
+	return k
+}
+
+func (d dep) all() []ref {
+	out := []ref{d.tree, d.buildroot}
+	for _, r := range d.mounts {
+		out = append(out, r)
+	}
+	return append(out, d.after...)
+}
+
+func idMap(m map[string]ref) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := map[string]string{}
+	for k, r := range m {
+		out[k] = r.id
+	}
+	return out
+}
+
+func canonical(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return jcs.Transform(b)
+}
+
+func hash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func keyOf(v any) (string, error) {
+	b, err := canonical(v)
+	if err != nil {
+		return "", err
+	}
+	return hash(b), nil
+}
+
+func canonicalOptions(raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	return jcs.Transform(raw)
+}
+
+func (c *compiler) sources(ctx context.Context) error {
+	for _, name := range sortedKeys(c.ws.Sources) {
+		s := c.ws.Sources[name]
+		n := &plan.Node{Kind: plan.KindSource, Name: "sources." + name, Origin: s.Pos.String()}
+		switch {
+		case s.URL != "":
+			n.Type = "url"
+			n.Source = &plan.Source{URL: s.URL, SHA256: s.SHA256}
+		case s.Git != "":
+			n.Type = "git"
+			n.Source = &plan.Source{Git: s.Git, Commit: s.Commit}
+		default:
+			n.Type = "path"
+			d, err := PathDigest(ctx, c.ws.Dir, s.Path)
+			if err != nil {
+				return lang.Errors{{Pos: s.Pos, Path: "sources." + name + ".path", Msg: err.Error()}}
+			}
+			n.Source = &plan.Source{Path: s.Path, Digest: d}
+		}
+		// The key is the content's identity, not where it was found: a mirror or a
+		// moved workspace rebuilds nothing.
+		keySrc := *n.Source
+		keySrc.URL, keySrc.Git, keySrc.Path = "", "", ""
+		saved := n.Source
+		n.Source = &keySrc
+		if err := c.add(n, dep{}, false); err != nil {
+			return err
+		}
+		n.Source = saved
+	}
+	return nil
+}
+
+// imageOrder lists images so that every image comes after the images its build
+// depends on (lang has already rejected cycles); ties in name order.
+func (c *compiler) imageOrder() []string {
+	var out []string
+	done := map[string]bool{}
+	var visit func(string)
+	visit = func(name string) {
+		if done[name] {
+			return
+		}
+		done[name] = true
+		for _, d := range imageDeps(c.ws, c.ws.Images[name]) {
+			if c.ws.Images[d] != nil {
+				visit(d)
+			}
+		}
+		out = append(out, name)
+	}
+	for _, name := range sortedKeys(c.ws.Images) {
+		visit(name)
+	}
+	return out
+}
+
+func imageDeps(ws *lang.Workspace, img *lang.Image) []string {
+	var out []string
+	add := func(ref string) {
+		if name, ok := strings.CutPrefix(ref, "images."); ok {
+			out = append(out, name)
+		}
+	}
+	add(img.BuildRoot)
+	add(img.From)
+	for _, st := range img.Stages {
+		for _, in := range st.Inputs {
+			add(in)
+		}
+		if m := ws.StageModules[st.Type]; m != nil {
+			add(m.BuildRoot)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *compiler) buildRoot(name string) ref {
+	if name == "" || name == plan.HostRoot {
+		return ref{id: plan.HostRoot, name: plan.HostRoot}
+	}
+	return c.images[name]
+}
+
+func (c *compiler) image(img *lang.Image) error {
+	prefix := "images." + img.Name
+	platform := &plan.Platform{OS: img.Platform.OS, Arch: img.Platform.Arch}
+	env := map[string]string{"SOURCE_DATE_EPOCH": SourceDateEpoch}
+	var tree ref
+	if img.From != "" {
+		tree = c.images[img.From]
+	}
+	preBuild, err := c.hooks(img, nil, "pre-build")
+	if err != nil {
+		return err
+	}
+	for i, st := range img.Stages {
+		br := img.BuildRoot
+		if m := c.ws.StageModules[st.Type]; m != nil && m.BuildRoot != "" {
+			br = m.BuildRoot
+		}
+		opts, err := canonicalOptions(st.Options)
+		if err != nil {
+			return fmt.Errorf("%s.stages[%d]: options: %w", prefix, i, err)
+		}
+		n := &plan.Node{
+			Kind: plan.KindStage, Name: fmt.Sprintf("%s.stages[%d]", prefix, i), Type: st.Type,
+			ModuleDigest: c.modules[st.Type], Options: opts, Command: st.Command,
+			Network: st.Network, Platform: platform, Env: env, Requires: caps(img.Requires),
+			Origin: st.Pos.String(), Deps: preBuild,
+		}
+		d := dep{tree: tree, buildroot: c.buildRoot(br)}
+		if len(st.Inputs) > 0 {
+			d.mounts = map[string]ref{}
+			for name, in := range st.Inputs {
+				if s, ok := strings.CutPrefix(in, "sources."); ok {
+					src := c.byName["sources."+s]
+					d.mounts[name] = ref{id: src.ID, name: src.Name}
+				} else {
+					d.mounts[name] = c.images[in]
+				}
+			}
+		}
+		if err := c.add(n, d, d.buildroot.name == plan.HostRoot); err != nil {
+			return err
+		}
+		tree = ref{id: n.ID, name: n.Name}
+	}
+	// Other images refer to this one by its name, so appending a stage here leaves
+	// their weak keys alone.
+	c.images[prefix] = ref{id: tree.id, name: prefix}
+	pi := &plan.Image{
+		Name: img.Name, Version: img.Version, Platform: *platform, DeviceTypes: img.DeviceTypes,
+		Default: img.Default, Tree: tree.id, Runtime: img.Runtime, Annotations: img.Annotations,
+		Origin: img.Pos.String(),
+	}
+	c.p.Images[img.Name] = pi
+	var outputs []ref
+	for j, o := range img.Outputs {
+		opts, err := canonical(map[string]any{"name": o.Name, "size": o.Size})
+		if err != nil {
+			return err
+		}
+		n := &plan.Node{
+			Kind: plan.KindOutput, Name: fmt.Sprintf("%s.outputs[%d]", prefix, j), Type: o.Type,
+			ModuleDigest: digestOf(fmt.Sprintf("output:%s@%d", o.Type, OutputABI[o.Type])),
+			Options:      opts, Platform: platform, Env: env, Origin: o.Pos.String(),
+		}
+		if err := c.add(n, dep{tree: tree}, false); err != nil {
+			return err
+		}
+		pi.Outputs = append(pi.Outputs, n.ID)
+		outputs = append(outputs, ref{id: n.ID, name: n.Name})
+	}
+	_, err = c.hooks(img, outputs, "")
+	return err
+}
+
+// hooks adds a node for each hook an image names that runs on the given event (or
+// on any event but pre-build when on is empty) and returns their IDs. Hooks order
+// the build but are not build inputs of the image, so they enter no stage's key.
+func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, error) {
+	prefix := "images." + img.Name
+	var ids []string
+	for _, hn := range img.Hooks {
+		h := c.ws.Hooks[hn]
+		if (on == "" && h.On == "pre-build") || (on != "" && h.On != on) {
+			continue
+		}
+		n := &plan.Node{
+			Kind: plan.KindHook, Name: prefix + ".hooks." + hn, Type: h.On, Command: h.Command,
+			Env: map[string]string{"SOURCE_DATE_EPOCH": SourceDateEpoch}, Origin: h.Pos.String(),
+		}
+		opts, err := canonical(map[string]any{"on_failure": h.OnFailure})
+		if err != nil {
+			return nil, err
+		}
+		n.Options = opts
+		// Post-build hooks see the outputs, so they run again when an output changes.
+		d := dep{buildroot: c.buildRoot(h.BuildRoot), after: outputs}
+		if err := c.add(n, d, d.buildroot.name == plan.HostRoot); err != nil {
+			return nil, err
+		}
+		ids = append(ids, n.ID)
+	}
+	return ids, nil
+}
+
+func (c *compiler) jobOrder() []string {
+	var out []string
+	done := map[string]bool{}
+	var visit func(string)
+	visit = func(name string) {
+		if done[name] {
+			return
+		}
+		done[name] = true
+		for _, need := range c.ws.Jobs[name].Needs {
+			if j, ok := strings.CutPrefix(need, "jobs."); ok && c.ws.Jobs[j] != nil {
+				visit(j)
+			}
+		}
+		out = append(out, name)
+	}
+	for _, name := range sortedKeys(c.ws.Jobs) {
+		visit(name)
+	}
+	return out
+}
+
+func (c *compiler) job(j *lang.Job) error {
+	n := &plan.Node{
+		Kind: plan.KindJob, Name: "jobs." + j.Name, Type: "job", Command: j.Command,
+		Network: j.Network, Requires: caps(j.Requires),
+		Env: map[string]string{"SOURCE_DATE_EPOCH": SourceDateEpoch}, Origin: j.Pos.String(),
+	}
+	if len(j.Outputs) > 0 {
+		opts, err := canonical(map[string]any{"outputs": j.Outputs})
+		if err != nil {
+			return err
+		}
+		n.Options = opts
+	}
+	d := dep{buildroot: c.buildRoot(j.BuildRoot)}
+	if j.Image != "" {
+		d.tree = c.images[j.Image]
+	}
+	for _, need := range j.Needs {
+		if strings.HasPrefix(need, "jobs.") {
+			jn := c.byName[need]
+			d.after = append(d.after, ref{id: jn.ID, name: jn.Name})
+		} else {
+			d.after = append(d.after, c.images[need])
+		}
+	}
+	return c.add(n, d, d.buildroot.name == plan.HostRoot)
+}
+
+func (c *compiler) publish(img *lang.Image) error {
+	if img.Publish == nil {
+		return nil
+	}
+	prefix := "images." + img.Name
+	opts, err := canonical(map[string]any{
+		"repository": img.Publish.Repository, "tags": img.Publish.Tags, "version": img.Version,
+		"device_types": img.DeviceTypes, "default": img.Default, "annotations": img.Annotations,
+	})
+	if err != nil {
+		return err
+	}
+	pi := c.p.Images[img.Name]
+	n := &plan.Node{
+		Kind: plan.KindPublish, Name: prefix + ".publish", Type: "oci", Options: opts,
+		Platform: &pi.Platform, Origin: img.Pos.String(),
+	}
+	d := dep{}
+	for _, id := range pi.Outputs {
+		o := c.byID[id]
+		d.after = append(d.after, ref{id: o.ID, name: o.Name})
+	}
+	// Hooks that must pass before publishing are ordering dependencies.
+	for _, hn := range img.Hooks {
+		if h := c.byName[prefix+".hooks."+hn]; h != nil && (h.Type == "post-build" || h.Type == "pre-publish") {
+			n.Deps = append(n.Deps, h.ID)
+		}
+	}
+	if err := c.add(n, d, false); err != nil {
+		return err
+	}
+	pi.Publish = n.ID
+	return nil
+}
+
+func caps(cp *lang.Capabilities) *plan.Capabilities {
+	if cp == nil {
+		return nil
+	}
+	return &plan.Capabilities{Arch: cp.Arch, Features: cp.Features}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,224 @@
+package plan
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+)
+
+// Version is the plan format version this package reads and writes.
+const Version = 1
+
+// Node kinds.
+const (
+	KindSource  = "source"
+	KindStage   = "stage"
+	KindOutput  = "output"
+	KindHook    = "hook"
+	KindJob     = "job"
+	KindPublish = "publish"
+)
+
+// HostRoot is the build root that binds the host's /usr read-only.
+const HostRoot = "host"
+
+// Plan is a compiled workspace.
+type Plan struct {
+	Version int `json:"version"`
+	// Host is the fingerprint of the host that compiled the plan; the keys of nodes
+	// with the "host" build root depend on it.
+	Host Host `json:"host"`
+	// Nodes are in dependency order: every node comes after all of its Deps.
+	Nodes  []*Node            `json:"nodes"`
+	Images map[string]*Image  `json:"images"`
+	Stages map[string]*Module `json:"stages"`
+}
+
+// Host identifies a non-hermetic "host" build root.
+type Host struct {
+	OS            string `json:"os"`
+	OSVersion     string `json:"os_version"`
+	Arch          string `json:"arch"`
+	StrataVersion string `json:"strata_version"`
+}
+
+// Platform is an OS and architecture.
+type Platform struct {
+	OS   string `json:"os"`
+	Arch string `json:"arch"`
+}
+
+// Capabilities is what a node needs from the worker that runs it.
+type Capabilities struct {
+	Arch     string   `json:"arch,omitempty"`
+	Features []string `json:"features,omitempty"`
+}
+
+// Module describes a stage type for `strata stages`.
+type Module struct {
+	Name    string `json:"name"`
+	Doc     string `json:"doc"`
+	Builtin bool   `json:"builtin"`
+	Schema  string `json:"schema"`
+	Digest  string `json:"digest"`
+}
+
+// Image is what the registry layer needs to know of a built image.
+type Image struct {
+	Name        string            `json:"name"`
+	Version     string            `json:"version"`
+	Platform    Platform          `json:"platform"`
+	DeviceTypes []string          `json:"device_types"`
+	Default     bool              `json:"default"`
+	Tree        string            `json:"tree"`
+	Outputs     []string          `json:"outputs"`
+	Publish     string            `json:"publish,omitempty"`
+	Runtime     []string          `json:"runtime,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Origin      string            `json:"origin"`
+}
+
+// Inputs are a node's build-time dependencies by role, as node IDs.
+type Inputs struct {
+	// Tree is the node whose tree this node starts from ("" for an empty tree).
+	Tree string `json:"tree,omitempty"`
+	// BuildRoot is HostRoot or the node whose tree is the build root.
+	BuildRoot string `json:"buildroot,omitempty"`
+	// Mounts are named inputs mounted read-only at /run/strata/inputs/<name>.
+	Mounts map[string]string `json:"mounts,omitempty"`
+	// After are other nodes that must finish first (job needs, hook order).
+	After []string `json:"after,omitempty"`
+}
+
+// Source says where a source node's bytes come from.
+type Source struct {
+	URL    string `json:"url,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	// Path is relative to the workspace directory; Digest is its content digest at
+	// compile time.
+	Path   string `json:"path,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	Git    string `json:"git,omitempty"`
+	Commit string `json:"commit,omitempty"`
+}
+
+// Node is one unit of work.
+type Node struct {
+	// ID is the strong key: it changes when anything the node's result depends on
+	// changes, transitively.
+	ID string `json:"id"`
+	// WeakKey changes only when the node itself or its environment changes.
+	WeakKey string `json:"weak_key"`
+	Kind    string `json:"kind"`
+	// Name is the node's stable name: images.NAME.stages[I], sources.NAME, ...
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// ModuleDigest identifies the stage implementation.
+	ModuleDigest string          `json:"module_digest,omitempty"`
+	Options      json.RawMessage `json:"options,omitempty"`
+	Command      []string        `json:"command,omitempty"`
+	Inputs       Inputs          `json:"inputs"`
+	// Deps is every node this one waits for, sorted.
+	Deps     []string          `json:"deps,omitempty"`
+	Network  bool              `json:"network,omitempty"`
+	Platform *Platform         `json:"platform,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+	Requires *Capabilities     `json:"requires,omitempty"`
+	Source   *Source           `json:"source,omitempty"`
+	// KeyInputs is the canonical JSON the strong key hashes, kept so `strata
+	// explain` can say which input changed.
+	KeyInputs json.RawMessage `json:"key_inputs"`
+	// Origin is the CUE position (file:line:col) the node comes from. It is not part
+	// of any key.
+	Origin string `json:"origin"`
+}
+
+// ErrInvalid is wrapped by every error about a malformed plan.
+var ErrInvalid = errors.New("invalid plan")
+
+// Encode writes the plan as indented JSON. The same plan always gives the same bytes.
+func (p *Plan) Encode(w io.Writer) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(p); err != nil {
+		return fmt.Errorf("encode plan: %w", err)
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// Decode reads and checks a plan: its version, that IDs are unique, and that every
+// node comes after its dependencies.
+func Decode(r io.Reader) (*Plan, error) {
+	var p Plan
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if p.Version != Version {
+		return nil, fmt.Errorf("%w: version %d, this strata reads version %d", ErrInvalid, p.Version, Version)
+	}
+	seen := map[string]bool{}
+	for i, n := range p.Nodes {
+		if n == nil || n.ID == "" {
+			return nil, fmt.Errorf("%w: node %d has no id", ErrInvalid, i)
+		}
+		if seen[n.ID] {
+			return nil, fmt.Errorf("%w: node %s (%s) appears twice", ErrInvalid, n.ID, n.Name)
+		}
+		for _, d := range n.Deps {
+			if !seen[d] {
+				return nil, fmt.Errorf("%w: node %s depends on %s, which does not come before it", ErrInvalid, n.Name, d)
+			}
+		}
+		seen[n.ID] = true
+	}
+	return &p, nil
+}
+
+// Node returns the node with the given ID or name.
+func (p *Plan) Node(idOrName string) (*Node, bool) {
+	for _, n := range p.Nodes {
+		if n.ID == idOrName || n.Name == idOrName {
+			return n, true
+		}
+	}
+	return nil, false
+}
+
+// Closure returns the IDs of the given nodes and everything they depend on, in plan
+// order.
+func (p *Plan) Closure(ids []string) []string {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	for i := len(p.Nodes) - 1; i >= 0; i-- {
+		n := p.Nodes[i]
+		if want[n.ID] {
+			for _, d := range n.Deps {
+				want[d] = true
+			}
+		}
+	}
+	var out []string
+	for _, n := range p.Nodes {
+		if want[n.ID] {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
+
+// SortedStrings returns a sorted copy of s.
+func SortedStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}

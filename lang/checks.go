@@ -1,0 +1,188 @@
+package lang
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// ref is one reference from a field to a named thing.
+type ref struct {
+	path   string // the referring field, for errors
+	pos    Pos
+	target string // "images.x", "sources.y", "jobs.z", "hooks.h"
+	build  bool   // a build-time dependency (enters the key, may not form a cycle)
+}
+
+// refs lists every reference the workspace makes, keyed by the referrer's name.
+func (l *loader) refs() map[string][]ref {
+	out := map[string][]ref{}
+	at := func(owner, path string, fallback Pos) Pos {
+		return l.index.at(path, fallback)
+	}
+	for _, name := range sortedKeys(l.ws.Images) {
+		img := l.ws.Images[name]
+		owner := "images." + name
+		base := owner
+		if img.Instance != nil {
+			base = l.instancePosPath("templates."+img.Instance.Template+".each.images", name)
+		}
+		add := func(field, target string, build bool) {
+			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: at(owner, base+"."+field, img.Pos), target: target, build: build})
+		}
+		if img.BuildRoot != "host" {
+			add("buildroot", img.BuildRoot, true)
+		}
+		if img.From != "" {
+			add("from", img.From, true)
+		}
+		for i, r := range img.Runtime {
+			add(fmt.Sprintf("runtime[%d]", i), r, false)
+		}
+		for i, h := range img.Hooks {
+			add(fmt.Sprintf("hooks[%d]", i), "hooks."+h, false)
+		}
+		for i, st := range img.Stages {
+			for _, in := range sortedKeys(st.Inputs) {
+				add(fmt.Sprintf("stages[%d].inputs.%s", i, in), st.Inputs[in], true)
+			}
+			if m := l.ws.StageModules[st.Type]; m != nil && m.BuildRoot != "" && m.BuildRoot != "host" {
+				out[owner] = append(out[owner], ref{path: "stages." + st.Type + ".buildroot", pos: m.Pos, target: m.BuildRoot, build: true})
+			}
+		}
+	}
+	for _, name := range sortedKeys(l.ws.Jobs) {
+		j := l.ws.Jobs[name]
+		owner := "jobs." + name
+		add := func(field, target string, build bool) {
+			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: l.index.at(owner+"."+field, j.Pos), target: target, build: build})
+		}
+		if j.Image != "" {
+			add("image", j.Image, true)
+		}
+		if j.BuildRoot != "host" {
+			add("buildroot", j.BuildRoot, true)
+		}
+		for i, n := range j.Needs {
+			add(fmt.Sprintf("needs[%d]", i), n, true)
+		}
+	}
+	for _, name := range sortedKeys(l.ws.Hooks) {
+		h := l.ws.Hooks[name]
+		if h.BuildRoot != "host" {
+			owner := "hooks." + name
+			out[owner] = append(out[owner], ref{path: owner + ".buildroot", pos: l.index.at(owner+".buildroot", h.Pos), target: h.BuildRoot})
+		}
+	}
+	for _, name := range sortedKeys(l.ws.StageModules) {
+		m := l.ws.StageModules[name]
+		if m.BuildRoot != "" && m.BuildRoot != "host" {
+			owner := "stages." + name
+			out[owner] = append(out[owner], ref{path: owner + ".buildroot", pos: l.index.at(owner+".buildroot", m.Pos), target: m.BuildRoot})
+		}
+	}
+	return out
+}
+
+func (l *loader) exists(target string) bool {
+	kind, name, _ := strings.Cut(target, ".")
+	switch kind {
+	case "images":
+		return l.ws.Images[name] != nil
+	case "sources":
+		return l.ws.Sources[name] != nil
+	case "jobs":
+		return l.ws.Jobs[name] != nil
+	case "hooks":
+		return l.ws.Hooks[name] != nil
+	}
+	return false
+}
+
+func (l *loader) names(kind string) string {
+	var keys []string
+	switch kind {
+	case "images":
+		keys = sortedKeys(l.ws.Images)
+	case "sources":
+		keys = sortedKeys(l.ws.Sources)
+	case "jobs":
+		keys = sortedKeys(l.ws.Jobs)
+	case "hooks":
+		keys = sortedKeys(l.ws.Hooks)
+	}
+	if len(keys) == 0 {
+		return "none are defined"
+	}
+	return "defined: " + strings.Join(keys, ", ")
+}
+
+func (l *loader) checkReferences() {
+	all := l.refs()
+	for _, owner := range sortedKeys(all) {
+		for _, r := range all[owner] {
+			if !l.exists(r.target) {
+				kind, _, _ := strings.Cut(r.target, ".")
+				l.c.add(r.pos, r.path, "%s is not defined (%s)", r.target, l.names(kind))
+			}
+		}
+	}
+}
+
+// checkCycles reports every build-dependency cycle once, at the reference that
+// closes it, with the whole chain.
+func (l *loader) checkCycles() {
+	all := l.refs()
+	const (
+		unseen = iota
+		active
+		done
+	)
+	state := map[string]int{}
+	var stack []string
+	reported := map[string]bool{}
+	var visit func(n string)
+	visit = func(n string) {
+		state[n] = active
+		stack = append(stack, n)
+		for _, r := range all[n] {
+			if !r.build || !l.exists(r.target) {
+				continue
+			}
+			switch state[r.target] {
+			case unseen:
+				visit(r.target)
+			case active:
+				i := indexOf(stack, r.target)
+				cycle := append(append([]string{}, stack[i:]...), r.target)
+				key := canonicalCycle(stack[i:])
+				if !reported[key] {
+					reported[key] = true
+					l.c.add(r.pos, r.path, "build dependency cycle: %s", strings.Join(cycle, " → "))
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[n] = done
+	}
+	for _, n := range sortedKeys(all) {
+		if state[n] == unseen {
+			visit(n)
+		}
+	}
+}
+
+func indexOf(s []string, x string) int {
+	for i, v := range s {
+		if v == x {
+			return i
+		}
+	}
+	return -1
+}
+
+func canonicalCycle(c []string) string {
+	s := append([]string{}, c...)
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,534 @@
+package lang
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	"cuelang.org/go/cue/load"
+	"cuelang.org/go/encoding/json"
+	"cuelang.org/go/encoding/yaml"
+
+	schema "github.com/strata-build/strata/cue"
+)
+
+// schemaFilename is the stable file name the embedded schema is compiled under, so
+// positions inside it are recognisable and never depend on a host path.
+const schemaFilename = "strata.build/strata/schema.cue"
+
+// SchemaDir is where the schema module lives inside a workspace's cue.mod, both in
+// the loader's overlay and when vendored by `strata mod vendor`.
+const SchemaDir = "cue.mod/pkg/strata.build/strata"
+
+// ErrNotWorkspace is returned when a directory has no cue.mod/module.cue.
+var ErrNotWorkspace = errors.New("not a strata workspace")
+
+// Load loads, validates and models the workspace in dir. A workspace problem is
+// returned as Errors (errors.Is(err, ErrInvalid)); other errors are I/O failures.
+func Load(ctx context.Context, dir string) (*Workspace, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load workspace %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(abs, "cue.mod", "module.cue")); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w: cue.mod/module.cue not found (run `strata init`)", dir, ErrNotWorkspace)
+		}
+		return nil, fmt.Errorf("load workspace %s: %w", dir, err)
+	}
+	l := &loader{
+		ctx:   cuecontext.New(),
+		index: newPosIndex(),
+	}
+	l.c = &collector{dir: abs, index: l.index}
+	ws := &Workspace{
+		Dir:          abs,
+		Sources:      map[string]*Source{},
+		Resources:    map[string]*Resource{},
+		StageModules: map[string]*StageModule{},
+		Images:       map[string]*Image{},
+		Jobs:         map[string]*Job{},
+		Hooks:        map[string]*Hook{},
+		Templates:    map[string]*Template{},
+	}
+	l.ws = ws
+	if err := l.load(ctx, abs); err != nil {
+		return nil, err
+	}
+	return ws, nil
+}
+
+type loader struct {
+	ctx     *cue.Context
+	c       *collector
+	index   *posIndex
+	ws      *Workspace
+	schema  cue.Value // the schema package
+	value   cue.Value // the workspace unified with #Workspace
+	modules map[string]module
+	// defined records where each image/job name came from, to report collisions.
+	defined map[string]string
+}
+
+func (l *loader) load(ctx context.Context, dir string) error {
+	l.schema = l.ctx.CompileBytes(schema.Schema, cue.Filename(schemaFilename))
+	if err := l.schema.Err(); err != nil {
+		return fmt.Errorf("embedded schema: %w", err)
+	}
+	v, err := l.build(dir)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.value = v.Unify(l.schema.LookupPath(cue.ParsePath("#Workspace")))
+	if err := l.value.Validate(); err != nil {
+		l.c.addCUE(err, "")
+		return l.c.err()
+	}
+	for _, sec := range []string{"sources", "resources", "images", "jobs", "hooks"} {
+		v := l.value.LookupPath(cue.ParsePath(sec))
+		if !v.Exists() {
+			continue
+		}
+		if err := v.Validate(cue.Concrete(true)); err != nil {
+			l.c.addCUE(err, sec)
+		}
+	}
+	if err := l.c.err(); err != nil {
+		return err
+	}
+	l.decodeModules()
+	l.decodeSources()
+	l.decodeResources()
+	l.decodeHooks()
+	l.defined = map[string]string{}
+	l.decodeImages()
+	l.decodeJobs()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.expandTemplates()
+	if err := l.c.err(); err != nil {
+		return err
+	}
+	l.checkReferences()
+	l.checkCycles()
+	l.warn()
+	return l.c.err()
+}
+
+// build loads the package's CUE files, with the schema module served from the
+// embedded copy, and unifies any .json/.yaml spec files into it.
+func (l *loader) build(dir string) (cue.Value, error) {
+	overlay := map[string]load.Source{
+		filepath.Join(dir, SchemaDir, "schema.cue"): load.FromBytes(schema.Schema),
+	}
+	insts := load.Instances([]string{"."}, &load.Config{Dir: dir, Overlay: overlay, DataFiles: true})
+	if len(insts) != 1 {
+		return cue.Value{}, fmt.Errorf("load %s: expected one package, found %d", dir, len(insts))
+	}
+	inst := insts[0]
+	var v cue.Value
+	var data []*build.File
+	if inst.Err != nil {
+		var nf *load.NoFilesError
+		if !errors.As(inst.Err, &nf) {
+			l.c.addCUE(inst.Err, "")
+			return cue.Value{}, l.c.err()
+		}
+		// A workspace of .json/.yaml files only.
+		v = l.ctx.CompileString("{}")
+		data = jsonYAMLFiles(dir)
+	} else {
+		for _, f := range inst.Files {
+			if !isSchemaFile(f.Filename) {
+				l.index.addFile(l.c, f.Decls)
+			}
+		}
+		v = l.ctx.BuildInstance(inst)
+		data = inst.OrphanedFiles
+	}
+	if err := v.Err(); err != nil {
+		l.c.addCUE(err, "")
+		return cue.Value{}, l.c.err()
+	}
+	for _, f := range data {
+		dv, ok := l.buildDataFile(f.Filename)
+		if ok {
+			v = v.Unify(dv)
+		}
+	}
+	if err := l.c.err(); err != nil {
+		return cue.Value{}, err
+	}
+	return v, nil
+}
+
+func jsonYAMLFiles(dir string) []*build.File {
+	var out []*build.File
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".json", ".yaml", ".yml":
+			out = append(out, &build.File{Filename: filepath.Join(dir, e.Name())})
+		}
+	}
+	return out
+}
+
+func (l *loader) buildDataFile(name string) (cue.Value, bool) {
+	rel := l.c.pos0(name)
+	b, err := os.ReadFile(name)
+	if err != nil {
+		l.c.add(rel, "", "read spec file: %v", err)
+		return cue.Value{}, false
+	}
+	var v cue.Value
+	switch filepath.Ext(name) {
+	case ".json":
+		expr, err := json.Extract(name, b)
+		if err != nil {
+			l.c.addCUE(err, "")
+			return cue.Value{}, false
+		}
+		l.index.addExpr(l.c, expr)
+		v = l.ctx.BuildExpr(expr)
+	case ".yaml", ".yml":
+		f, err := yaml.Extract(name, b)
+		if err != nil {
+			l.c.addCUE(err, "")
+			return cue.Value{}, false
+		}
+		l.index.addFile(l.c, f.Decls)
+		v = l.ctx.BuildFile(f)
+	default:
+		return cue.Value{}, false
+	}
+	if err := v.Err(); err != nil {
+		l.c.addCUE(err, "")
+		return cue.Value{}, false
+	}
+	return v, true
+}
+
+// pos0 is the position of a whole file.
+func (c *collector) pos0(name string) Pos {
+	if rel, err := filepath.Rel(c.dir, name); err == nil {
+		name = filepath.ToSlash(rel)
+	}
+	return Pos{File: name}
+}
+
+// fields returns the regular fields of the struct at path, in order.
+func fields(v cue.Value) []field {
+	it, err := v.Fields()
+	if err != nil {
+		return nil
+	}
+	var out []field
+	for it.Next() {
+		out = append(out, field{name: it.Selector().Unquoted(), v: it.Value()})
+	}
+	return out
+}
+
+type field struct {
+	name string
+	v    cue.Value
+}
+
+func (l *loader) lookup(path string) cue.Value {
+	return l.value.LookupPath(cue.ParsePath(path))
+}
+
+// sel builds a CUE path from a dotted prefix and a label that may need quoting.
+func sel(prefix, label string) string {
+	return prefix + "." + cue.MakePath(cue.Str(label)).String()
+}
+
+func (l *loader) decodeSources() {
+	for _, f := range fields(l.lookup("sources")) {
+		path := "sources." + f.name
+		s := &Source{Name: f.name, Pos: l.index.at(path, Pos{})}
+		if err := f.v.Decode(s); err != nil {
+			l.c.addCUE(err, path)
+			continue
+		}
+		s.Name, s.Pos = f.name, l.index.at(path, Pos{})
+		if s.Path != "" {
+			if filepath.IsAbs(s.Path) || strings.HasPrefix(filepath.Clean(s.Path), "..") {
+				l.c.add(l.index.at(path+".path", s.Pos), path+".path", "path %q must be relative and inside the workspace", s.Path)
+			}
+		}
+		if strings.HasPrefix(s.URL, "http") && s.SHA256 == "" {
+			l.c.add(s.Pos, path, "a remote source needs sha256")
+		}
+		l.ws.Sources[f.name] = s
+	}
+}
+
+func (l *loader) decodeResources() {
+	for _, f := range fields(l.lookup("resources")) {
+		path := "resources." + f.name
+		r := &Resource{Name: f.name, Pos: l.index.at(path, Pos{})}
+		if f.v.IncompleteKind() == cue.ListKind {
+			it, _ := f.v.List()
+			for it.Next() {
+				b, err := it.Value().MarshalJSON()
+				if err != nil {
+					l.c.addCUE(err, path)
+					continue
+				}
+				r.Records = append(r.Records, b)
+			}
+		} else {
+			job, _ := f.v.LookupPath(cue.ParsePath("job")).String()
+			r.Job = job
+		}
+		l.ws.Resources[f.name] = r
+	}
+}
+
+func (l *loader) decodeHooks() {
+	for _, f := range fields(l.lookup("hooks")) {
+		path := "hooks." + f.name
+		h := &Hook{}
+		if err := f.v.Decode(h); err != nil {
+			l.c.addCUE(err, path)
+			continue
+		}
+		h.Name, h.Pos = f.name, l.index.at(path, Pos{})
+		l.ws.Hooks[f.name] = h
+	}
+}
+
+func (l *loader) decodeImages() {
+	for _, f := range fields(l.lookup("images")) {
+		path := "images." + f.name
+		img := l.decodeImage(f.name, f.v, path, path)
+		if img == nil {
+			continue
+		}
+		l.defined[path] = "images." + f.name + " at " + img.Pos.String()
+		l.ws.Images[f.name] = img
+	}
+}
+
+// rawImage is the part of an image decoded directly from CUE; stages need their
+// options checked against their type first.
+type rawImage struct {
+	Version     string            `json:"version"`
+	Platform    Platform          `json:"platform"`
+	DeviceTypes []string          `json:"device_types"`
+	Default     bool              `json:"default"`
+	BuildRoot   string            `json:"buildroot"`
+	From        string            `json:"from"`
+	Outputs     []Output          `json:"outputs"`
+	Publish     *Publish          `json:"publish"`
+	Hooks       []string          `json:"hooks"`
+	Requires    *Capabilities     `json:"requires"`
+	Runtime     []string          `json:"runtime"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// decodeImage models one image. path names it for errors (images.NAME); posPath is
+// where its lines are in the index (the template's lines for an instance).
+func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Image {
+	var raw rawImage
+	if err := v.Decode(&raw); err != nil {
+		l.c.addCUE(err, path)
+		return nil
+	}
+	img := &Image{
+		Name: name, Version: raw.Version, Platform: raw.Platform, DeviceTypes: raw.DeviceTypes,
+		Default: raw.Default, BuildRoot: raw.BuildRoot, From: raw.From, Outputs: raw.Outputs,
+		Publish: raw.Publish, Hooks: raw.Hooks, Requires: raw.Requires, Runtime: raw.Runtime,
+		Annotations: raw.Annotations, Pos: l.index.at(posPath, Pos{File: "."}),
+	}
+	if img.DeviceTypes == nil {
+		img.DeviceTypes = []string{}
+	}
+	seen := map[string]int{}
+	for i := range img.Outputs {
+		o := &img.Outputs[i]
+		o.Pos = l.index.at(fmt.Sprintf("%s.outputs[%d]", posPath, i), img.Pos)
+		if o.Name == "" {
+			o.Name = name + "." + o.Type
+		}
+		if j, dup := seen[o.Name]; dup {
+			l.c.add(o.Pos, fmt.Sprintf("%s.outputs[%d]", path, i), "output name %q is already used by outputs[%d]", o.Name, j)
+		}
+		seen[o.Name] = i
+	}
+	it, _ := v.LookupPath(cue.ParsePath("stages")).List()
+	for i := 0; it.Next(); i++ {
+		st, ok := l.decodeStage(it.Value(), fmt.Sprintf("%s.stages[%d]", path, i), fmt.Sprintf("%s.stages[%d]", posPath, i))
+		if ok {
+			img.Stages = append(img.Stages, st)
+		}
+	}
+	return img
+}
+
+type rawStage struct {
+	Type    string            `json:"type"`
+	Inputs  map[string]string `json:"inputs"`
+	Network bool              `json:"network"`
+}
+
+func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
+	var raw rawStage
+	if err := v.Decode(&raw); err != nil {
+		l.c.addCUE(err, path)
+		return Stage{}, false
+	}
+	st := Stage{Type: raw.Type, Inputs: raw.Inputs, Network: raw.Network, Pos: l.index.at(posPath, Pos{File: "."})}
+	m, ok := l.modules[raw.Type]
+	if !ok {
+		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)", raw.Type, strings.Join(l.moduleNames(), ", "))
+		return Stage{}, false
+	}
+	opts := v.LookupPath(cue.ParsePath("options"))
+	if m.closed.Exists() {
+		if err := m.closed.Unify(opts).Validate(); err != nil {
+			l.addStageErr(err, path, posPath)
+			return Stage{}, false
+		}
+	}
+	filled := m.value.FillPath(cue.ParsePath("options"), opts)
+	optV := filled.LookupPath(cue.ParsePath("options"))
+	if err := optV.Validate(cue.Concrete(true)); err != nil {
+		l.addStageErr(err, path, posPath)
+		return Stage{}, false
+	}
+	b, err := optV.MarshalJSON()
+	if err != nil {
+		l.addStageErr(err, path, posPath)
+		return Stage{}, false
+	}
+	st.Options = b
+	if !m.info.Builtin {
+		cmdV := filled.LookupPath(cue.ParsePath("command"))
+		if err := cmdV.Validate(cue.Concrete(true)); err != nil {
+			l.addStageErr(err, path, posPath)
+			return Stage{}, false
+		}
+		if err := cmdV.Decode(&st.Command); err != nil {
+			l.addStageErr(err, path, posPath)
+			return Stage{}, false
+		}
+	}
+	return st, true
+}
+
+// addStageErr reports an error from checking a stage's options against its type's
+// schema at the user's stage, not at the schema's lines.
+func (l *loader) addStageErr(err error, path, posPath string) {
+	for _, e := range cueErrors(err) {
+		rel := e.Path()
+		for i, el := range rel {
+			if el == "options" || el == "command" {
+				rel = rel[i:]
+				break
+			}
+		}
+		sub := cuePathString(rel)
+		if sub == "" {
+			sub = "options"
+		}
+		epath := path + "." + sub
+		pos := l.index.at(posPath+"."+sub, Pos{File: "."})
+		for _, p := range append(e.InputPositions(), e.Position()) {
+			cand := l.c.pos(p)
+			if p.IsValid() && !isSchemaFile(p.Filename()) && l.index.within(posPath, cand) {
+				pos = cand
+				break
+			}
+		}
+		l.c.add(pos, epath, "%s", cleanMsg(e))
+	}
+}
+
+type rawJob struct {
+	Image     string        `json:"image"`
+	BuildRoot string        `json:"buildroot"`
+	Command   []string      `json:"command"`
+	Needs     []string      `json:"needs"`
+	Requires  *Capabilities `json:"requires"`
+	Outputs   []string      `json:"outputs"`
+	Network   bool          `json:"network"`
+}
+
+func (l *loader) decodeJobs() {
+	for _, f := range fields(l.lookup("jobs")) {
+		path := "jobs." + f.name
+		j := l.decodeJob(f.name, f.v, path, path)
+		if j == nil {
+			continue
+		}
+		l.defined[path] = path + " at " + j.Pos.String()
+		l.ws.Jobs[f.name] = j
+	}
+}
+
+func (l *loader) decodeJob(name string, v cue.Value, path, posPath string) *Job {
+	var raw rawJob
+	if err := v.Decode(&raw); err != nil {
+		l.c.addCUE(err, path)
+		return nil
+	}
+	if raw.Needs == nil {
+		raw.Needs = []string{}
+	}
+	return &Job{
+		Name: name, Image: raw.Image, BuildRoot: raw.BuildRoot, Command: raw.Command,
+		Needs: raw.Needs, Requires: raw.Requires, Outputs: raw.Outputs, Network: raw.Network,
+		Pos: l.index.at(posPath, Pos{File: "."}),
+	}
+}
+
+func (l *loader) warn() {
+	for _, name := range sortedKeys(l.ws.Images) {
+		img := l.ws.Images[name]
+		if img.BuildRoot == "host" && len(img.Stages) > 0 {
+			l.ws.Warnings = append(l.ws.Warnings, Warning{
+				Pos: img.Pos, Path: "images." + name,
+				Msg: `build root "host" is not hermetic: builds depend on the host's /usr (keyed by a host fingerprint)`,
+			})
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Builtins returns a workspace holding only the built-in stage modules, for
+// listing them outside any workspace.
+func Builtins(ctx context.Context) (*Workspace, error) {
+	l := &loader{ctx: cuecontext.New(), index: newPosIndex()}
+	l.c = &collector{index: l.index}
+	l.ws = &Workspace{StageModules: map[string]*StageModule{}}
+	l.schema = l.ctx.CompileBytes(schema.Schema, cue.Filename(schemaFilename))
+	if err := l.schema.Err(); err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	l.value = l.ctx.CompileString("{}")
+	l.decodeModules()
+	return l.ws, nil
+}

@@ -1,0 +1,193 @@
+package lang
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/format"
+)
+
+// expandTemplates instantiates every template once per record of its resource:
+// each is unified with the record bound to its parameter, records whose if is
+// false are skipped, and the images and jobs an instance defines are merged into
+// the workspace. No code runs: the filter is a CUE expression.
+func (l *loader) expandTemplates() {
+	imageDef := l.schema.LookupPath(cue.ParsePath("#Image"))
+	jobDef := l.schema.LookupPath(cue.ParsePath("#Job"))
+	for _, f := range fields(l.lookup("templates")) {
+		path := "templates." + f.name
+		t := &Template{Name: f.name, Pos: l.index.at(path, Pos{File: "."}), Records: []TemplateRecord{}}
+		t.Resource, _ = f.v.LookupPath(cue.ParsePath("resource")).String()
+		l.ws.Templates[f.name] = t
+		res, ok := l.ws.Resources[t.Resource]
+		if !ok {
+			l.c.add(l.index.at(path+".resource", t.Pos), path+".resource", "resource %q is not defined (resources: %s)", t.Resource, strings.Join(sortedKeys(l.ws.Resources), ", "))
+			continue
+		}
+		if res.Job != "" {
+			l.c.add(l.index.at(path+".resource", t.Pos), path+".resource", "resource %q is produced by job %q at build time; templates over job-produced resources are not supported yet", t.Resource, res.Job)
+			continue
+		}
+		each := f.v.LookupPath(cue.ParsePath("each"))
+		var params []string
+		for _, ef := range fields(each) {
+			switch ef.name {
+			case "if", "images", "jobs":
+			default:
+				params = append(params, ef.name)
+			}
+		}
+		if len(params) != 1 {
+			l.c.add(l.index.at(path+".each", t.Pos), path+".each", "each must hold exactly one parameter field besides if, images and jobs (found %d: %s)", len(params), strings.Join(params, ", "))
+			continue
+		}
+		t.Param = params[0]
+		var filter ast.Expr
+		if fd, ok := l.index.fields[path+".each.if"]; ok {
+			filter = fd.Value
+			if b, err := format.Node(fd.Value); err == nil {
+				t.Filter = string(b)
+			}
+		}
+		records, _ := l.lookup("resources." + cue.MakePath(cue.Str(t.Resource)).String()).List()
+		for i := 0; records.Next(); i++ {
+			rec := records.Value()
+			recPath := fmt.Sprintf("%s record %d (resources.%s[%d])", path, i, t.Resource, i)
+			tr := TemplateRecord{Index: i, Record: json.RawMessage(res.Records[i])}
+			inst := each.FillPath(cue.MakePath(cue.Str(t.Param)), rec)
+			if ifv := inst.LookupPath(cue.ParsePath("if")); ifv.Exists() {
+				pass, err := ifv.Bool()
+				if err != nil {
+					l.c.add(l.index.at(path+".each.if", t.Pos), path+".each.if", "filter must evaluate to true or false for record %d: %s", i, strings.TrimSpace(firstLine(err)))
+					continue
+				}
+				if !pass {
+					tr.Reason = fmt.Sprintf("if %s is false%s", t.Filter, l.explainFilter(filter, t.Param, inst))
+					t.Records = append(t.Records, tr)
+					continue
+				}
+			}
+			tr.Passed = true
+			origin := &Instance{Template: f.name, Resource: t.Resource, Record: i}
+			for _, img := range fields(inst.LookupPath(cue.ParsePath("images"))) {
+				full := "images." + img.name
+				posPath := l.instancePosPath(path+".each.images", img.name)
+				origin.Pos = l.index.at(posPath, t.Pos)
+				v := img.v.Unify(imageDef)
+				if err := v.Validate(cue.Concrete(true)); err != nil {
+					l.addStageErr(err, full, posPath)
+					continue
+				}
+				if !l.claim(full, recPath, origin.Pos) {
+					continue
+				}
+				m := l.decodeImage(img.name, v, full, posPath)
+				if m == nil {
+					continue
+				}
+				o := *origin
+				m.Instance = &o
+				l.ws.Images[img.name] = m
+				tr.Defines = append(tr.Defines, full)
+			}
+			for _, job := range fields(inst.LookupPath(cue.ParsePath("jobs"))) {
+				full := "jobs." + job.name
+				posPath := l.instancePosPath(path+".each.jobs", job.name)
+				origin.Pos = l.index.at(posPath, t.Pos)
+				v := job.v.Unify(jobDef)
+				if err := v.Validate(cue.Concrete(true)); err != nil {
+					l.c.addCUE(err, full)
+					continue
+				}
+				if !l.claim(full, recPath, origin.Pos) {
+					continue
+				}
+				j := l.decodeJob(job.name, v, full, posPath)
+				if j == nil {
+					continue
+				}
+				o := *origin
+				j.Instance = &o
+				l.ws.Jobs[job.name] = j
+				tr.Defines = append(tr.Defines, full)
+			}
+			t.Records = append(t.Records, tr)
+		}
+	}
+}
+
+// claim records that origin defines name, or reports the collision naming both.
+func (l *loader) claim(name, origin string, pos Pos) bool {
+	if prev, dup := l.defined[name]; dup {
+		l.c.add(pos, name, "defined twice: by %s and by %s", prev, origin)
+		return false
+	}
+	l.defined[name] = origin
+	return true
+}
+
+func (l *loader) instancePosPath(prefix, name string) string {
+	literal := prefix + "." + name
+	if _, ok := l.index.lookup(literal); ok {
+		return literal
+	}
+	return prefix + ".*"
+}
+
+// explainFilter lists the values of the record fields a filter refers to, so that
+// `strata expand` can say why a record was skipped.
+func (l *loader) explainFilter(filter ast.Expr, param string, inst cue.Value) string {
+	if filter == nil {
+		return ""
+	}
+	var parts []string
+	seen := map[string]bool{}
+	ast.Walk(filter, func(n ast.Node) bool {
+		se, ok := n.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		p := selectorPath(se)
+		if p == "" || !strings.HasPrefix(p, param+".") || seen[p] {
+			return false
+		}
+		seen[p] = true
+		v := inst.LookupPath(cue.ParsePath(p))
+		b, err := v.MarshalJSON()
+		if err != nil {
+			b = []byte("(none)")
+		}
+		parts = append(parts, p+" = "+string(b))
+		return false
+	}, nil)
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func selectorPath(e ast.Expr) string {
+	switch e := e.(type) {
+	case *ast.Ident:
+		return e.Name
+	case *ast.SelectorExpr:
+		base := selectorPath(e.X)
+		name, _, err := ast.LabelName(e.Sel)
+		if base == "" || err != nil {
+			return ""
+		}
+		return base + "." + name
+	}
+	return ""
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
