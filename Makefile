@@ -1,0 +1,48 @@
+# strata — see README.md. Every target works on a fresh Debian machine after
+# `make setup` (which the others call where they need it).
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+STRATA    := $(BIN)/strata
+export PATH := $(BIN):$(PATH)
+FUZZTIME  ?= 15s
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+
+.PHONY: all setup build test unit fuzz demo bench lint clean
+
+all: build
+
+## setup: install what builds and tests need (Debian packages when root, Go tools); idempotent
+setup:
+	@scripts/setup.sh
+
+## build: the static strata binary in bin/
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(STRATA) ./cmd/strata
+
+## test: setup, vet, unit and CLI tests, bounded fuzzing
+test: setup build
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./lang/
+	$(GO) test -run='^$$' -fuzz='^FuzzCompile$$' -fuzztime=$(FUZZTIME) ./compiler/
+
+## demo: validate, compile and show the example image's plan
+demo: setup build
+	@scripts/demo.sh
+
+## bench: compile vs cue export at N = 100, 1000, 3000 (numbers go to bench/README.md)
+bench: setup build
+	@bench/compile.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) bench/out

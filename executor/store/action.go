@@ -1,0 +1,306 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/executor/tree"
+)
+
+// Action is an action cache entry: the result of building one key.
+type Action struct {
+	// Key is the node's cache key; it names the entry (see LockKey for the allowed
+	// characters).
+	Key string `json:"key"`
+	// WeakKey is the node's weak key, if any.
+	WeakKey string `json:"weakKey,omitempty"`
+	// Tree is the digest of the output tree manifest, if the node has one.
+	Tree digest.Digest `json:"tree,omitempty"`
+	// Log is the digest of the build log blob, if kept.
+	Log digest.Digest `json:"log,omitempty"`
+	// Outputs names further output blobs (images, archives).
+	Outputs map[string]digest.Digest `json:"outputs,omitempty"`
+	// Meta is free-form JSON the executor keeps with the entry.
+	Meta json.RawMessage `json:"meta,omitempty"`
+}
+
+// blobs returns every blob digest the action refers to directly.
+func (a *Action) blobs() []digest.Digest {
+	var ds []digest.Digest
+	if a.Tree != "" {
+		ds = append(ds, a.Tree)
+	}
+	if a.Log != "" {
+		ds = append(ds, a.Log)
+	}
+	names := make([]string, 0, len(a.Outputs))
+	for n := range a.Outputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ds = append(ds, a.Outputs[n])
+	}
+	return ds
+}
+
+func (s *Store) actionPath(key string) string {
+	return filepath.Join(s.dir, dirActions, key+".json")
+}
+
+// PutAction records a under a.Key, replacing any previous entry. It first checks that
+// every blob the entry refers to is present, including the file contents of its tree,
+// and fails with an error wrapping ErrNotFound otherwise, so an entry never points at a
+// missing object. The entry is written atomically.
+func (s *Store) PutAction(ctx context.Context, a *Action) error {
+	if err := s.putAction(ctx, a); err != nil {
+		return fmt.Errorf("store %s: put action %s: %w", s.dir, a.Key, err)
+	}
+	return nil
+}
+
+func (s *Store) putAction(ctx context.Context, a *Action) error {
+	if err := validKey(a.Key); err != nil {
+		return err
+	}
+	if a.WeakKey != "" {
+		if err := validKey(a.WeakKey); err != nil {
+			return err
+		}
+	}
+	for _, d := range a.blobs() {
+		if _, err := checkDigest(d); err != nil {
+			return err
+		}
+		if !s.HasBlob(d) {
+			return fmt.Errorf("blob %s: %w", d, ErrNotFound)
+		}
+	}
+	if a.Tree != "" {
+		t, err := s.GetTree(ctx, a.Tree)
+		if err != nil {
+			return err
+		}
+		for _, e := range t.Entries {
+			if e.Type == tree.File && !s.HasBlob(e.Digest) {
+				return fmt.Errorf("tree %s: %s: blob %s: %w", a.Tree, e.Path, e.Digest, ErrNotFound)
+			}
+		}
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return s.writeFileAtomic(s.actionPath(a.Key), b, 0o644)
+}
+
+// GetAction returns the entry for key and marks it used now (its modification time is
+// the clock GC's LRU order uses). A missing entry, an unreadable one, or one whose
+// tree, log or output blob is gone is a miss: the error wraps ErrNotFound and a broken
+// entry is removed.
+func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
+	if err := validKey(key); err != nil {
+		return nil, fmt.Errorf("store %s: get action: %w", s.dir, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := s.actionPath(key)
+	a, f, err := s.readAction(p)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
+	}
+	defer f.Close()
+	for _, d := range a.blobs() {
+		if !s.HasBlob(d) {
+			if sameFile(f, p) {
+				os.Remove(p)
+			}
+			return nil, fmt.Errorf("store %s: action %s: blob %s gone: %w", s.dir, key, d, ErrNotFound)
+		}
+	}
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
+	}
+	return a, nil
+}
+
+// readAction reads and decodes the entry at p, returning the open file too. A
+// malformed entry is removed and reported as ErrNotFound.
+func (s *Store) readAction(p string) (*Action, *os.File, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, ErrNotFound
+		}
+		return nil, nil, err
+	}
+	var a Action
+	dec := json.NewDecoder(f)
+	if err := dec.Decode(&a); err != nil || validKey(a.Key) != nil {
+		if sameFile(f, p) {
+			os.Remove(p)
+		}
+		f.Close()
+		return nil, nil, fmt.Errorf("malformed entry removed: %w", ErrNotFound)
+	}
+	return &a, f, nil
+}
+
+// RemoveAction deletes the entry for key, if any.
+func (s *Store) RemoveAction(key string) error {
+	if err := validKey(key); err != nil {
+		return err
+	}
+	if err := os.Remove(s.actionPath(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store %s: remove action %s: %w", s.dir, key, err)
+	}
+	return nil
+}
+
+func (s *Store) weakPath(key string) string {
+	return filepath.Join(s.dir, dirWeak, key+".json")
+}
+
+// PutWeak records data, which must be valid JSON, as the key inputs of the last build
+// of weakKey, replacing the previous record atomically.
+func (s *Store) PutWeak(ctx context.Context, weakKey string, data json.RawMessage) error {
+	if err := validKey(weakKey); err != nil {
+		return fmt.Errorf("store %s: put weak: %w", s.dir, err)
+	}
+	if !json.Valid(data) {
+		return fmt.Errorf("store %s: put weak %s: invalid JSON", s.dir, weakKey)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.writeFileAtomic(s.weakPath(weakKey), bytes.Clone(data), 0o644); err != nil {
+		return fmt.Errorf("store %s: put weak %s: %w", s.dir, weakKey, err)
+	}
+	return nil
+}
+
+// GetWeak returns the record PutWeak last stored for weakKey, or an error wrapping
+// ErrNotFound.
+func (s *Store) GetWeak(ctx context.Context, weakKey string) (json.RawMessage, error) {
+	if err := validKey(weakKey); err != nil {
+		return nil, fmt.Errorf("store %s: get weak: %w", s.dir, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.weakPath(weakKey))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store %s: weak %s: %w", s.dir, weakKey, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store %s: weak %s: %w", s.dir, weakKey, err)
+	}
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("store %s: weak %s: %w", s.dir, weakKey, ErrCorrupt)
+	}
+	return b, nil
+}
+
+// ActionInfo describes an action cache entry for listing.
+type ActionInfo struct {
+	Action
+	// LastUsed is when the entry was last written or returned by GetAction.
+	LastUsed time.Time
+	// Size is the total size in bytes of the distinct blobs the entry refers to: its
+	// tree manifest, the tree's file contents, log and outputs.
+	Size int64
+}
+
+// List returns every action entry, most recently used first.
+func (s *Store) List(ctx context.Context) ([]ActionInfo, error) {
+	ents, err := s.actionEntries()
+	if err != nil {
+		return nil, fmt.Errorf("store %s: list: %w", s.dir, err)
+	}
+	var out []ActionInfo
+	for _, ae := range ents {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		info := ActionInfo{Action: *ae.a, LastUsed: ae.mtime}
+		seen := map[digest.Digest]bool{}
+		add := func(d digest.Digest, n int64) {
+			if !seen[d] {
+				seen[d] = true
+				info.Size += n
+			}
+		}
+		for _, d := range ae.a.blobs() {
+			if st, err := os.Stat(s.blobPath(d.Encoded())); err == nil {
+				add(d, st.Size())
+			}
+		}
+		if ae.a.Tree != "" {
+			if t, err := s.GetTree(ctx, ae.a.Tree); err == nil {
+				for _, e := range t.Entries {
+					if e.Type == tree.File {
+						add(e.Digest, e.Size)
+					}
+				}
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// actionEntry is a decoded entry with its modification time.
+type actionEntry struct {
+	a     *Action
+	mtime time.Time
+	path  string
+}
+
+// actionEntries reads every well-formed entry, most recently used first (ties by key).
+func (s *Store) actionEntries() ([]actionEntry, error) {
+	dir := filepath.Join(s.dir, dirActions)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []actionEntry
+	for _, de := range des {
+		name := de.Name()
+		if !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		a, f, err := s.readAction(p)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(int(f.Fd()), &st)
+		f.Close()
+		if err != nil || a.Key+".json" != name {
+			continue
+		}
+		out = append(out, actionEntry{a: a, mtime: time.Unix(st.Mtim.Unix()), path: p})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].mtime.Equal(out[j].mtime) {
+			return out[i].mtime.After(out[j].mtime)
+		}
+		return out[i].a.Key < out[j].a.Key
+	})
+	return out, nil
+}

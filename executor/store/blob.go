@@ -1,0 +1,275 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// bufSize is the size of the buffers used for hashing and copying. Large reads keep
+// hashing close to raw SHA-256 speed.
+const bufSize = 1 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+// checkDigest returns the hex of d if it is a valid sha256 digest.
+func checkDigest(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("digest %q: %w", d, err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return "", fmt.Errorf("digest %s: only sha256 is stored", d)
+	}
+	return d.Encoded(), nil
+}
+
+func (s *Store) blobPath(hex string) string {
+	return filepath.Join(s.dir, dirBlobs, hex[:2], hex)
+}
+
+// BlobPath returns the path of the blob d, which must only be read, never written,
+// chmod-ed or renamed. It does not check that the blob exists; reading the path
+// directly skips the re-hashing that OpenBlob does.
+func (s *Store) BlobPath(d digest.Digest) (string, error) {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return "", err
+	}
+	return s.blobPath(hex), nil
+}
+
+// HasBlob reports whether the blob d is present. It does not re-hash it.
+func (s *Store) HasBlob(d digest.Digest) bool {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Stat(s.blobPath(hex), &st) != nil {
+		return false
+	}
+	// A zero-length file can only be the empty blob (Nix #7064: torn files).
+	return st.Size > 0 || d == digest.SHA256.FromBytes(nil)
+}
+
+// PutBlob stores the bytes read from r and returns their digest and size. The blob is
+// written to a temporary file, synced and renamed into place; if the blob is already
+// present (with the right size) the new copy is discarded.
+func (s *Store) PutBlob(ctx context.Context, r io.Reader) (digest.Digest, int64, error) {
+	d, n, err := s.putBlob(ctx, r)
+	if err != nil {
+		return "", 0, fmt.Errorf("store %s: put blob: %w", s.dir, err)
+	}
+	return d, n, nil
+}
+
+// PutBytes stores b as a blob and returns its digest.
+func (s *Store) PutBytes(ctx context.Context, b []byte) (digest.Digest, error) {
+	d, _, err := s.PutBlob(ctx, bytes.NewReader(b))
+	return d, err
+}
+
+func (s *Store) putBlob(ctx context.Context, r io.Reader) (digest.Digest, int64, error) {
+	f, err := s.tempFile("b-*")
+	if err != nil {
+		return "", 0, err
+	}
+	tmp := f.Name()
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		os.Remove(tmp) // no-op once renamed
+	}()
+	h := sha256.New()
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := *bp
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", 0, err
+		}
+		m, rerr := r.Read(buf)
+		if m > 0 {
+			h.Write(buf[:m])
+			if _, err := f.Write(buf[:m]); err != nil {
+				return "", 0, err
+			}
+			n += int64(m)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return "", 0, rerr
+		}
+	}
+	d := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil)))
+	hex := d.Encoded()
+	final := s.blobPath(hex)
+	if st, err := os.Lstat(final); err == nil && st.Size() == n {
+		return d, n, nil
+	}
+	if err := f.Chmod(0o444); err != nil {
+		return "", 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, err
+	}
+	err = f.Close()
+	f = nil
+	if err != nil {
+		return "", 0, err
+	}
+	if err := ensureShard(filepath.Dir(final)); err != nil {
+		return "", 0, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", 0, err
+	}
+	return d, n, syncDir(filepath.Dir(final))
+}
+
+// OpenBlob opens the blob d for reading. The reader re-hashes the bytes it returns and,
+// instead of io.EOF, returns an error wrapping ErrCorrupt when they do not match d. A
+// zero-length file for a non-empty digest fails at once with ErrCorrupt. A missing blob
+// gives an error wrapping ErrNotFound.
+func (s *Store) OpenBlob(d digest.Digest) (io.ReadCloser, error) {
+	return s.OpenBlobSize(d, -1)
+}
+
+// OpenBlobSize is OpenBlob for a blob whose size is known (from a tree entry, say):
+// a size mismatch fails at once with ErrCorrupt, before any byte is read. A negative
+// size skips the check.
+func (s *Store) OpenBlobSize(d digest.Digest, size int64) (*BlobReader, error) {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return nil, err
+	}
+	return openVerified(s.blobPath(hex), d, size)
+}
+
+func openVerified(p string, d digest.Digest, size int64) (*BlobReader, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+		}
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if size >= 0 && st.Size() != size {
+		f.Close()
+		return nil, fmt.Errorf("blob %s: %w: size %d, want %d", d, ErrCorrupt, st.Size(), size)
+	}
+	if st.Size() == 0 && d != digest.SHA256.FromBytes(nil) {
+		f.Close()
+		return nil, fmt.Errorf("blob %s: %w: zero length", d, ErrCorrupt)
+	}
+	return &BlobReader{f: f, d: d, size: st.Size(), h: sha256.New()}, nil
+}
+
+// BlobReader reads a blob and checks its digest at the end.
+type BlobReader struct {
+	f    *os.File
+	d    digest.Digest
+	size int64
+	n    int64
+	h    hash.Hash
+	err  error
+}
+
+// Size returns the size of the blob file when it was opened.
+func (b *BlobReader) Size() int64 { return b.size }
+
+// Read reads from the blob. At the end it returns io.EOF if the bytes matched the
+// digest and an error wrapping ErrCorrupt otherwise.
+func (b *BlobReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.f.Read(p)
+	b.h.Write(p[:n])
+	b.n += int64(n)
+	if err == io.EOF {
+		got := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", b.h.Sum(nil)))
+		switch {
+		case b.n != b.size:
+			b.err = fmt.Errorf("blob %s: %w: read %d bytes of %d", b.d, ErrCorrupt, b.n, b.size)
+		case got != b.d:
+			b.err = fmt.Errorf("blob %s: %w: content hashes to %s", b.d, ErrCorrupt, got)
+		default:
+			b.err = io.EOF
+		}
+		return n, b.err
+	}
+	if err != nil {
+		b.err = fmt.Errorf("blob %s: %w", b.d, err)
+		return n, b.err
+	}
+	return n, nil
+}
+
+// Close closes the blob file.
+func (b *BlobReader) Close() error { return b.f.Close() }
+
+// ReadBlob returns the verified content of the blob d.
+func (s *Store) ReadBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r, err := s.OpenBlobSize(d, -1)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	defer r.Close()
+	b := make([]byte, 0, r.Size())
+	buf := bytes.NewBuffer(b)
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// hashFile returns the digest and size of the open file f, read with a large buffer.
+func hashFile(ctx context.Context, f *os.File) (digest.Digest, int64, error) {
+	h := sha256.New()
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := *bp
+	var n int64
+	for {
+		m, err := f.Read(buf)
+		h.Write(buf[:m])
+		n += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", 0, err
+		}
+		if err := ctx.Err(); err != nil {
+			return "", 0, err
+		}
+	}
+	return digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil))), n, nil
+}

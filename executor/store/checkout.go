@@ -1,0 +1,138 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/executor/tree"
+)
+
+func (s *Store) checkoutPath(hex string) string {
+	return filepath.Join(s.dir, dirCheckouts, hex)
+}
+
+// Checkout returns the path of a directory holding the tree d as a hardlink farm of
+// file objects: directories with their modes and owners, symlinks, and files that are
+// hardlinks of store objects. It is built once (in tmp/, then renamed into place, with
+// LockKey keeping concurrent builders from duplicating the work) and reused afterwards.
+// The checkout is read-only: writing to it would change store objects; use it as an
+// overlayfs lower directory. Callers hold Hold while they use it so GC keeps it.
+func (s *Store) Checkout(ctx context.Context, d digest.Digest) (string, error) {
+	p, err := s.checkout(ctx, d)
+	if err != nil {
+		return "", fmt.Errorf("store %s: checkout %s: %w", s.dir, d, err)
+	}
+	return p, nil
+}
+
+func (s *Store) checkout(ctx context.Context, d digest.Digest) (string, error) {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return "", err
+	}
+	final := s.checkoutPath(hex)
+	if st, err := os.Lstat(final); err == nil && st.IsDir() {
+		return final, nil
+	}
+	release, err := s.LockKey(ctx, "checkout-"+hex)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	if st, err := os.Lstat(final); err == nil && st.IsDir() {
+		return final, nil
+	}
+	t, err := s.GetTree(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := s.tempName("co-")
+	if err != nil {
+		return "", err
+	}
+	if err := s.buildCheckout(ctx, t, tmp); err != nil {
+		forceRemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		forceRemoveAll(tmp)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			return final, nil // another process won the race
+		}
+		return "", err
+	}
+	return final, syncDir(filepath.Dir(final))
+}
+
+// buildCheckout materialises t at dir, which must not exist.
+func (s *Store) buildCheckout(ctx context.Context, t *tree.Tree, dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	var dirs []tree.Entry
+	for _, e := range t.Entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(e.Path))
+		switch e.Type {
+		case tree.Dir:
+			if err := os.Mkdir(dst, 0o700); err != nil {
+				return err
+			}
+			dirs = append(dirs, e)
+		case tree.Symlink:
+			if err := os.Symlink(e.Target, dst); err != nil {
+				return err
+			}
+			if s.root {
+				if err := os.Lchown(dst, e.UID, e.GID); err != nil {
+					return err
+				}
+			}
+		case tree.File:
+			obj, err := s.ensureFileObject(ctx, e.Digest, e.Size, e.Mode, e.UID, e.GID)
+			if err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
+			if err := os.Link(obj, dst); err != nil {
+				if !errors.Is(err, unix.EMLINK) {
+					return err
+				}
+				// The object has as many links as the filesystem allows: copy it.
+				r, err := openVerified(obj, e.Digest, e.Size)
+				if err != nil {
+					return err
+				}
+				err = s.copyObject(ctx, r, e.Digest, e.Size, dst, e.Mode, e.UID, e.GID)
+				r.Close()
+				if err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("%w: %s: type %q", ErrUnsupported, e.Path, e.Type)
+		}
+	}
+	// Give directories their final modes, deepest first (the reverse of sorted order
+	// visits every directory after its descendants).
+	for i := len(dirs) - 1; i >= 0; i-- {
+		e := dirs[i]
+		dst := filepath.Join(dir, filepath.FromSlash(e.Path))
+		if s.root {
+			if err := os.Lchown(dst, e.UID, e.GID); err != nil {
+				return err
+			}
+		}
+		if err := unix.Chmod(dst, e.Mode); err != nil {
+			return &os.PathError{Op: "chmod", Path: dst, Err: err}
+		}
+	}
+	return os.Chmod(dir, 0o755)
+}

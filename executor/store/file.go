@@ -1,0 +1,259 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// fileObjName returns the name of a file object inside its shard directory.
+func fileObjName(hex string, mode uint32, uid, gid int) string {
+	return hex + "." + strconv.FormatUint(uint64(mode&0o7777), 8) + "." + strconv.Itoa(uid) + "." + strconv.Itoa(gid)
+}
+
+func (s *Store) fileObjPath(hex string, mode uint32, uid, gid int) string {
+	return filepath.Join(s.dir, dirFiles, hex[:2], fileObjName(hex, mode, uid, gid))
+}
+
+// parseFileObjName splits a file object name into its parts.
+func parseFileObjName(name string) (hex string, mode uint32, uid, gid int, ok bool) {
+	parts := strings.Split(name, ".")
+	if len(parts) != 4 || len(parts[0]) != 64 {
+		return "", 0, 0, 0, false
+	}
+	m, err1 := strconv.ParseUint(parts[1], 8, 32)
+	u, err2 := strconv.Atoi(parts[2])
+	g, err3 := strconv.Atoi(parts[3])
+	if err1 != nil || err2 != nil || err3 != nil || m&^0o7777 != 0 {
+		return "", 0, 0, 0, false
+	}
+	return parts[0], uint32(m), u, g, true
+}
+
+// FilePath returns the path of the file object holding content d with the given mode
+// and owners, for read-only use. It does not check that the object exists.
+func (s *Store) FilePath(d digest.Digest, mode uint32, uid, gid int) (string, error) {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return "", err
+	}
+	return s.fileObjPath(hex, mode, uid, gid), nil
+}
+
+// LinkFile adds the regular file at path to the store as a file object with the given
+// permission bits (07777) and, when the process runs as root, owners; it returns the
+// digest and size of its content. The file must not change while LinkFile runs and is
+// consumed by it: when the object is new, the file itself is chmod-ed (and chown-ed)
+// and hardlinked into the store, so it must never be written again. The file is copied
+// instead when it is on another filesystem or already has other hardlinks. The blob of
+// the same content is made a hardlink of the object when it is missing.
+func (s *Store) LinkFile(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, error) {
+	d, n, err := s.linkFile(ctx, path, mode, uid, gid)
+	if err != nil {
+		return "", 0, fmt.Errorf("store %s: link %s: %w", s.dir, path, err)
+	}
+	return d, n, nil
+}
+
+func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, error) {
+	mode &= 0o7777
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	var st0 unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st0); err != nil {
+		return "", 0, err
+	}
+	if st0.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", 0, fmt.Errorf("%w: not a regular file", ErrUnsupported)
+	}
+	// Start writeback of dirty pages now, so the fsync before linking overlaps with
+	// hashing instead of following it. Failure only loses the overlap.
+	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	d, n, err := hashFile(ctx, f)
+	if err != nil {
+		return "", 0, err
+	}
+	var st1 unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st1); err != nil {
+		return "", 0, err
+	}
+	if st1.Size != n || st1.Mtim != st0.Mtim || st1.Size != st0.Size {
+		return "", 0, errors.New("file changed while it was hashed")
+	}
+	hex := d.Encoded()
+	obj := s.fileObjPath(hex, mode, uid, gid)
+	if st, err := os.Lstat(obj); err == nil && st.Size() == n {
+		return d, n, s.ensureBlobLink(hex, obj, n)
+	}
+	if err := ensureShard(filepath.Dir(obj)); err != nil {
+		return "", 0, err
+	}
+	linked := false
+	if st1.Nlink == 1 {
+		linked, err = s.linkInPlace(f, path, obj, mode, uid, gid, &st1)
+		if err != nil {
+			return "", 0, err
+		}
+	}
+	if !linked {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", 0, err
+		}
+		if err := s.copyObject(ctx, f, d, n, obj, mode, uid, gid); err != nil {
+			return "", 0, err
+		}
+	}
+	if err := syncDir(filepath.Dir(obj)); err != nil {
+		return "", 0, err
+	}
+	return d, n, s.ensureBlobLink(hex, obj, n)
+}
+
+// linkInPlace gives the file its metadata and links it into place as obj. It reports
+// false when the file is on another filesystem and must be copied.
+func (s *Store) linkInPlace(f *os.File, path, obj string, mode uint32, uid, gid int, st *unix.Stat_t) (bool, error) {
+	fd := int(f.Fd())
+	if err := f.Sync(); err != nil {
+		return false, err
+	}
+	// chown clears setuid and setgid bits, so it goes first.
+	if s.root && (int(st.Uid) != uid || int(st.Gid) != gid) {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return false, err
+		}
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return false, err
+	}
+	tmp, err := s.tempName("l-")
+	if err != nil {
+		return false, err
+	}
+	if err := os.Link(path, tmp); err != nil {
+		if errors.Is(err, unix.EXDEV) {
+			return false, nil
+		}
+		return false, err
+	}
+	if err := os.Rename(tmp, obj); err != nil {
+		os.Remove(tmp)
+		return false, err
+	}
+	return true, nil
+}
+
+// copyObject copies r, which must hash to d, into a new file object obj.
+func (s *Store) copyObject(ctx context.Context, r io.Reader, d digest.Digest, n int64, obj string, mode uint32, uid, gid int) error {
+	t, err := s.tempFile("c-*")
+	if err != nil {
+		return err
+	}
+	tmp := t.Name()
+	defer func() {
+		t.Close()
+		os.Remove(tmp)
+	}()
+	bp := getBuf()
+	defer putBuf(bp)
+	verifier := d.Verifier()
+	w := io.MultiWriter(t, verifier)
+	copied, err := io.CopyBuffer(w, struct{ io.Reader }{r}, *bp)
+	if err != nil {
+		return err
+	}
+	if copied != n || !verifier.Verified() {
+		return fmt.Errorf("copy of %s: %w: content changed", d, ErrCorrupt)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fd := int(t.Fd())
+	if s.root {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if err := unix.Fchmod(fd, mode&0o7777); err != nil {
+		return err
+	}
+	if err := t.Sync(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, obj); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ensureBlobLink makes the blob path of hex a hardlink of obj unless a blob of the
+// right size is already there.
+func (s *Store) ensureBlobLink(hex, obj string, n int64) error {
+	blob := s.blobPath(hex)
+	if st, err := os.Lstat(blob); err == nil && st.Size() == n {
+		return nil
+	}
+	if err := ensureShard(filepath.Dir(blob)); err != nil {
+		return err
+	}
+	tmp, err := s.tempName("l-")
+	if err != nil {
+		return err
+	}
+	if err := os.Link(obj, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, blob); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(blob))
+}
+
+// ensureFileObject makes sure the file object for content d (of size n) with the given
+// metadata exists, creating it from the blob (or from another file object of the same
+// content) with a verified copy. It returns the object's path.
+func (s *Store) ensureFileObject(ctx context.Context, d digest.Digest, n int64, mode uint32, uid, gid int) (string, error) {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return "", err
+	}
+	obj := s.fileObjPath(hex, mode, uid, gid)
+	if st, err := os.Lstat(obj); err == nil && st.Size() == n {
+		return obj, nil
+	}
+	src := s.blobPath(hex)
+	if _, err := os.Lstat(src); err != nil {
+		// Fall back to any file object of the same content.
+		m, _ := filepath.Glob(filepath.Join(s.dir, dirFiles, hex[:2], hex+".*"))
+		if len(m) == 0 {
+			return "", fmt.Errorf("file %s: %w", d, ErrNotFound)
+		}
+		src = m[0]
+	}
+	r, err := openVerified(src, d, n)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	if err := ensureShard(filepath.Dir(obj)); err != nil {
+		return "", err
+	}
+	if err := s.copyObject(ctx, r, d, n, obj, mode, uid, gid); err != nil {
+		return "", err
+	}
+	if err := syncDir(filepath.Dir(obj)); err != nil {
+		return "", err
+	}
+	return obj, s.ensureBlobLink(hex, obj, n)
+}

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// flockCtx takes a flock of kind how (LOCK_EX or LOCK_SH) on f, polling with LOCK_NB
+// so that ctx can cancel the wait.
+func flockCtx(ctx context.Context, f *os.File, how int) error {
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case !errors.Is(err, unix.EWOULDBLOCK):
+			return fmt.Errorf("flock %s: %w", f.Name(), err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("wait for lock %s: %w", f.Name(), ctx.Err())
+		case <-t.C:
+		}
+		if wait < 50*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+// lockPath takes a flock on the file at p, creating it if needed. It retries when the
+// file was removed or replaced while it waited (GC removes unheld key lock files), so
+// the lock held is always the one on the file now at p.
+func lockPath(ctx context.Context, p string, how int) (func(), error) {
+	for {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		if err := flockCtx(ctx, f, how); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if !sameFile(f, p) {
+			f.Close()
+			continue
+		}
+		var once sync.Once
+		return func() { once.Do(func() { f.Close() }) }, nil
+	}
+}
+
+// LockKey takes an exclusive lock on key, shared by every process using the store, and
+// returns the function that releases it. It blocks until the lock is acquired or ctx
+// is done. The kernel releases the lock if the holder dies. Builders take it before
+// building a key and look the key up again once they hold it, so a key is built once.
+// Key locks of one process also exclude each other.
+func (s *Store) LockKey(ctx context.Context, key string) (release func(), err error) {
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
+	release, err = lockPath(ctx, filepath.Join(s.dir, dirKeyLocks, key+".lock"), unix.LOCK_EX)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: lock key %s: %w", s.dir, key, err)
+	}
+	return release, nil
+}
+
+// Hold takes a shared lock that keeps GC and Verify out until released, blocking while
+// one of them runs or until ctx is done. A build holds it from before it writes its
+// first object until after its PutAction, and while it uses a checkout. A process must
+// not call GC or Verify while it holds Hold itself: they would wait forever.
+func (s *Store) Hold(ctx context.Context) (release func(), err error) {
+	release, err = lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_SH)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: hold: %w", s.dir, err)
+	}
+	return release, nil
+}
+
+// lockExclusive takes the GC lock exclusively.
+func (s *Store) lockExclusive(ctx context.Context) (func(), error) {
+	return lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_EX)
+}

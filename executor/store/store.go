@@ -1,0 +1,303 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors, wrapped with the object or key they concern.
+var (
+	// ErrNotFound reports a missing blob, tree, action or weak entry.
+	ErrNotFound = errors.New("not found in store")
+	// ErrCorrupt reports an object whose bytes or size do not match its digest.
+	ErrCorrupt = errors.New("corrupt object in store")
+	// ErrInvalidKey reports an action or lock key that cannot name a file.
+	ErrInvalidKey = errors.New("invalid store key")
+	// ErrUnsupported reports a file type or overlayfs feature the store cannot record.
+	ErrUnsupported = errors.New("unsupported by store")
+	// ErrClosed reports use of a Store after Close.
+	ErrClosed = errors.New("store closed")
+)
+
+// Store is a content-addressed store and action cache rooted at one directory.
+// Its methods are safe for concurrent use by goroutines and by other processes that
+// open the same directory.
+type Store struct {
+	dir  string
+	root bool // euid == 0: file objects get their owners
+
+	mu      sync.Mutex
+	session string   // tmp/<session>, locked for the life of the Store
+	lockf   *os.File // holds the flock on session
+	closed  bool
+}
+
+const (
+	dirBlobs      = "blobs/sha256"
+	dirFiles      = "files"
+	dirActions    = "actions"
+	dirWeak       = "weak"
+	dirCheckouts  = "checkouts"
+	dirLocks      = "locks"
+	dirKeyLocks   = "locks/keys"
+	dirTmp        = "tmp"
+	dirQuarantine = "quarantine"
+	gcLockName    = "locks/gc.lock"
+	sessionPrefix = "s-"
+)
+
+// Open opens the store in dir, creating the layout if it is missing, and removes the
+// temporary files of writers that died (session directories under tmp/ whose lock is
+// free). The returned Store holds a lock on its own session directory until Close.
+func Open(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	for _, d := range []string{dirBlobs, dirFiles, dirActions, dirWeak, dirCheckouts, dirKeyLocks, dirTmp, dirQuarantine} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", abs, err)
+		}
+	}
+	s := &Store{dir: abs, root: os.Geteuid() == 0}
+	if _, err := s.sweepTmp(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if err := s.newSession(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// Dir returns the absolute directory of the store.
+func (s *Store) Dir() string { return s.dir }
+
+// Close releases the Store's session directory and removes it. Locks returned by
+// LockKey and Hold are independent of Close and must be released by their callers.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := forceRemoveAll(s.session)
+	s.lockf.Close()
+	if err != nil {
+		return fmt.Errorf("close store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// newSession creates tmp/s-<random> and holds an exclusive flock on it. A sweeper in
+// another process may take the lock between mkdir and flock and remove the directory;
+// then the identity check fails and another name is tried.
+func (s *Store) newSession() error {
+	for range 10 {
+		name := filepath.Join(s.dir, dirTmp, sessionPrefix+randHex(8))
+		if err := os.Mkdir(name, 0o700); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			return err
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				continue
+			}
+			return fmt.Errorf("lock %s: %w", name, err)
+		}
+		if !sameFile(f, name) {
+			f.Close()
+			continue
+		}
+		s.session, s.lockf = name, f
+		return nil
+	}
+	return errors.New("cannot create a session directory in tmp/")
+}
+
+// sweepTmp removes every entry of tmp/ that no live Store holds and returns how many
+// it removed.
+func (s *Store) sweepTmp() (int, error) {
+	tmp := filepath.Join(s.dir, dirTmp)
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		p := filepath.Join(tmp, e.Name())
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), sessionPrefix) {
+			// Not a session: nothing writes here directly.
+			if err := forceRemoveAll(p); err != nil {
+				return n, err
+			}
+			n++
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return n, err
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			continue // held by a live writer
+		}
+		err = forceRemoveAll(p)
+		f.Close()
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// tempFile creates a new file in the session directory.
+func (s *Store) tempFile(pattern string) (*os.File, error) {
+	s.mu.Lock()
+	closed, session := s.closed, s.session
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	return os.CreateTemp(session, pattern)
+}
+
+// tempName returns a fresh path in the session directory without creating it.
+func (s *Store) tempName(prefix string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "", ErrClosed
+	}
+	return filepath.Join(s.session, prefix+randHex(8)), nil
+}
+
+// writeFileAtomic writes data to name through a synced temporary file and a rename.
+func (s *Store) writeFileAtomic(name string, data []byte, perm os.FileMode) error {
+	f, err := s.tempFile("w-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return err
+	}
+	ok = true
+	return syncDir(filepath.Dir(name))
+}
+
+// ensureShard creates the shard directory dir if needed, syncing its parent when it
+// was created.
+func ensureShard(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	if err == nil {
+		return syncDir(filepath.Dir(dir))
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// sameFile reports whether the open file f is still the file at name.
+func sameFile(f *os.File, name string) bool {
+	var a, b unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(name, &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// forceRemoveAll removes p like os.RemoveAll, first making directories writable so
+// that read-only checkouts can be removed by their non-root owner.
+func forceRemoveAll(p string) error {
+	err := os.RemoveAll(p)
+	if err == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(p)
+}
+
+// validKey reports whether key can name a file: 1 to 200 characters from
+// [A-Za-z0-9._:+=-], not starting with a dot.
+func validKey(key string) error {
+	if key == "" || len(key) > 200 || key[0] == '.' {
+		return fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	for _, c := range key {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.ContainsRune("._:+=-", c):
+		default:
+			return fmt.Errorf("%w: %q", ErrInvalidKey, key)
+		}
+	}
+	return nil
+}

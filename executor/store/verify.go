@@ -1,0 +1,268 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/executor/tree"
+)
+
+// VerifyReport says what Verify checked and what it found.
+type VerifyReport struct {
+	// Blobs and Files count the blobs and file objects checked; Bytes is the content
+	// hashed (each inode once).
+	Blobs, Files int
+	Bytes        int64
+	// Corrupt lists the store-relative paths of objects whose content, size or
+	// metadata did not match their name.
+	Corrupt []string
+	// Quarantined lists where the corrupt objects were moved, relative to the store.
+	Quarantined []string
+	// DroppedActions lists the keys of action entries removed because they referred to
+	// a corrupt or missing object.
+	DroppedActions []string
+	// RemovedCheckouts lists the tree digests whose checkouts were removed.
+	RemovedCheckouts []digest.Digest
+}
+
+// OK reports whether nothing was wrong.
+func (r *VerifyReport) OK() bool {
+	return len(r.Corrupt) == 0 && len(r.DroppedActions) == 0 && len(r.RemovedCheckouts) == 0
+}
+
+// Verify waits for the exclusive GC lock and re-hashes every blob and file object. A
+// bad object (wrong content, or a file object whose mode or owners differ from its
+// name) is moved to quarantine/; action entries that refer to bad content or to a
+// missing tree, log or output blob are dropped, and checkouts that contain bad objects
+// are removed, so the next build rebuilds instead of using bad bytes. The error is
+// only for failures to do the check; what was found is in the report.
+func (s *Store) Verify(ctx context.Context) (*VerifyReport, error) {
+	r, err := s.verify(ctx)
+	if err != nil {
+		return r, fmt.Errorf("store %s: verify: %w", s.dir, err)
+	}
+	return r, nil
+}
+
+type verifyObj struct {
+	rel  string // store-relative path
+	hex  string
+	file bool // file object (else blob)
+	mode uint32
+	uid  int
+	gid  int
+}
+
+func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
+	rep := &VerifyReport{}
+	release, err := s.lockExclusive(ctx)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
+
+	var objs []verifyObj
+	for _, top := range []string{dirBlobs, dirFiles} {
+		shards, err := os.ReadDir(filepath.Join(s.dir, top))
+		if err != nil {
+			return rep, err
+		}
+		for _, sh := range shards {
+			des, err := os.ReadDir(filepath.Join(s.dir, top, sh.Name()))
+			if err != nil {
+				return rep, err
+			}
+			for _, de := range des {
+				o := verifyObj{rel: filepath.Join(top, sh.Name(), de.Name()), hex: de.Name()}
+				if top == dirFiles {
+					o.file = true
+					var ok bool
+					if o.hex, o.mode, o.uid, o.gid, ok = parseFileObjName(de.Name()); !ok {
+						o.hex = ""
+					}
+				}
+				objs = append(objs, o)
+			}
+		}
+	}
+
+	// Hash each inode once, in parallel.
+	type result struct {
+		d   digest.Digest
+		n   int64
+		err error
+	}
+	var mu sync.Mutex
+	hashed := map[inode]*result{}
+	stats := make([]unix.Stat_t, len(objs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range objs {
+		p := filepath.Join(s.dir, objs[i].rel)
+		if err := unix.Lstat(p, &stats[i]); err != nil {
+			stats[i] = unix.Stat_t{}
+			continue
+		}
+		in := inode{uint64(stats[i].Dev), stats[i].Ino}
+		mu.Lock()
+		_, done := hashed[in]
+		res := &result{}
+		if !done {
+			hashed[in] = res
+		}
+		mu.Unlock()
+		if done {
+			continue
+		}
+		g.Go(func() error {
+			f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+			if err != nil {
+				res.err = err
+				return nil
+			}
+			defer f.Close()
+			res.d, res.n, res.err = hashFile(gctx, f)
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return rep, err
+	}
+
+	bad := map[string]bool{}      // content hex known bad
+	badFiles := map[string]bool{} // file object names quarantined
+	quarantine := func(o verifyObj) error {
+		rep.Corrupt = append(rep.Corrupt, o.rel)
+		name := strings.ReplaceAll(o.rel, "/", "_") + "." + time.Now().UTC().Format("20060102T150405") + "." + randHex(4)
+		dst := filepath.Join(dirQuarantine, name)
+		if err := os.Rename(filepath.Join(s.dir, o.rel), filepath.Join(s.dir, dst)); err != nil {
+			return err
+		}
+		rep.Quarantined = append(rep.Quarantined, dst)
+		if o.file {
+			badFiles[filepath.Base(o.rel)] = true
+		}
+		return nil
+	}
+	counted := map[inode]bool{}
+	for i, o := range objs {
+		st := &stats[i]
+		if st.Ino == 0 {
+			continue // vanished
+		}
+		if o.file {
+			rep.Files++
+		} else {
+			rep.Blobs++
+		}
+		in := inode{uint64(st.Dev), st.Ino}
+		res := hashed[in]
+		if !counted[in] {
+			counted[in] = true
+			rep.Bytes += res.n
+		}
+		ok := o.hex != "" && st.Mode&unix.S_IFMT == unix.S_IFREG && res.err == nil &&
+			res.d == digest.NewDigestFromEncoded(digest.SHA256, o.hex)
+		if !ok && o.hex != "" {
+			bad[o.hex] = true
+		}
+		if ok && o.file && (st.Mode&0o7777 != o.mode || (s.root && (int(st.Uid) != o.uid || int(st.Gid) != o.gid))) {
+			ok = false // metadata changed: the content is fine, the object is not
+		}
+		if !ok {
+			if err := quarantine(o); err != nil {
+				return rep, err
+			}
+		}
+	}
+	// Every object holding bad content goes, even one that hashed right on its own inode.
+	for i, o := range objs {
+		if stats[i].Ino != 0 && bad[o.hex] && !contains(rep.Corrupt, o.rel) {
+			if err := quarantine(o); err != nil {
+				return rep, err
+			}
+		}
+	}
+
+	trees := map[digest.Digest]*tree.Tree{}
+	treeBad := func(d digest.Digest) bool {
+		t, ok := trees[d]
+		if !ok {
+			var err error
+			if t, err = s.GetTree(ctx, d); err != nil {
+				t = nil
+			}
+			trees[d] = t
+		}
+		if t == nil {
+			return true
+		}
+		for _, e := range t.Entries {
+			if e.Type != tree.File {
+				continue
+			}
+			h := e.Digest.Encoded()
+			if bad[h] || badFiles[fileObjName(h, e.Mode, e.UID, e.GID)] {
+				return true
+			}
+		}
+		return false
+	}
+	ents, err := s.actionEntries()
+	if err != nil {
+		return rep, err
+	}
+	for _, ae := range ents {
+		drop := false
+		for _, d := range ae.a.blobs() {
+			if bad[d.Encoded()] || !s.HasBlob(d) {
+				drop = true
+			}
+		}
+		if !drop && ae.a.Tree != "" {
+			drop = treeBad(ae.a.Tree)
+		}
+		if drop {
+			if err := removeIfExists(ae.path); err != nil {
+				return rep, err
+			}
+			rep.DroppedActions = append(rep.DroppedActions, ae.a.Key)
+		}
+	}
+	cos, err := os.ReadDir(filepath.Join(s.dir, dirCheckouts))
+	if err != nil {
+		return rep, err
+	}
+	for _, co := range cos {
+		d := digest.NewDigestFromEncoded(digest.SHA256, co.Name())
+		if d.Validate() == nil && !bad[co.Name()] && !treeBad(d) {
+			continue
+		}
+		if err := forceRemoveAll(filepath.Join(s.dir, dirCheckouts, co.Name())); err != nil {
+			return rep, err
+		}
+		rep.RemovedCheckouts = append(rep.RemovedCheckouts, d)
+	}
+	sort.Strings(rep.DroppedActions)
+	return rep, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
