@@ -84,7 +84,7 @@ position they come from. The same workspace gives the same bytes wherever it
 lives. "strata build plan.json" then does exactly what "strata build DIR" does.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := g.compileWorkspace(cmd.Context())
+			p, err := g.cachedCompile(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -145,7 +145,7 @@ func newGraphCmd(g *globals) *cobra.Command {
 			if format != "dot" && format != "mermaid" && format != "json" {
 				return &usageError{fmt.Errorf("--format must be dot, mermaid or json, not %q", format)}
 			}
-			p, err := g.compileWorkspace(cmd.Context())
+			p, err := g.cachedCompile(cmd.Context())
 			if err != nil {
 				return err
 			}
