@@ -1,0 +1,243 @@
+package builtin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// copyOptions are the options of strata.copy:
+//
+//	{"input": "name", "src": "/", "dst": "/"}
+//
+// input is required; src (a path inside the input) and dst (a tree path)
+// default to "/". A directory src is merged into the directory dst (like
+// "cp -a src/. dst/"); a file or symbolic link src is copied to the path dst.
+// When the input itself is a file, src must be "/".
+type copyOptions struct {
+	Input string `json:"input"`
+	Src   string `json:"src"`
+	Dst   string `json:"dst"`
+}
+
+func runCopy(ctx context.Context, options []byte, env Env) error {
+	var o copyOptions
+	if err := decode(options, &o); err != nil {
+		return err
+	}
+	if o.Src == "" {
+		o.Src = "/"
+	}
+	if o.Dst == "" {
+		o.Dst = "/"
+	}
+	inPath, err := input(env, "input", o.Input)
+	if err != nil {
+		return err
+	}
+	srcRel, err := treePath("src", o.Src)
+	if err != nil {
+		return err
+	}
+	dstRel, err := treePath("dst", o.Dst)
+	if err != nil {
+		return err
+	}
+	t, err := openFsys(env.Tree)
+	if err != nil {
+		return fmt.Errorf("open tree: %w", err)
+	}
+	defer t.Close()
+
+	fi, err := os.Stat(inPath)
+	if err != nil {
+		return fmt.Errorf("input %q: %w", o.Input, err)
+	}
+	if !fi.IsDir() {
+		if srcRel != "." {
+			return fmt.Errorf("src: input %q is a file, so src must be \"/\" (got %q)", o.Input, o.Src)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("input %q: not a regular file or directory", o.Input)
+		}
+		if dstRel == "." {
+			return errors.New("dst: the input is a file, so dst must name the destination file (got \"/\")")
+		}
+		f, err := os.Open(inPath)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", o.Input, err)
+		}
+		defer f.Close()
+		full, err := t.locate(dstRel, true)
+		if err != nil {
+			return fmt.Errorf("dst: %w", err)
+		}
+		if err := t.clearForFile(full); err != nil {
+			return fmt.Errorf("dst: %w", err)
+		}
+		return t.writeFile(full, f, unixMode(fi.Mode()), ownerOf(fi))
+	}
+
+	in, err := openFsys(inPath)
+	if err != nil {
+		return fmt.Errorf("input %q: %w", o.Input, err)
+	}
+	defer in.Close()
+	src := "."
+	if srcRel != "." {
+		if src, err = in.locate(srcRel, false); err != nil {
+			return fmt.Errorf("src: input %q: %w", o.Input, err)
+		}
+	}
+	sfi, err := in.root.Lstat(src)
+	if err != nil {
+		return fmt.Errorf("src: input %q: %w", o.Input, err)
+	}
+	c := copier{ctx: ctx, in: in, out: t, input: o.Input}
+	if sfi.IsDir() {
+		dst, err := t.resolveDir(dstRel, true)
+		if err != nil {
+			return fmt.Errorf("dst: %w", err)
+		}
+		if err := c.dir(src, dst); err != nil {
+			return err
+		}
+		if dstRel == "." {
+			// The tree root keeps its own mode and owner.
+			return nil
+		}
+		return t.setAttrs(dst, unixMode(sfi.Mode()), ownerOf(sfi))
+	}
+	if dstRel == "." {
+		return fmt.Errorf("dst: src %q is not a directory, so dst must name the destination (got \"/\")", o.Src)
+	}
+	full, err := t.locate(dstRel, true)
+	if err != nil {
+		return fmt.Errorf("dst: %w", err)
+	}
+	return c.entry(src, full, sfi)
+}
+
+// ownerOf returns the owner of fi, applied where permitted.
+func ownerOf(fi fs.FileInfo) owner {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return owner{int(st.Uid), int(st.Gid), false}
+	}
+	return rootOwner
+}
+
+// clearForFile removes a non-directory at full; a directory is an error.
+func (t *fsys) clearForFile(full string) error {
+	isDir, err := t.clear(full)
+	if err != nil {
+		return err
+	}
+	if isDir {
+		return fmt.Errorf("%s is a directory", show(full))
+	}
+	return nil
+}
+
+type copier struct {
+	ctx   context.Context
+	in    *fsys
+	out   *fsys
+	input string
+}
+
+// dir copies the children of the input directory src into the existing,
+// resolved tree directory dst, in sorted order.
+func (c *copier) dir(src, dst string) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	d, err := c.in.root.Open(src)
+	if err != nil {
+		return fmt.Errorf("input %q: %w", c.input, err)
+	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("input %q: read %s: %w", c.input, show(src), err)
+	}
+	slices.SortFunc(ents, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("input %q: %w", c.input, err)
+		}
+		if err := c.entry(joinRel(src, e.Name()), joinRel(dst, e.Name()), fi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// entry copies one input entry (described by fi, never followed) to the tree
+// path full, whose parent is resolved.
+func (c *copier) entry(src, full string, fi fs.FileInfo) error {
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := c.in.root.Readlink(src)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", c.input, err)
+		}
+		if err := c.out.clearForFile(full); err != nil {
+			return err
+		}
+		if err := c.out.root.Symlink(target, full); err != nil {
+			return fmt.Errorf("symlink %s: %w", show(full), err)
+		}
+		return c.out.lchown(full, ownerOf(fi))
+	case fi.Mode().IsRegular():
+		f, err := c.in.root.Open(src)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", c.input, err)
+		}
+		defer f.Close()
+		if err := c.out.clearForFile(full); err != nil {
+			return err
+		}
+		return c.out.writeFile(full, f, unixMode(fi.Mode()), ownerOf(fi))
+	case fi.IsDir():
+		dfi, err := c.out.root.Lstat(full)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := c.out.root.Mkdir(full, 0o700); err != nil {
+				return fmt.Errorf("mkdir %s: %w", show(full), err)
+			}
+		case err != nil:
+			return err
+		case dfi.Mode()&fs.ModeSymlink != 0:
+			// Merge into a directory reached through a symbolic link (such
+			// as /bin -> usr/bin), keeping the link and the target's mode.
+			if rdir, err := c.out.resolveDir(full, false); err == nil {
+				return c.dir(src, rdir)
+			}
+			if err := c.out.root.Remove(full); err != nil {
+				return err
+			}
+			if err := c.out.root.Mkdir(full, 0o700); err != nil {
+				return fmt.Errorf("mkdir %s: %w", show(full), err)
+			}
+		case !dfi.IsDir():
+			if err := c.out.root.Remove(full); err != nil {
+				return err
+			}
+			if err := c.out.root.Mkdir(full, 0o700); err != nil {
+				return fmt.Errorf("mkdir %s: %w", show(full), err)
+			}
+		}
+		if err := c.dir(src, full); err != nil {
+			return err
+		}
+		return c.out.setAttrs(full, unixMode(fi.Mode()), ownerOf(fi))
+	default:
+		return fmt.Errorf("input %q: %s: unsupported file type %s (devices, fifos and sockets are not copied)", c.input, show(src), fi.Mode().Type())
+	}
+}

@@ -1,0 +1,190 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+)
+
+// replacedTopLevel are entries of a build root the sandbox supplies itself.
+var replacedTopLevel = map[string]bool{"proc": true, "dev": true, "tmp": true, "run": true, "sys": true}
+
+// hostRootDirs and hostEtc are what HostRoot binds from the host.
+var (
+	hostRootDirs = []string{"usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"}
+	hostEtc      = []string{"ld.so.cache", "alternatives", "passwd", "group", "nsswitch.conf", "ssl", "ca-certificates"}
+)
+
+// bwrapArgs builds the bwrap arguments (without argv[0]) for spec, with tree
+// the host directory to use as the target tree, options the options file and
+// statusFD the descriptor bwrap reports its JSON status on.
+func bwrapArgs(spec *Spec, tree, options string, statusFD int) ([]string, error) {
+	a := []string{
+		"--unshare-all",
+	}
+	if spec.Network {
+		a = append(a, "--share-net")
+	}
+	a = append(a,
+		"--die-with-parent",
+		"--new-session",
+		"--cap-drop", "ALL",
+		"--uid", "0", "--gid", "0",
+		"--hostname", "strata",
+		"--json-status-fd", strconv.Itoa(statusFD),
+	)
+	if spec.Chroot {
+		a = append(a, "--bind", tree, "/")
+	} else {
+		root, err := rootArgs(spec.Root)
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, root...)
+	}
+	if spec.Network && hasResolvConf(spec, tree) {
+		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
+	}
+	a = append(a, "--proc", "/proc", "--dev", "/dev")
+	if spec.TmpSize > 0 {
+		a = append(a, "--size", strconv.FormatInt(spec.TmpSize, 10))
+	}
+	a = append(a, "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/run/strata")
+	if !spec.Chroot {
+		a = append(a, "--bind", tree, TreePath)
+	}
+	a = append(a, "--dir", InputsPath)
+	names := make([]string, 0, len(spec.Inputs))
+	for n := range spec.Inputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a = append(a, "--ro-bind", spec.Inputs[n], InputsPath+"/"+n)
+	}
+	a = append(a, "--ro-bind", options, OptionsPath)
+	if spec.Binary != "" {
+		a = append(a, "--ro-bind", spec.Binary, BinaryPath)
+	}
+	a = append(a, "--remount-ro", "/run")
+	if !spec.Chroot {
+		a = append(a, "--remount-ro", "/", "--chdir", TreePath)
+	} else {
+		a = append(a, "--chdir", "/")
+	}
+	a = append(a, "--clearenv")
+	for _, kv := range environ(spec) {
+		a = append(a, "--setenv", kv[0], kv[1])
+	}
+	a = append(a, "--")
+	a = append(a, spec.Command...)
+	return a, nil
+}
+
+// environ returns the stage environment as sorted name/value pairs.
+func environ(spec *Spec) [][2]string {
+	env := map[string]string{
+		"PATH":              DefaultPath,
+		"HOME":              DefaultHome,
+		"SOURCE_DATE_EPOCH": strconv.FormatInt(spec.SourceDateEpoch, 10),
+	}
+	for k, v := range spec.Env {
+		env[k] = v
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([][2]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, [2]string{k, env[k]})
+	}
+	return out
+}
+
+// rootArgs binds the build root's top-level entries (or the host allow-list)
+// read-only onto bwrap's tmpfs root, which is remounted read-only at the end.
+// This way the root needs no /proc, /dev, /tmp or /run mount points.
+func rootArgs(root string) ([]string, error) {
+	var a []string
+	if root == HostRoot {
+		for _, n := range hostRootDirs {
+			e, err := entryArgs("/"+n, "/"+n)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, e...)
+		}
+		a = append(a, "--dir", "/etc")
+		for _, n := range hostEtc {
+			if _, err := os.Stat("/etc/" + n); err == nil {
+				a = append(a, "--ro-bind", "/etc/"+n, "/etc/"+n)
+			}
+		}
+		return a, nil
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: read build root: %w", err)
+	}
+	for _, ent := range ents {
+		if replacedTopLevel[ent.Name()] {
+			continue
+		}
+		e, err := entryArgs(filepath.Join(root, ent.Name()), "/"+ent.Name())
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, e...)
+	}
+	return a, nil
+}
+
+// entryArgs mirrors one top-level entry: a symlink as a symlink, a directory
+// or regular file as a read-only bind. Missing and special entries are skipped.
+func entryArgs(src, dst string) ([]string, error) {
+	fi, err := os.Lstat(src)
+	switch {
+	case os.IsNotExist(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("sandbox: build root: %w", err)
+	}
+	switch {
+	case fi.Mode()&os.ModeSymlink != 0:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: build root: %w", err)
+		}
+		return []string{"--symlink", target, dst}, nil
+	case fi.IsDir(), fi.Mode().IsRegular():
+		return []string{"--ro-bind", src, dst}, nil
+	}
+	return nil, nil
+}
+
+// hasResolvConf reports whether the sandbox's / has an /etc/resolv.conf to
+// mount the host's over (bwrap cannot create it in a read-only root, and in
+// chroot mode creating it would add a file to the tree).
+func hasResolvConf(spec *Spec, tree string) bool {
+	var dirs []string
+	switch {
+	case spec.Chroot && spec.Tree != "":
+		dirs = []string{tree}
+	case spec.Chroot:
+		dirs = append([]string{spec.Upper}, spec.Lower...)
+	case spec.Root == HostRoot:
+		return true // /etc is bwrap's tmpfs directory: bwrap creates the file.
+	default:
+		dirs = []string{spec.Root}
+	}
+	for _, d := range dirs {
+		if fi, err := os.Lstat(filepath.Join(d, "etc", "resolv.conf")); err == nil && fi.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
+}

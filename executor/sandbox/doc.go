@@ -1,0 +1,37 @@
+// Package sandbox runs one build stage inside a bubblewrap (bwrap) sandbox and
+// detects what the host offers for doing so.
+//
+// [Detect] inspects the host once at start-up, like osbuild's detect_host_runner:
+// bwrap and its version, unprivileged user namespaces, whether overlayfs can be
+// mounted inside a user+mount namespace (probed for real in a child process),
+// binfmt_misc qemu-user entries, /dev/kvm and the image tools strata calls.
+// The resulting [Host] backs `strata doctor` and is passed to [Run].
+//
+// [Run] executes a [Spec]. Inside the sandbox:
+//
+//   - / is the build root, read-only: either a directory whose top-level entries
+//     are bound read-only, or [HostRoot], the host's /usr, /bin, /sbin, /lib*
+//     and a short allow-list of /etc files.
+//   - /run/strata/tree is the stage's target tree, read-write.
+//   - /run/strata/inputs/<name> are the stage's inputs, read-only.
+//   - /run/strata/options.json holds the stage options, read-only.
+//   - /run/strata/bin/strata is the static strata binary, read-only, when given.
+//   - /proc is a fresh procfs of the sandbox's own pid namespace, /dev is
+//     bwrap's minimal device set, /tmp is an empty tmpfs.
+//   - Every namespace is unshared (network too, unless [Spec.Network]), the
+//     process runs in a new session as uid 0 with no capabilities, and the
+//     environment is cleared (see [Spec.Env] for what it contains).
+//
+// Copy-on-write staging: when a Spec gives [Spec.Lower] and [Spec.Upper]
+// instead of [Spec.Tree], strata re-executes its own binary as a small helper
+// in a new mount namespace (and, when not running as real root, a new user
+// namespace), mounts overlayfs there and execs bwrap with the merged directory
+// as the tree. The lower directories are never modified; every change lands in
+// the upper directory as overlayfs records it (whiteouts for deletions). A
+// binary that uses staging MUST call [MaybeRunHelper] first thing in main (and
+// tests in TestMain). Where overlayfs is unavailable, [Run] copies the lower
+// directories into the upper one instead and [Host.Staging] says so.
+//
+// The package does not log. Errors are wrapped with the operation that failed;
+// [ErrOutputLimit] and [ErrSetup] can be tested with errors.Is.
+package sandbox

@@ -1,0 +1,167 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// helperArg0 is the argv[0] the staging helper is started with. A process whose
+// argv[0] is this and whose argv has exactly two elements is a helper.
+const helperArg0 = "strata-sandbox-helper"
+
+// helperInstalled records that MaybeRunHelper ran in this process, so the
+// binary can be re-executed as the helper without running main's normal path.
+var helperInstalled atomic.Bool
+
+// helperConfig is what the parent passes to the helper, as JSON in argv[1].
+type helperConfig struct {
+	// Lower are the read-only lower directories, uppermost first.
+	Lower []string `json:"lower"`
+	// Upper and Work are the overlay upper and work directories (same fs).
+	Upper string `json:"upper"`
+	Work  string `json:"work"`
+	// Merged is an existing empty directory to mount the overlay on.
+	Merged string `json:"merged"`
+	// UserXattr adds the userxattr mount option (unprivileged overlay).
+	UserXattr bool `json:"userxattr"`
+	// Probe makes the helper run the Detect probe instead of exec'ing bwrap.
+	Probe bool `json:"probe,omitempty"`
+	// Argv is the bwrap command line to exec after mounting (argv[0] = path).
+	Argv []string `json:"argv,omitempty"`
+}
+
+// MaybeRunHelper must be called first thing in main (and in TestMain) of any
+// binary that uses copy-on-write staging. When the process was started as the
+// staging helper it mounts the overlay, execs bwrap and never returns (it exits
+// with status 125 on a helper error). Otherwise it returns at once and records
+// that the binary may be re-executed as the helper.
+func MaybeRunHelper() {
+	helperInstalled.Store(true)
+	if len(os.Args) != 2 || os.Args[0] != helperArg0 {
+		return
+	}
+	if err := runHelper(os.Args[1]); err != nil {
+		fmt.Fprintf(os.Stderr, "strata sandbox helper: %v\n", err)
+		os.Exit(125)
+	}
+	os.Exit(0)
+}
+
+func runHelper(arg string) error {
+	var cfg helperConfig
+	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
+		return fmt.Errorf("decode config: %w", err)
+	}
+	// Die with the parent even if it is killed with SIGKILL; this survives exec.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("set parent-death signal: %w", err)
+	}
+	if os.Getppid() == 1 {
+		return fmt.Errorf("parent already exited")
+	}
+	// Keep our mounts from propagating back to the host.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	opts, err := overlayOptions(cfg)
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+	}
+	if cfg.Probe {
+		return probeWrites(cfg.Merged)
+	}
+	if len(cfg.Argv) == 0 {
+		return fmt.Errorf("no command")
+	}
+	// fd 0-2 and the bwrap status fd (3) are inherited; Go opened everything
+	// else close-on-exec.
+	if err := unix.Exec(cfg.Argv[0], cfg.Argv, []string{}); err != nil {
+		return fmt.Errorf("exec %s: %w", cfg.Argv[0], err)
+	}
+	return nil
+}
+
+func probeWrites(merged string) error {
+	if err := os.Remove(filepath.Join(merged, "a")); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(merged, "d", "b"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString("b"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// overlayOptions builds the overlay mount data. lowerdir lists the uppermost
+// layer first, as overlayfs does.
+func overlayOptions(cfg helperConfig) (string, error) {
+	if len(cfg.Lower) == 0 {
+		return "", fmt.Errorf("overlay needs at least one lower directory")
+	}
+	for _, p := range append(append([]string{}, cfg.Lower...), cfg.Upper, cfg.Work) {
+		if strings.ContainsAny(p, ",:\\") {
+			return "", fmt.Errorf("overlay path %q contains ',', ':' or '\\'", p)
+		}
+	}
+	opts := "lowerdir=" + strings.Join(cfg.Lower, ":") + ",upperdir=" + cfg.Upper + ",workdir=" + cfg.Work
+	if cfg.UserXattr {
+		opts += ",userxattr"
+	}
+	if len(opts) >= os.Getpagesize() {
+		return "", fmt.Errorf("overlay mount options are %d bytes, over the %d-byte limit: use fewer or shorter lower paths", len(opts), os.Getpagesize())
+	}
+	return opts, nil
+}
+
+// helperCommand returns the command that re-executes this binary as the
+// helper: a new mount namespace, plus a user namespace mapping uid/gid 0 to
+// the caller's when not running as real root. As real root no user namespace
+// is created, so overlayfs can use trusted.* xattrs and files of every owner
+// can be copied up.
+func helperCommand(h *Host, cfg helperConfig) (*exec.Cmd, error) {
+	if !helperInstalled.Load() {
+		return nil, fmt.Errorf("sandbox: copy-on-write staging needs sandbox.MaybeRunHelper to be called in main")
+	}
+	exe := h.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("sandbox: find own executable: %w", err)
+		}
+	}
+	arg, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Args = []string{helperArg0, string(arg)}
+	cmd.Env = []string{}
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNS,
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if os.Geteuid() != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd.SysProcAttr = attr
+	return cmd, nil
+}

@@ -1,0 +1,391 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// drainTimeout bounds how long Run waits for the output pipes to reach EOF
+// after the process exited. The pid namespace dies with bwrap, so every writer
+// is gone by then; this only guards against a leaked descriptor.
+const drainTimeout = 10 * time.Second
+
+// Run executes spec in a bubblewrap sandbox as detected in host and returns
+// the command's exit code. A non-zero exit of the command is not an error: err
+// is nil and exitCode is the command's status (128+n when killed by signal n),
+// as bwrap reports it on its --json-status-fd.
+// err is non-nil when the sandbox could not be set up (ErrSetup), the output
+// cap was hit (ErrOutputLimit), or ctx was cancelled (ctx.Err()); exitCode is
+// then -1. All output is delivered to spec.Stdout/Stderr before Run returns.
+//
+// On cancellation the process group is sent SIGTERM, then SIGKILL after
+// spec.KillGrace; bwrap's --die-with-parent and its pid namespace take every
+// process of the stage with it.
+func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
+	if host == nil || host.Bwrap.Path == "" {
+		return -1, errors.New("sandbox: run: no bubblewrap detected")
+	}
+	if err := spec.validate(); err != nil {
+		return -1, err
+	}
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("sandbox: run %s: %w", spec.Command[0], err)
+	}
+	tmp, err := os.MkdirTemp("", "strata-run-")
+	if err != nil {
+		return -1, fmt.Errorf("sandbox: run: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	options := filepath.Join(tmp, "options.json")
+	data := spec.Options
+	if data == nil {
+		data = []byte("{}")
+	}
+	if err := os.WriteFile(options, data, 0o444); err != nil {
+		return -1, fmt.Errorf("sandbox: run: write options: %w", err)
+	}
+
+	const statusFD = 3
+	tree := spec.Tree
+	overlay := tree == "" && host.Staging == StagingOverlay
+	var cfg helperConfig
+	switch {
+	case overlay:
+		work, err := os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-work-")
+		if err != nil {
+			return -1, fmt.Errorf("sandbox: run: overlay work dir: %w", err)
+		}
+		defer removeAllForce(work)
+		tree = filepath.Join(tmp, "merged")
+		if err := os.Mkdir(tree, 0o755); err != nil {
+			return -1, fmt.Errorf("sandbox: run: %w", err)
+		}
+		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root}
+	case tree == "":
+		// Copy staging: lowest layer first, so upper layers overwrite.
+		for i := len(spec.Lower) - 1; i >= 0; i-- {
+			if err := copyTree(spec.Lower[i], spec.Upper); err != nil {
+				return -1, fmt.Errorf("sandbox: run: copy staging %s: %w", spec.Lower[i], err)
+			}
+		}
+		tree = spec.Upper
+	}
+
+	args, err := bwrapArgs(&spec, tree, options, statusFD)
+	if err != nil {
+		return -1, err
+	}
+	var cmd *exec.Cmd
+	if overlay {
+		cfg.Argv = append([]string{host.Bwrap.Path}, args...)
+		if cmd, err = helperCommand(host, cfg); err != nil {
+			return -1, err
+		}
+	} else {
+		cmd = exec.Command(host.Bwrap.Path, args...)
+		cmd.Env = []string{}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
+	return run(ctx, cmd, &spec)
+}
+
+// run starts cmd with its output pipes and status pipe, supervises it and
+// returns after the process exited and its output was drained.
+func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
+	name := spec.Command[0]
+	limitHit := make(chan struct{})
+	out := &output{limit: spec.MaxOutput, onLimit: func() { close(limitHit) }}
+
+	var closeAfterStart, readers []*os.File
+	defer func() {
+		for _, f := range append(closeAfterStart, readers...) {
+			f.Close()
+		}
+	}()
+	pipe := func() (*os.File, *os.File, error) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, fmt.Errorf("sandbox: run %s: %w", name, err)
+		}
+		closeAfterStart = append(closeAfterStart, w)
+		readers = append(readers, r)
+		return r, w, nil
+	}
+	stdoutR, stdoutW, err := pipe()
+	if err != nil {
+		return -1, err
+	}
+	cmd.Stdout = stdoutW
+	stdoutDst := &stream{out: out, w: spec.Stdout}
+	var stderrR *os.File
+	stderrDst := stdoutDst
+	if sameWriter(spec.Stdout, spec.Stderr) {
+		cmd.Stderr = stdoutW
+		stdoutDst.tail = &tail{}
+	} else {
+		var w *os.File
+		if stderrR, w, err = pipe(); err != nil {
+			return -1, err
+		}
+		cmd.Stderr = w
+		stderrDst = &stream{out: out, w: spec.Stderr, tail: &tail{}}
+	}
+	statusR, statusW, err := pipe()
+	if err != nil {
+		return -1, err
+	}
+	cmd.ExtraFiles = []*os.File{statusW} // fd 3
+
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("sandbox: run %s: start %s: %w", name, cmd.Path, err)
+	}
+	for _, f := range closeAfterStart {
+		f.Close()
+	}
+	closeAfterStart = nil
+	pid := cmd.Process.Pid
+
+	var drain sync.WaitGroup
+	copyOut := func(r *os.File, s *stream) {
+		defer drain.Done()
+		io.Copy(s, r)
+	}
+	drain.Add(1)
+	go copyOut(stdoutR, stdoutDst)
+	if stderrR != nil {
+		drain.Add(1)
+		go copyOut(stderrR, stderrDst)
+	}
+	var status bwrapStatus
+	var childPid atomic.Int64
+	childKnown := make(chan struct{})
+	drain.Add(1)
+	go func() {
+		defer drain.Done()
+		status = readStatus(statusR, func(p int) {
+			childPid.Store(int64(p))
+			close(childKnown)
+		})
+	}()
+
+	// Supervise: cancellation and the output cap both end the sandbox.
+	grace := spec.KillGrace
+	if grace == 0 {
+		grace = DefaultKillGrace
+	}
+	exited := make(chan struct{})
+	var killOnce sync.Once
+	kill := func() {
+		killOnce.Do(func() { go stop(pid, &childPid, childKnown, exited, grace) })
+	}
+	supervised := make(chan struct{})
+	go func() {
+		defer close(supervised)
+		select {
+		case <-ctx.Done():
+			kill()
+		case <-limitHit:
+			kill()
+		case <-exited:
+		}
+	}()
+
+	waitErr := cmd.Wait()
+	close(exited)
+	<-supervised
+
+	drained := make(chan struct{})
+	go func() { drain.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		for _, r := range readers {
+			r.Close()
+		}
+		<-drained
+		return -1, fmt.Errorf("sandbox: run %s: output pipes still open %s after the process exited", name, drainTimeout)
+	}
+
+	switch {
+	case out.exceeded.Load():
+		return -1, fmt.Errorf("sandbox: run %s: %w: more than %d bytes of output, process killed", name, ErrOutputLimit, spec.MaxOutput)
+	case ctx.Err() != nil:
+		return -1, fmt.Errorf("sandbox: run %s: %w", name, ctx.Err())
+	case !status.exited:
+		// bwrap writes "exit-code" only for a command it ran; without it the
+		// sandbox set-up (or the exec of the command) failed.
+		msg := stderrDst.tail.String()
+		if msg == "" && waitErr != nil {
+			msg = waitErr.Error()
+		}
+		return -1, fmt.Errorf("sandbox: run %s: %w: %s", name, ErrSetup, msg)
+	}
+	return status.exitCode, nil
+}
+
+// stop ends a sandbox whose bwrap (or helper) process is pid. bwrap does not
+// forward signals and its sandbox init (the "child-pid" it reports) may not
+// yet have armed its parent-death signal, so killing bwrap alone can orphan
+// the stage. Instead the sandbox init is killed with SIGKILL first, which
+// tears down the whole pid namespace; then bwrap's process group gets
+// SIGTERM, and SIGKILL after grace if it is still there.
+func stop(pid int, childPid *atomic.Int64, childKnown, exited <-chan struct{}, grace time.Duration) {
+	select {
+	case <-childKnown:
+	case <-exited:
+	case <-time.After(grace):
+	}
+	if cp := int(childPid.Load()); cp > 0 && parentPid(cp) == pid {
+		syscall.Kill(cp, syscall.SIGKILL)
+	}
+	syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+	}
+	// Once the leader exited, stragglers of its group die too (ESRCH otherwise).
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// parentPid returns the parent of pid from /proc, or -1.
+func parentPid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The command name may contain spaces and parentheses: parse after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	var state byte
+	var ppid int
+	if _, err := fmt.Sscanf(string(b[i+1:]), " %c %d", &state, &ppid); err != nil {
+		return -1
+	}
+	return ppid
+}
+
+// bwrapStatus is what bwrap reported on its --json-status-fd.
+type bwrapStatus struct {
+	started  bool // bwrap reported "child-pid": the sandbox init was cloned
+	exited   bool // bwrap reported "exit-code": the command ran and exited
+	exitCode int
+}
+
+func readStatus(r io.Reader, onChild func(pid int)) bwrapStatus {
+	var st bwrapStatus
+	dec := json.NewDecoder(r)
+	for {
+		var m map[string]json.RawMessage
+		if err := dec.Decode(&m); err != nil {
+			io.Copy(io.Discard, r)
+			return st
+		}
+		if v, ok := m["child-pid"]; ok && !st.started {
+			var p int
+			if json.Unmarshal(v, &p) == nil && p > 0 {
+				st.started = true
+				onChild(p)
+			}
+		}
+		if v, ok := m["exit-code"]; ok && json.Unmarshal(v, &st.exitCode) == nil {
+			st.exited = true
+		}
+	}
+}
+
+// output counts the bytes of both streams against the cap.
+type output struct {
+	limit    int64
+	n        atomic.Int64
+	exceeded atomic.Bool
+	onLimit  func()
+}
+
+// stream delivers one pipe to its writer, within the cap. Errors of the
+// destination writer stop delivery but not draining.
+type stream struct {
+	out  *output
+	w    io.Writer
+	tail *tail
+	werr error
+}
+
+func (s *stream) Write(p []byte) (int, error) {
+	n := len(p)
+	if s.out.limit > 0 {
+		end := s.out.n.Add(int64(n))
+		if end > s.out.limit {
+			allowed := s.out.limit - (end - int64(n))
+			if allowed < 0 {
+				allowed = 0
+			}
+			p = p[:allowed]
+			if s.out.exceeded.CompareAndSwap(false, true) {
+				s.out.onLimit()
+			}
+		}
+	}
+	if s.tail != nil {
+		s.tail.Write(p)
+	}
+	if s.w != nil && s.werr == nil && len(p) > 0 {
+		_, s.werr = s.w.Write(p)
+	}
+	return n, nil
+}
+
+// tail keeps the last bytes written, for setup error messages.
+type tail struct{ b []byte }
+
+const tailSize = 2048
+
+func (t *tail) Write(p []byte) {
+	t.b = append(t.b, p...)
+	if len(t.b) > tailSize {
+		t.b = append([]byte(nil), t.b[len(t.b)-tailSize:]...)
+	}
+}
+
+func (t *tail) String() string {
+	if t == nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(t.b))
+}
+
+// sameWriter reports whether a and b are the same writer, without panicking
+// on writers of uncomparable types.
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
+}
+
+// removeAllForce removes a directory tree, first making directories
+// searchable (overlayfs leaves a mode-000 work/work directory).
+func removeAllForce(dir string) error {
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if d != nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
