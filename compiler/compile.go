@@ -286,6 +286,19 @@ func (c *compiler) sources(ctx context.Context) error {
 // imageOrder lists images so that every image comes after the images its build
 // depends on (lang has already rejected cycles); ties in name order.
 func (c *compiler) imageOrder() []string {
+	return topoOrder(sortedKeys(c.ws.Images), func(name string) []string {
+		var deps []string
+		for _, d := range imageDeps(c.ws, c.ws.Images[name]) {
+			if c.ws.Images[d] != nil {
+				deps = append(deps, d)
+			}
+		}
+		return deps
+	})
+}
+
+// topoOrder orders names so each comes after its deps, visiting in the given order.
+func topoOrder(names []string, deps func(string) []string) []string {
 	var out []string
 	done := map[string]bool{}
 	var visit func(string)
@@ -294,14 +307,12 @@ func (c *compiler) imageOrder() []string {
 			return
 		}
 		done[name] = true
-		for _, d := range imageDeps(c.ws, c.ws.Images[name]) {
-			if c.ws.Images[d] != nil {
-				visit(d)
-			}
+		for _, d := range deps(name) {
+			visit(d)
 		}
 		out = append(out, name)
 	}
-	for _, name := range sortedKeys(c.ws.Images) {
+	for _, name := range names {
 		visit(name)
 	}
 	return out
@@ -440,25 +451,15 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 }
 
 func (c *compiler) jobOrder() []string {
-	var out []string
-	done := map[string]bool{}
-	var visit func(string)
-	visit = func(name string) {
-		if done[name] {
-			return
-		}
-		done[name] = true
+	return topoOrder(sortedKeys(c.ws.Jobs), func(name string) []string {
+		var deps []string
 		for _, need := range c.ws.Jobs[name].Needs {
 			if j, ok := strings.CutPrefix(need, "jobs."); ok && c.ws.Jobs[j] != nil {
-				visit(j)
+				deps = append(deps, j)
 			}
 		}
-		out = append(out, name)
-	}
-	for _, name := range sortedKeys(c.ws.Jobs) {
-		visit(name)
-	}
-	return out
+		return deps
+	})
 }
 
 func (c *compiler) job(j *lang.Job) error {
