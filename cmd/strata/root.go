@@ -142,6 +142,7 @@ the command line is wrong (nothing was built).`,
 	root.AddCommand(
 		newInitCmd(g), newVetCmd(g), newCompileCmd(g), newGraphCmd(g), newExpandCmd(g),
 		newStagesCmd(g), newModCmd(g), newVersionCmd(g),
+		newBuildCmd(g), newExplainCmd(g), newLogsCmd(g), newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
 	)
 	return root
 }
@@ -173,7 +174,9 @@ func writeJSON(w io.Writer, v any) error {
 // loadWorkspace loads the workspace and, when it is invalid, reports every error
 // (text on stderr, or JSON on stdout) and returns an error that exits 2.
 func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
+	stop := g.watchEvaluation(g.dir)
 	ws, err := lang.Load(ctx, g.dir)
+	stop()
 	if err == nil {
 		return ws, nil
 	}
