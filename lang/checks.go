@@ -85,6 +85,9 @@ func (l *loader) refs() map[string][]ref {
 }
 
 func (l *loader) exists(target string) bool {
+	if l.failed[target] {
+		return true
+	}
 	kind, name, _ := strings.Cut(target, ".")
 	switch kind {
 	case "images":
@@ -146,7 +149,7 @@ func (l *loader) checkCycles() {
 		state[n] = active
 		stack = append(stack, n)
 		for _, r := range all[n] {
-			if !r.build || !l.exists(r.target) {
+			if !r.build || !l.exists(r.target) || l.failed[r.target] {
 				continue
 			}
 			switch state[r.target] {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"cuelang.org/go/cue"
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
 )
@@ -50,10 +51,31 @@ type collector struct {
 	index *posIndex
 	errs  Errors
 	seen  map[string]bool
+	// raw is the user's value before it is unified with the schema.
+	raw cue.Value
+	// suppress lists paths already reported in strata's words; CUE's errors at
+	// or under them are dropped.
+	suppress []string
+	// fallback is the start of the user's first spec file.
+	fallback Pos
+	// suffix is appended to every message (the template record an instance
+	// comes from, while instances are decoded).
+	suffix string
 }
 
 func (c *collector) add(pos Pos, path, format string, args ...any) {
-	e := &Error{Pos: pos, Path: path, Msg: fmt.Sprintf(format, args...)}
+	if (pos.File == "" || pos.File == "." || isSchemaFile(pos.File)) && c.fallback.File != "" {
+		// Nothing the user wrote is known for this error (a value only the
+		// schema spells out, reached through an embedding): the user's first
+		// file is still more useful than the schema's lines.
+		pos = c.fallback
+	}
+	msg := fmt.Sprintf(format, args...) + c.suffix
+	if c.dir != "" {
+		// CUE names files by their absolute path in some messages.
+		msg = strings.ReplaceAll(msg, c.dir+string(filepath.Separator), "")
+	}
+	e := &Error{Pos: pos, Path: path, Msg: oneLine(msg)}
 	key := e.Error()
 	if c.seen == nil {
 		c.seen = map[string]bool{}
@@ -85,13 +107,301 @@ func isSchemaFile(name string) bool {
 // addCUE converts a CUE error (possibly a list) into positioned errors. It leads with
 // the position inside the user's files, then the path, then CUE's reason.
 func (c *collector) addCUE(err error, fallbackPath string) {
+	var items []*item
 	for _, e := range cueerrors.Errors(err) {
-		path := cuePathString(e.Path())
+		elems := e.Path()
+		path := cuePathString(elems)
 		if path == "" {
 			path = fallbackPath
 		}
-		c.add(c.userPos(e, path), path, "%s", cleanMsg(e))
+		items = append(items, &item{e: e, path: path, pos: c.userPos(e, path), have: c.have(elems)})
 	}
+	c.addItems(items)
+}
+
+// have returns the user's own value (before the schema) at the CUE path elems, if
+// the user wrote the field: a missing field is reported as missing, not as
+// incomplete.
+func (c *collector) have(elems []string) func() (cue.Value, bool) {
+	return func() (cue.Value, bool) {
+		if !c.raw.Exists() || len(elems) == 0 {
+			return cue.Value{}, true
+		}
+		v := lookupElems(c.raw, elems)
+		return v, v.Exists()
+	}
+}
+
+// lookupElems looks up a path given as CUE's error path elements.
+func lookupElems(v cue.Value, elems []string) cue.Value {
+	sels := make([]cue.Selector, 0, len(elems))
+	for _, el := range elems {
+		switch {
+		case strings.HasPrefix(el, "#"):
+			sels = append(sels, cue.Def(el))
+		default:
+			if u, err := strconv.Unquote(el); err == nil {
+				sels = append(sels, cue.Str(u))
+			} else if n, err := strconv.Atoi(el); err == nil {
+				sels = append(sels, cue.Index(n))
+			} else {
+				sels = append(sels, cue.Str(el))
+			}
+		}
+	}
+	return v.LookupPath(cue.MakePath(sels...))
+}
+
+// item is one CUE error on its way to becoming an Error.
+type item struct {
+	e    cueerrors.Error
+	path string
+	pos  Pos
+	msg  string                   // set when the message was rewritten
+	have func() (cue.Value, bool) // the user's value, if the user wrote the field
+	drop bool
+}
+
+func (it *item) format() (string, []any) { return it.e.Msg() }
+
+func (it *item) isDisj() bool {
+	f, _ := it.format()
+	return strings.Contains(f, "empty disjunction")
+}
+
+func (it *item) is(prefix string) bool {
+	f, _ := it.format()
+	return strings.HasPrefix(f, prefix)
+}
+
+func under(p, q string) bool {
+	return p == q || strings.HasPrefix(p, q+".") || strings.HasPrefix(p, q+"[")
+}
+
+// addItems simplifies CUE's errors the way a user reads them and adds them. CUE
+// reports a failed disjunction as one error for the disjunction plus one per
+// alternative (and, for nested disjunctions, the same again one level up): keep
+// the innermost disjunction; when an alternative failed deeper inside the value,
+// report that failure only; otherwise say once which values were allowed.
+func (c *collector) addItems(items []*item) {
+	disj := map[string]bool{}
+	for _, it := range items {
+		for _, p := range c.suppress {
+			if under(it.path, p) {
+				it.drop = true
+			}
+		}
+		if it.drop {
+			continue
+		}
+		if it.isDisj() {
+			disj[it.path] = true
+		}
+	}
+	// Nested disjunctions: drop what belongs only to an outer one.
+	for _, it := range items {
+		for p := range disj {
+			if !under(it.path, p) {
+				continue
+			}
+			deeper, inside := false, false
+			for q := range disj {
+				if q != p && under(q, p) {
+					deeper = true
+					if under(it.path, q) {
+						inside = true
+					}
+				}
+			}
+			if deeper && !inside {
+				it.drop = true
+			}
+		}
+	}
+	for p := range disj {
+		var same, below []*item
+		real := false
+		for _, it := range items {
+			if it.drop || !under(it.path, p) {
+				continue
+			}
+			if it.path == p {
+				same = append(same, it)
+				continue
+			}
+			below = append(below, it)
+			if !it.isDisj() && !it.is("field not allowed") {
+				real = true
+			}
+		}
+		if real {
+			// An alternative got further: its failure is the one to show.
+			for _, it := range same {
+				it.drop = true
+			}
+			for _, it := range below {
+				if it.is("field not allowed") {
+					it.drop = true
+				}
+			}
+			continue
+		}
+		if msg, pos, ok := summarizeDisj(same); ok {
+			for _, it := range same {
+				it.drop = true
+			}
+			same[0].drop, same[0].msg, same[0].pos = false, msg, pos
+		}
+	}
+	for _, it := range items {
+		if it.drop {
+			continue
+		}
+		msg := it.msg
+		if msg == "" {
+			msg = rewriteMsg(it)
+		}
+		c.add(it.pos, it.path, "%s", msg)
+	}
+}
+
+// summarizeDisj turns the per-alternative conflicts of one disjunction into one
+// message: the value the user wrote and the values allowed.
+func summarizeDisj(same []*item) (string, Pos, bool) {
+	count := map[string]int{}
+	var pairs [][2]string
+	var pos Pos
+	for _, it := range same {
+		f, args := it.format()
+		var a, b string
+		switch {
+		case strings.HasPrefix(f, "conflicting values %s and %s") && len(args) >= 2:
+			a, b = shortArg(args[0]), shortArg(args[1])
+		case strings.HasPrefix(f, "invalid value %v (out of bound %s)") && len(args) >= 2:
+			a, b = shortArg(args[1]), shortArg(args[0])
+		default:
+			continue
+		}
+		if pos == (Pos{}) {
+			pos = it.pos
+		}
+		pairs = append(pairs, [2]string{a, b})
+		count[a]++
+		if b != a {
+			count[b]++
+		}
+	}
+	if len(pairs) < 2 {
+		return "", Pos{}, false
+	}
+	// The user's value is the one every conflict shares.
+	var user string
+	for v, n := range count {
+		if n == len(pairs) {
+			if user != "" {
+				return "", Pos{}, false
+			}
+			user = v
+		}
+	}
+	if user == "" {
+		return "", Pos{}, false
+	}
+	var allowed []string
+	seen := map[string]bool{}
+	for _, p := range pairs {
+		alt := p[0]
+		if alt == user {
+			alt = p[1]
+		}
+		if !seen[alt] {
+			seen[alt] = true
+			allowed = append(allowed, alt)
+		}
+	}
+	return fmt.Sprintf("%s is not allowed here (want one of: %s)", user, strings.Join(allowed, ", ")), pos, true
+}
+
+// shortArg renders one argument of a CUE message on one short line: a message
+// quotes values, never a whole struct.
+func shortArg(a any) string {
+	s := oneLine(fmt.Sprint(a))
+	if r := []rune(s); len(r) > 60 {
+		s = string(r[:57]) + "…"
+	}
+	return s
+}
+
+func shortArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch a.(type) {
+		case int, int64, uint64, float64, bool:
+			out[i] = a
+		default:
+			if _, ok := a.(fmt.Stringer); ok {
+				out[i] = shortArg(a)
+			} else {
+				out[i] = a
+			}
+		}
+	}
+	return out
+}
+
+// nameSections are the top-level maps keyed by #Name.
+var nameSections = map[string]string{
+	"sources": "source", "resources": "resource", "images": "image",
+	"jobs": "job", "templates": "template", "hooks": "hook",
+}
+
+// rewriteMsg says what CUE says in the words of a strata user.
+func rewriteMsg(it *item) string {
+	f, args := it.format()
+	switch {
+	case strings.HasPrefix(f, "incomplete value") && len(args) == 1:
+		want := fmt.Sprint(args[0])
+		if it.have != nil {
+			v, ok := it.have()
+			if !ok {
+				return fmt.Sprintf("missing required field (want %s)", want)
+			}
+			// Show what the user wrote (string) rather than what is left of the
+			// schema's constraint (!="").
+			if v.Exists() && v.Err() == nil {
+				if s := oneLine(fmt.Sprint(v)); len(s) <= 80 {
+					want = s
+				}
+			}
+		}
+		return fmt.Sprintf("incomplete value %s: a concrete value is needed here", want)
+	case f == "field not allowed":
+		if elems := it.e.Path(); len(elems) == 2 {
+			if kind, ok := nameSections[elems[0]]; ok {
+				return invalidNameMsg(kind, lastElem(elems))
+			}
+			if elems[0] == "stages" {
+				return fmt.Sprintf("invalid stage type name %q: want lower-case <vendor>.<name>, like acme.motd", lastElem(elems))
+			}
+		}
+		if el := lastElem(it.e.Path()); el != "" {
+			return fmt.Sprintf("field %q is not allowed here", el)
+		}
+	case strings.HasPrefix(f, "incompatible list lengths") && strings.HasSuffix(it.path, "command") && len(args) == 2 && fmt.Sprint(args[0]) == "0":
+		return "command must not be empty: the first element is the program to run"
+	}
+	return cleanMsg(it.e)
+}
+
+func lastElem(elems []string) string {
+	if len(elems) == 0 {
+		return ""
+	}
+	el := elems[len(elems)-1]
+	if u, err := strconv.Unquote(el); err == nil {
+		return u
+	}
+	return el
 }
 
 func (c *collector) userPos(e cueerrors.Error, path string) Pos {
@@ -114,7 +424,7 @@ func (c *collector) userPos(e cueerrors.Error, path string) Pos {
 
 func cleanMsg(e cueerrors.Error) string {
 	format, args := e.Msg()
-	msg := fmt.Sprintf(format, args...)
+	msg := fmt.Sprintf(format, shortArgs(args)...)
 	msg = strings.TrimSuffix(msg, ":")
 	if strings.Contains(msg, "empty disjunction") {
 		// CUE lists one conflict per alternative; say it once.
@@ -129,6 +439,9 @@ func cuePathString(elems []string) string {
 	for _, el := range elems {
 		if u, err := strconv.Unquote(el); err == nil {
 			el = u
+			if !plainLabel(el) {
+				el = strconv.Quote(el)
+			}
 		} else if _, err := strconv.Atoi(el); err == nil {
 			b.WriteString("[" + el + "]")
 			continue
@@ -139,6 +452,24 @@ func cuePathString(elems []string) string {
 		b.WriteString(el)
 	}
 	return b.String()
+}
+
+// plainLabel reports whether a label reads unambiguously unquoted in a path:
+// names (images.fleet-x86-nuc), stage types (acme.motd) and file paths
+// (files./etc/motd) do; labels with spaces or other punctuation are quoted.
+func plainLabel(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '_', r == '-', r == '.', r == '/', r == '#', r == '$':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (c *collector) err() error {
@@ -156,6 +487,14 @@ func (c *collector) err() error {
 		return a.Col < b.Col
 	})
 	return c.errs
+}
+
+// oneLine folds a message onto one line: an error is one line of output.
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\n\r\t") {
+		return s
+	}
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func cueErrors(err error) []cueerrors.Error { return cueerrors.Errors(err) }

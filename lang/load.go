@@ -13,7 +13,9 @@ import (
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
+	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/load"
+	"cuelang.org/go/cue/token"
 	"cuelang.org/go/encoding/json"
 	"cuelang.org/go/encoding/yaml"
 
@@ -76,6 +78,9 @@ type loader struct {
 	modules map[string]module
 	// defined records where each image/job name came from, to report collisions.
 	defined map[string]string
+	// failed holds the names (images.x, hooks.y…) that are defined but did not
+	// decode; their errors are reported, and references to them are not.
+	failed map[string]bool
 }
 
 func (l *loader) load(ctx context.Context, dir string) error {
@@ -90,6 +95,8 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	l.c.raw = v
+	l.checkSourceKinds()
 	l.value = v.Unify(l.schema.LookupPath(cue.ParsePath("#Workspace")))
 	if err := l.value.Validate(); err != nil {
 		l.c.addCUE(err, "")
@@ -107,6 +114,7 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	if err := l.c.err(); err != nil {
 		return err
 	}
+	l.failed = map[string]bool{}
 	l.decodeModules()
 	l.decodeSources()
 	l.decodeResources()
@@ -118,9 +126,11 @@ func (l *loader) load(ctx context.Context, dir string) error {
 		return err
 	}
 	l.expandTemplates()
-	if err := l.c.err(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// Check references even when some elements failed to decode, so that one run
+	// reports every problem; what failed counts as defined (see exists).
 	l.checkReferences()
 	l.checkCycles()
 	l.warn()
@@ -152,6 +162,7 @@ func (l *loader) build(dir string) (cue.Value, error) {
 	} else {
 		for _, f := range inst.Files {
 			if !isSchemaFile(f.Filename) {
+				l.setFallback(f.Filename)
 				l.index.addFile(l.c, f.Decls)
 			}
 		}
@@ -186,7 +197,17 @@ func jsonYAMLFiles(dir string) []*build.File {
 	return out
 }
 
+// setFallback records the first spec file, where errors go that nothing the user
+// wrote can be found for.
+func (l *loader) setFallback(name string) {
+	if l.c.fallback.File == "" {
+		l.c.fallback = l.c.pos0(name)
+		l.c.fallback.Line, l.c.fallback.Col = 1, 1
+	}
+}
+
 func (l *loader) buildDataFile(name string) (cue.Value, bool) {
+	l.setFallback(name)
 	rel := l.c.pos0(name)
 	b, err := os.ReadFile(name)
 	if err != nil {
@@ -256,12 +277,38 @@ func sel(prefix, label string) string {
 	return prefix + "." + cue.MakePath(cue.Str(label)).String()
 }
 
+// checkSourceKinds reports a source that is not exactly one of the three kinds
+// where the user wrote it: CUE's own report of the #Source disjunction is one
+// "field not allowed" per alternative. CUE's errors under such a source are
+// dropped.
+func (l *loader) checkSourceKinds() {
+	for _, f := range fields(l.c.raw.LookupPath(cue.ParsePath("sources"))) {
+		var kinds []string
+		for _, k := range []string{"url", "path", "git"} {
+			if f.v.LookupPath(cue.MakePath(cue.Str(k))).Exists() {
+				kinds = append(kinds, k)
+			}
+		}
+		if len(kinds) == 1 || f.v.IncompleteKind() != cue.StructKind {
+			continue
+		}
+		path := "sources." + f.name
+		msg := "a source needs one of url (with sha256), path, or git (with commit)"
+		if len(kinds) > 1 {
+			msg = fmt.Sprintf("a source is exactly one of url (with sha256), path, or git (with commit), not %s", strings.Join(kinds, " and "))
+		}
+		l.c.add(l.index.at(path, Pos{File: "."}), path, "%s", msg)
+		l.c.suppress = append(l.c.suppress, path)
+	}
+}
+
 func (l *loader) decodeSources() {
 	for _, f := range fields(l.lookup("sources")) {
 		path := "sources." + f.name
 		s := &Source{Name: f.name, Pos: l.index.at(path, Pos{})}
 		if err := f.v.Decode(s); err != nil {
 			l.c.addCUE(err, path)
+			l.failed[path] = true
 			continue
 		}
 		s.Name, s.Pos = f.name, l.index.at(path, Pos{})
@@ -305,6 +352,7 @@ func (l *loader) decodeHooks() {
 		h := &Hook{}
 		if err := f.v.Decode(h); err != nil {
 			l.c.addCUE(err, path)
+			l.failed[path] = true
 			continue
 		}
 		h.Name, h.Pos = f.name, l.index.at(path, Pos{})
@@ -317,6 +365,7 @@ func (l *loader) decodeImages() {
 		path := "images." + f.name
 		img := l.decodeImage(f.name, f.v, path, path)
 		if img == nil {
+			l.failed[path] = true
 			continue
 		}
 		l.defined[path] = "images." + f.name + " at " + img.Pos.String()
@@ -370,7 +419,7 @@ func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Im
 		}
 		seen[o.Name] = i
 	}
-	it, _ := v.LookupPath(cue.ParsePath("stages")).List()
+	it, _ := v.LookupPath(pathStages).List()
 	for i := 0; it.Next(); i++ {
 		st, ok := l.decodeStage(it.Value(), fmt.Sprintf("%s.stages[%d]", path, i), fmt.Sprintf("%s.stages[%d]", posPath, i))
 		if ok {
@@ -379,6 +428,14 @@ func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Im
 	}
 	return img
 }
+
+// Paths looked up once per stage: cue.ParsePath runs the CUE parser, so parse
+// them once.
+var (
+	pathOptions = cue.ParsePath("options")
+	pathCommand = cue.ParsePath("command")
+	pathStages  = cue.ParsePath("stages")
+)
 
 type rawStage struct {
 	Type    string            `json:"type"`
@@ -398,33 +455,44 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)", raw.Type, strings.Join(l.moduleNames(), ", "))
 		return Stage{}, false
 	}
-	opts := v.LookupPath(cue.ParsePath("options"))
-	if m.closed.Exists() {
-		if err := m.closed.Unify(opts).Validate(); err != nil {
-			l.addStageErr(err, path, posPath)
+	opts := v.LookupPath(pathOptions)
+	{
+		if unknown, known := m.unknownOptions(opts); len(unknown) > 0 {
+			for _, name := range unknown {
+				p := path + ".options." + name
+				l.c.add(l.index.at(posPath+".options."+name, st.Pos), p, "%s", unknownOptionMsg(name, raw.Type, known))
+			}
 			return Stage{}, false
 		}
 	}
-	filled := m.value.FillPath(cue.ParsePath("options"), opts)
-	optV := filled.LookupPath(cue.ParsePath("options"))
+	var filled, optV cue.Value
+	if m.info.Builtin {
+		// A built-in's option schema refers to nothing else in its module: unify
+		// the options with it directly instead of filling a copy of the module
+		// (the hottest line of a large compile).
+		optV = m.value.LookupPath(pathOptions).Unify(opts)
+	} else {
+		filled = m.value.FillPath(pathOptions, opts)
+		optV = filled.LookupPath(pathOptions)
+	}
 	if err := optV.Validate(cue.Concrete(true)); err != nil {
-		l.addStageErr(err, path, posPath)
+		l.addStageErr(err, v, path, posPath)
 		return Stage{}, false
 	}
 	b, err := optV.MarshalJSON()
 	if err != nil {
-		l.addStageErr(err, path, posPath)
+		l.addStageErr(err, v, path, posPath)
 		return Stage{}, false
 	}
 	st.Options = b
 	if !m.info.Builtin {
-		cmdV := filled.LookupPath(cue.ParsePath("command"))
+		cmdV := filled.LookupPath(pathCommand)
 		if err := cmdV.Validate(cue.Concrete(true)); err != nil {
-			l.addStageErr(err, path, posPath)
+			l.addStageErr(err, v, path, posPath)
 			return Stage{}, false
 		}
 		if err := cmdV.Decode(&st.Command); err != nil {
-			l.addStageErr(err, path, posPath)
+			l.addStageErr(err, v, path, posPath)
 			return Stage{}, false
 		}
 	}
@@ -432,31 +500,83 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 }
 
 // addStageErr reports an error from checking a stage's options against its type's
-// schema at the user's stage, not at the schema's lines.
-func (l *loader) addStageErr(err error, path, posPath string) {
+// schema at the user's stage, not at the schema's lines. v is the user's stage.
+func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
+	var items []*item
 	for _, e := range cueErrors(err) {
 		rel := e.Path()
+		found := false
 		for i, el := range rel {
 			if el == "options" || el == "command" {
-				rel = rel[i:]
+				rel, found = rel[i:], true
+				break
+			}
+		}
+		if !found {
+			// An error of the option value itself (the closed schema's paths are
+			// relative to options).
+			rel = append([]string{"options"}, rel...)
+		}
+		sub := cuePathString(rel)
+		items = append(items, l.relItem(e, v, rel, path+"."+sub, posPath, posPath+"."+sub))
+	}
+	l.c.addItems(items)
+}
+
+// addInstanceErr reports an error in an image or job a template instance defines:
+// CUE's paths run through the template (templates.T.each.images.NAME…); the user
+// reads images.NAME…, at the template's lines.
+func (l *loader) addInstanceErr(err error, v cue.Value, kind, name, full, posPath string) {
+	var items []*item
+	for _, e := range cueErrors(err) {
+		elems := e.Path()
+		rel := []string(nil)
+		for i := 0; i+1 < len(elems); i++ {
+			if elems[i] == kind && lastElem(elems[i:i+2]) == name {
+				rel = elems[i+2:]
 				break
 			}
 		}
 		sub := cuePathString(rel)
-		if sub == "" {
-			sub = "options"
-		}
-		epath := path + "." + sub
-		pos := l.index.at(posPath+"."+sub, Pos{File: "."})
-		for _, p := range append(e.InputPositions(), e.Position()) {
-			cand := l.c.pos(p)
-			if p.IsValid() && !isSchemaFile(p.Filename()) && l.index.within(posPath, cand) {
-				pos = cand
-				break
+		epath, ppath := full, posPath
+		if sub != "" {
+			sep := "."
+			if strings.HasPrefix(sub, "[") {
+				sep = ""
 			}
+			epath, ppath = full+sep+sub, posPath+sep+sub
 		}
-		l.c.add(pos, epath, "%s", cleanMsg(e))
+		items = append(items, l.relItem(e, v, rel, epath, posPath, ppath))
 	}
+	l.c.addItems(items)
+}
+
+// relItem positions an error found under a value the user wrote at posPath: at the
+// first of CUE's positions inside it, else at the nearest indexed field.
+func (l *loader) relItem(e cueerrors.Error, v cue.Value, rel []string, epath, posPath, fieldPath string) *item {
+	pos := l.index.at(fieldPath, Pos{File: "."})
+	for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
+		cand := l.c.pos(p)
+		if p.IsValid() && !isSchemaFile(p.Filename()) && l.index.within(posPath, cand) {
+			pos = cand
+			break
+		}
+	}
+	return &item{e: e, path: epath, pos: pos, have: func() (cue.Value, bool) {
+		if len(rel) == 0 {
+			return cue.Value{}, true
+		}
+		u := lookupElems(v, rel)
+		return u, u.Exists()
+	}}
+}
+
+// unknownOptionMsg says that a stage's option is not one its type declares.
+func unknownOptionMsg(name, typ string, known []string) string {
+	if len(known) == 0 {
+		return fmt.Sprintf("unknown option %q: stage type %s takes no options", name, typ)
+	}
+	return fmt.Sprintf("unknown option %q for stage type %s (options: %s)", name, typ, strings.Join(known, ", "))
 }
 
 type rawJob struct {
@@ -474,6 +594,7 @@ func (l *loader) decodeJobs() {
 		path := "jobs." + f.name
 		j := l.decodeJob(f.name, f.v, path, path)
 		if j == nil {
+			l.failed[path] = true
 			continue
 		}
 		l.defined[path] = path + " at " + j.Pos.String()

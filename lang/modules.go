@@ -10,12 +10,46 @@ import (
 )
 
 // module is a stage type as lang checks it: the CUE value a stage's options are
-// filled into, and, for user modules, a closed copy of the option schema so an
-// unknown option is an error as it is for built-ins.
+// filled into, and its option schema, so that an unknown option is an error for
+// user modules as it is for built-ins.
 type module struct {
-	value  cue.Value
-	closed cue.Value
-	info   *StageModule
+	value cue.Value
+	info  *StageModule
+}
+
+// unknownOptions lists the fields of a stage's options that the module's option
+// schema does not declare. A user module's options are open in the schema
+// (#StageModule.options is {...}), and close() keeps an explicit ... open, so the
+// check is done here: a field is known if the schema declares it (optional or
+// not) or a pattern constraint of the schema (not the schema's own ...) matches it.
+func (m module) unknownOptions(opts cue.Value) (unknown, known []string) {
+	schema := m.value.LookupPath(pathOptions)
+	decl := map[string]bool{}
+	if it, err := schema.Fields(cue.Optional(true)); err == nil {
+		for it.Next() {
+			decl[it.Selector().Unquoted()] = true
+		}
+	}
+	for n := range decl {
+		known = append(known, n)
+	}
+	sort.Strings(known)
+	it, err := opts.Fields(cue.Optional(true))
+	if err != nil {
+		return nil, known
+	}
+	for it.Next() {
+		name := it.Selector().Unquoted()
+		if decl[name] {
+			continue
+		}
+		c := schema.LookupPath(cue.MakePath(cue.Str(name).Optional()))
+		if c.Exists() && c.IncompleteKind() != cue.TopKind {
+			continue // a pattern constraint of the module allows it
+		}
+		unknown = append(unknown, name)
+	}
+	return unknown, known
 }
 
 func (l *loader) decodeModules() {
@@ -45,8 +79,7 @@ func (l *loader) decodeModules() {
 			Schema:  canonicalSource(opts),
 			Command: canonicalSource(f.v.LookupPath(cue.ParsePath("command"))),
 		}
-		closed := l.ctx.CompileString("close(options)", cue.Scope(f.v))
-		l.modules[f.name] = module{value: f.v, closed: closed, info: info}
+		l.modules[f.name] = module{value: f.v, info: info}
 		l.ws.StageModules[f.name] = info
 	}
 }

@@ -3,6 +3,7 @@ package lang
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"cuelang.org/go/cue"
@@ -61,7 +62,7 @@ func (l *loader) expandTemplates() {
 			if ifv := inst.LookupPath(cue.ParsePath("if")); ifv.Exists() {
 				pass, err := ifv.Bool()
 				if err != nil {
-					l.c.add(l.index.at(path+".each.if", t.Pos), path+".each.if", "filter must evaluate to true or false for record %d: %s", i, strings.TrimSpace(firstLine(err)))
+					l.c.add(l.index.at(path+".each.if", t.Pos), path+".each.if", "filter must evaluate to true or false for record %d: %s", i, filterErrMsg(err))
 					continue
 				}
 				if !pass {
@@ -76,16 +77,26 @@ func (l *loader) expandTemplates() {
 				full := "images." + img.name
 				posPath := l.instancePosPath(path+".each.images", img.name)
 				origin.Pos = l.index.at(posPath, t.Pos)
+				if !validName(img.name) {
+					l.c.add(origin.Pos, full, "%s (in the instance for %s)", invalidNameMsg("image", img.name), recPath)
+					continue
+				}
 				v := img.v.Unify(imageDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
-					l.addStageErr(err, full, posPath)
+					l.c.suffix = " (in the instance for " + recPath + ")"
+					l.addInstanceErr(err, img.v, "images", img.name, full, posPath)
+					l.c.suffix = ""
+					l.failed[full] = true
 					continue
 				}
 				if !l.claim(full, recPath, origin.Pos) {
 					continue
 				}
+				l.c.suffix = " (in the instance for " + recPath + ")"
 				m := l.decodeImage(img.name, v, full, posPath)
+				l.c.suffix = ""
 				if m == nil {
+					l.failed[full] = true
 					continue
 				}
 				o := *origin
@@ -97,9 +108,16 @@ func (l *loader) expandTemplates() {
 				full := "jobs." + job.name
 				posPath := l.instancePosPath(path+".each.jobs", job.name)
 				origin.Pos = l.index.at(posPath, t.Pos)
+				if !validName(job.name) {
+					l.c.add(origin.Pos, full, "%s (in the instance for %s)", invalidNameMsg("job", job.name), recPath)
+					continue
+				}
 				v := job.v.Unify(jobDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
-					l.c.addCUE(err, full)
+					l.c.suffix = " (in the instance for " + recPath + ")"
+					l.addInstanceErr(err, job.v, "jobs", job.name, full, posPath)
+					l.c.suffix = ""
+					l.failed[full] = true
 					continue
 				}
 				if !l.claim(full, recPath, origin.Pos) {
@@ -107,6 +125,7 @@ func (l *loader) expandTemplates() {
 				}
 				j := l.decodeJob(job.name, v, full, posPath)
 				if j == nil {
+					l.failed[full] = true
 					continue
 				}
 				o := *origin
@@ -190,4 +209,23 @@ func firstLine(err error) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// filterErrMsg is CUE's reason a filter is not a bool, without CUE's path (the
+// error already names templates.T.each.if).
+func filterErrMsg(err error) string {
+	if es := cueErrors(err); len(es) > 0 {
+		return cleanMsg(es[0])
+	}
+	return strings.TrimSpace(firstLine(err))
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
+
+// validName reports whether s is a #Name. Names a template computes are checked
+// here: the schema's [#Name] pattern only sees the template's own fields.
+func validName(s string) bool { return nameRE.MatchString(s) }
+
+func invalidNameMsg(kind, name string) string {
+	return fmt.Sprintf("invalid %s name %q: a name starts with a letter or digit and holds only letters, digits, '.', '_' and '-'", kind, name)
 }

@@ -1,0 +1,394 @@
+package lang_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/strata-build/strata/lang"
+)
+
+// update rewrites the want sections of testdata/bad from the current output.
+// Review the diff by hand before keeping it.
+var update = os.Getenv("STRATA_UPDATE") == "1"
+
+const moduleCUE = `module: "example.com/bad"
+language: version: "v0.17.1"
+`
+
+// extract writes the archive's files (all but want) into a new temp dir.
+func extract(t testing.TB, ar *archive) (dir string, user map[string]bool, want []string) {
+	t.Helper()
+	dir = t.TempDir()
+	user = map[string]bool{}
+	for _, f := range ar.Files {
+		if f.Name == "want" {
+			for _, line := range strings.Split(string(f.Data), "\n") {
+				if strings.TrimSpace(line) != "" {
+					want = append(want, line)
+				}
+			}
+			continue
+		}
+		p := filepath.Join(dir, filepath.FromSlash(f.Name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(f.Name, "cue.mod/") {
+			user[f.Name] = true
+		}
+	}
+	return dir, user, want
+}
+
+// load calls lang.Load with a deadline, turning a panic into a test failure.
+func load(t testing.TB, dir string) (ws *lang.Workspace, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("lang.Load panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return lang.Load(ctx, dir)
+}
+
+// checkErrors asserts what holds for every error lang returns: a position in one
+// of the user's files with a line and column, and a one-line message.
+func checkErrors(t testing.TB, err error, user map[string]bool) lang.Errors {
+	t.Helper()
+	var es lang.Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("error is %T, not lang.Errors: %v", err, err)
+	}
+	if len(es) == 0 {
+		t.Fatalf("empty lang.Errors")
+	}
+	for _, e := range es {
+		f := e.Pos.File
+		if strings.HasPrefix(f, "cue.mod/") || strings.Contains(f, "strata.build/strata") || !user[f] {
+			t.Errorf("error not at a user file (%v): %s", sortedSet(user), e)
+		}
+		if e.Pos.Line <= 0 || e.Pos.Col <= 0 {
+			t.Errorf("error without line:col: %s", e)
+		}
+		if strings.Contains(e.Msg, "\n") || strings.Contains(e.Path, "\n") {
+			t.Errorf("multi-line error: %q", e.Error())
+		}
+		if e.Msg == "" {
+			t.Errorf("empty message: %s", e)
+		}
+	}
+	return es
+}
+
+func sortedSet(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestLoadBad(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.txtar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 30 {
+		t.Fatalf("want at least 30 bad cases, have %d", len(files))
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".txtar")
+		t.Run(name, func(t *testing.T) {
+			ar, err := parseArchiveFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir, user, want := extract(t, ar)
+			if b, err := os.ReadFile(filepath.Join(dir, "cue.mod", "module.cue")); err != nil || string(b) != moduleCUE {
+				t.Fatalf("%s: cue.mod/module.cue must be exactly %q", file, moduleCUE)
+			}
+			_, err = load(t, dir)
+			if err == nil {
+				t.Fatalf("Load succeeded; want errors")
+			}
+			if !errors.Is(err, lang.ErrInvalid) {
+				t.Fatalf("error does not match ErrInvalid: %v", err)
+			}
+			es := checkErrors(t, err, user)
+			got := strings.Split(err.Error(), "\n")
+			if len(got) != len(es) {
+				t.Errorf("%d error lines for %d errors", len(got), len(es))
+			}
+			if update {
+				writeWant(t, file, ar, got)
+				return
+			}
+			if len(want) == 0 {
+				t.Fatalf("no want section; got:\n%s", err)
+			}
+			if len(got) != len(want) {
+				t.Errorf("got %d error lines, want %d:\n%s", len(got), len(want), err)
+			}
+			for i := 0; i < len(got) && i < len(want); i++ {
+				if !strings.Contains(got[i], want[i]) {
+					t.Errorf("error line %d:\n got: %s\nwant: …%s…", i+1, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+func writeWant(t *testing.T, file string, ar *archive, got []string) {
+	t.Helper()
+	data := []byte(strings.Join(got, "\n") + "\n")
+	found := false
+	for i := range ar.Files {
+		if ar.Files[i].Name == "want" {
+			ar.Files[i].Data, found = data, true
+		}
+	}
+	if !found {
+		ar.Files = append(ar.Files, archiveFile{Name: "want", Data: data})
+	}
+	if err := os.WriteFile(file, formatArchive(ar), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadNotWorkspace(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.cue"), []byte("package bad\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := load(t, dir)
+	if !errors.Is(err, lang.ErrNotWorkspace) {
+		t.Fatalf("want ErrNotWorkspace, got %v", err)
+	}
+	if errors.Is(err, lang.ErrInvalid) {
+		t.Fatalf("a directory without cue.mod is not an invalid workspace: %v", err)
+	}
+}
+
+func TestLoadMinimal(t *testing.T) {
+	ws, err := load(t, "../examples/minimal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := ws.Images["minimal"]
+	if img == nil {
+		t.Fatalf("no image minimal; have %v", keys(ws.Images))
+	}
+	type summary struct {
+		Version  string
+		Platform lang.Platform
+		Devices  []string
+		Default  bool
+		Types    []string
+		Outputs  []string
+		Pos      []string
+	}
+	got := summary{Version: img.Version, Platform: img.Platform, Devices: img.DeviceTypes, Default: img.Default}
+	for _, st := range img.Stages {
+		got.Types = append(got.Types, st.Type)
+		got.Pos = append(got.Pos, st.Pos.String())
+	}
+	for _, o := range img.Outputs {
+		got.Outputs = append(got.Outputs, o.Name)
+	}
+	want := summary{
+		Version:  "1.0.0",
+		Platform: lang.Platform{OS: "linux", Arch: "amd64"},
+		Devices:  []string{"qemu/x86_64"},
+		Default:  true,
+		Types:    []string{"strata.busybox", "strata.files", "strata.hostname", "strata.users"},
+		Outputs:  []string{"minimal.tar", "minimal.squashfs"},
+		Pos:      []string{"minimal.cue:17:3", "minimal.cue:18:3", "minimal.cue:42:3", "minimal.cue:43:3"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("minimal (-want +got):\n%s", d)
+	}
+	// Defaults of the built-in schema are applied.
+	var users struct {
+		Users map[string]struct {
+			UID   int    `json:"uid"`
+			GID   int    `json:"gid"`
+			Home  string `json:"home"`
+			Shell string `json:"shell"`
+		} `json:"users"`
+	}
+	if err := json.Unmarshal(img.Stages[3].Options, &users); err != nil {
+		t.Fatal(err)
+	}
+	admin := users.Users["admin"]
+	if admin.GID != 1000 || admin.Home != "/home/admin" || admin.Shell != "/bin/sh" {
+		t.Errorf("strata.users defaults not applied: %+v", admin)
+	}
+}
+
+func TestLoadFleet(t *testing.T) {
+	ws, err := load(t, "../examples/fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"base", "fleet-x86-gateway", "fleet-x86-nuc", "fleet-x86-thin-client"}, keys(ws.Images)); d != "" {
+		t.Errorf("images (-want +got):\n%s", d)
+	}
+	var instances []lang.Instance
+	for _, name := range keys(ws.Images) {
+		if in := ws.Images[name].Instance; in != nil {
+			instances = append(instances, *in)
+		}
+	}
+	instPos := lang.Pos{File: "fleet.cue", Line: 42, Col: 11}
+	wantInst := []lang.Instance{
+		{Template: "per-device-type", Resource: "device-types", Record: 5, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 2, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 3, Pos: instPos},
+	}
+	if d := cmp.Diff(wantInst, instances); d != "" {
+		t.Errorf("instances (-want +got):\n%s", d)
+	}
+
+	tmpl := ws.Templates["per-device-type"]
+	if tmpl == nil {
+		t.Fatal("no template per-device-type")
+	}
+	type rec struct {
+		Passed  bool
+		Defines []string
+	}
+	var recs []rec
+	for _, r := range tmpl.Records {
+		recs = append(recs, rec{r.Passed, r.Defines})
+		if !r.Passed && !strings.Contains(r.Reason, `dt.arch = "arm`) {
+			t.Errorf("record %d: skip reason %q does not name dt.arch", r.Index, r.Reason)
+		}
+	}
+	wantRecs := []rec{
+		{false, nil}, {false, nil},
+		{true, []string{"images.fleet-x86-nuc"}},
+		{true, []string{"images.fleet-x86-thin-client"}},
+		{false, nil},
+		{true, []string{"images.fleet-x86-gateway"}},
+	}
+	if d := cmp.Diff(wantRecs, recs); d != "" {
+		t.Errorf("template records (-want +got):\n%s", d)
+	}
+	if r := tmpl.Records[0].Reason; !strings.Contains(r, `dt.arch = "arm64"`) {
+		t.Errorf("reason for record 0 = %q, want it to mention dt.arch = \"arm64\"", r)
+	}
+	if tmpl.Param != "dt" || tmpl.Filter != `dt.arch == "amd64"` {
+		t.Errorf("param %q filter %q", tmpl.Param, tmpl.Filter)
+	}
+
+	nuc := ws.Images["fleet-x86-nuc"]
+	if len(nuc.Stages) != 2 {
+		t.Fatalf("fleet-x86-nuc has %d stages", len(nuc.Stages))
+	}
+	motd := nuc.Stages[1]
+	wantCmd := []string{"/bin/sh", "-c", "mkdir -p /run/strata/tree/etc && echo 'strata fleet image for x86/nuc (3 devices)' > /run/strata/tree/etc/motd"}
+	if d := cmp.Diff(wantCmd, motd.Command); d != "" {
+		t.Errorf("acme.motd command (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(`{"device_type":"x86/nuc","devices":3}`, string(motd.Options)); d != "" {
+		t.Errorf("acme.motd options (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(`{"hostname":"x86-nuc"}`, string(nuc.Stages[0].Options)); d != "" {
+		t.Errorf("hostname options (-want +got):\n%s", d)
+	}
+	if got, want := motd.Pos.String(), "fleet.cue:49:5"; got != want {
+		t.Errorf("acme.motd stage at %s, want %s", got, want)
+	}
+	base := ws.Images["base"]
+	var basePos []string
+	for _, st := range base.Stages {
+		basePos = append(basePos, st.Pos.String())
+	}
+	if d := cmp.Diff([]string{"fleet.cue:17:3", "fleet.cue:18:3", "fleet.cue:19:3"}, basePos); d != "" {
+		t.Errorf("base stage positions (-want +got):\n%s", d)
+	}
+	if got := base.Pos.String(); got != "fleet.cue:14:9" {
+		t.Errorf("base at %s", got)
+	}
+	if m := ws.StageModules["acme.motd"]; m == nil || m.Builtin || m.Pos.String() != "fleet.cue:26:9" {
+		t.Errorf("acme.motd module: %+v", m)
+	}
+	if h := ws.Hooks["size-check"]; h == nil || h.OnFailure != "warn" || h.BuildRoot != "host" {
+		t.Errorf("hook size-check: %+v", h)
+	}
+	if r := ws.Resources["device-types"]; r == nil || len(r.Records) != 6 {
+		t.Errorf("resource device-types: %+v", r)
+	}
+}
+
+// TestLoadDataFiles loads workspaces whose spec is partly or only .json and .yaml.
+func TestLoadDataFiles(t *testing.T) {
+	cases := map[string]map[string]string{
+		"json-only": {
+			"images.json": `{"images": {"base": {"version": "1", "stages": [{"type": "strata.hostname", "options": {"hostname": "box"}}]}}}`,
+		},
+		"yaml-only": {
+			"images.yaml": "images:\n  base:\n    version: \"1\"\n    stages:\n      - type: strata.hostname\n        options:\n          hostname: box\n",
+		},
+		"cue+json+yaml": {
+			"main.cue":    "package ok\n\nimages: base: version: \"1\"\n",
+			"stages.json": `{"images": {"base": {"stages": [{"type": "strata.hostname", "options": {"hostname": "box"}}]}}}`,
+			"hooks.yaml":  "hooks:\n  lint:\n    on: post-build\n    command: [\"true\"]\nimages:\n  base:\n    hooks: [lint]\n",
+		},
+	}
+	for name, files := range cases {
+		t.Run(name, func(t *testing.T) {
+			ar := &archive{Files: []archiveFile{{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)}}}
+			for n, data := range files {
+				ar.Files = append(ar.Files, archiveFile{Name: n, Data: []byte(data)})
+			}
+			dir, _, _ := extract(t, ar)
+			ws, err := load(t, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := ws.Images["base"]
+			if img == nil {
+				t.Fatalf("no image base: %v", keys(ws.Images))
+			}
+			if img.Version != "1" || len(img.Stages) != 1 || string(img.Stages[0].Options) != `{"hostname":"box"}` {
+				t.Errorf("base: %+v", img)
+			}
+			if img.Pos.File == "" || img.Pos.File == "." || img.Pos.Line == 0 {
+				t.Errorf("base has no position in a spec file: %v", img.Pos)
+			}
+			if name == "cue+json+yaml" {
+				if d := cmp.Diff([]string{"lint"}, img.Hooks); d != "" {
+					t.Errorf("hooks (-want +got):\n%s", d)
+				}
+				if got := img.Stages[0].Pos.File; got != "stages.json" {
+					t.Errorf("stage position %v, want stages.json", img.Stages[0].Pos)
+				}
+			}
+		})
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
