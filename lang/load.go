@@ -317,9 +317,6 @@ func (l *loader) decodeSources() {
 				l.c.add(l.index.at(path+".path", s.Pos), path+".path", "path %q must be relative and inside the workspace", s.Path)
 			}
 		}
-		if strings.HasPrefix(s.URL, "http") && s.SHA256 == "" {
-			l.c.add(s.Pos, path, "a remote source needs sha256")
-		}
 		l.ws.Sources[f.name] = s
 	}
 }
