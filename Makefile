@@ -26,13 +26,14 @@ build:
 test: setup build
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	test/rootless.sh
 	$(MAKE) --no-print-directory fuzz
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./lang/
 	$(GO) test -run='^$$' -fuzz='^FuzzCompile$$' -fuzztime=$(FUZZTIME) ./compiler/
 
-## demo: validate, compile and show the example image's plan
+## demo: validate, compile and build the example image; print where its outputs are
 demo: setup build
 	@scripts/demo.sh
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: validate and compile examples/minimal and
-# show where the results are.
+# The main job on the embedded defaults: validate, compile and build
+# examples/minimal, and show where the results are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ws=examples/minimal
@@ -11,8 +11,11 @@ bin/strata -C "$ws" vet
 echo "== strata compile ($ws)"
 bin/strata -C "$ws" compile -o "$out/plan.json"
 bin/strata -C "$ws" graph --format dot > "$out/plan.dot"
-echo "== plan nodes"
-bin/strata -C "$ws" graph --format json | python3 -c 'import json,sys; g=json.load(sys.stdin); [print("  %-10s %-34s %s" % (n["kind"], n["name"], n["id"][:16])) for n in g["nodes"]]'
+echo "== strata build ($ws)"
+bin/strata -C "$ws" --no-progress build --out-dir "$out" > "$out/outputs.txt"
 echo
-echo "plan:  $out/plan.json"
-echo "graph: $out/plan.dot"
+echo "plan:    $out/plan.json"
+echo "graph:   $out/plan.dot"
+while IFS=$'\t' read -r path digest; do
+	printf 'output:  %s  %s\n' "$path" "$digest"
+done < "$out/outputs.txt"

@@ -2,6 +2,13 @@
 // plans, builds them in sandboxes and publishes the results as OCI artifacts.
 package main
 
-import "os"
+import (
+	"os"
 
-func main() { os.Exit(Main()) }
+	"github.com/strata-build/strata/executor/sandbox"
+)
+
+func main() {
+	sandbox.MaybeRunHelper()
+	os.Exit(Main())
+}

@@ -6,9 +6,12 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/strata-build/strata/executor/sandbox"
 )
 
 func TestMain(m *testing.M) {
+	sandbox.MaybeRunHelper()
 	testscript.Main(m, map[string]func(){
 		"strata": func() { os.Exit(Main()) },
 	})

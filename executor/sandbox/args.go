@@ -20,17 +20,36 @@ var (
 // bwrapArgs builds the bwrap arguments (without argv[0]) for spec, with tree
 // the host directory to use as the target tree, options the options file and
 // statusFD the descriptor bwrap reports its JSON status on.
-func bwrapArgs(spec *Spec, tree, options string, statusFD int) ([]string, error) {
-	a := []string{
-		"--unshare-all",
-	}
-	if spec.Network {
-		a = append(a, "--share-net")
+//
+// When strata runs as real root (realRoot), the sandbox gets no user namespace
+// of its own, so every uid and gid a tree uses is a real id and stages can set
+// owners (strata.users, strata.files, package managers), as in osbuild: the
+// namespaces other than the user one are unshared and the capabilities are
+// dropped except those needed to manage file ownership (CAP_CHOWN, CAP_FOWNER,
+// CAP_FSETID, CAP_DAC_OVERRIDE). Otherwise every namespace is unshared and the
+// stage has no capabilities.
+func bwrapArgs(spec *Spec, tree, options string, statusFD int, realRoot bool) ([]string, error) {
+	var a []string
+	if realRoot {
+		a = append(a, "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
+		if !spec.Network {
+			a = append(a, "--unshare-net")
+		}
+	} else {
+		a = append(a, "--unshare-all")
+		if spec.Network {
+			a = append(a, "--share-net")
+		}
 	}
 	a = append(a,
 		"--die-with-parent",
 		"--new-session",
 		"--cap-drop", "ALL",
+	)
+	if realRoot {
+		a = append(a, "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_FOWNER", "--cap-add", "CAP_FSETID", "--cap-add", "CAP_DAC_OVERRIDE")
+	}
+	a = append(a,
 		"--uid", "0", "--gid", "0",
 		"--hostname", "strata",
 		"--json-status-fd", strconv.Itoa(statusFD),
@@ -63,6 +82,17 @@ func bwrapArgs(spec *Spec, tree, options string, statusFD int) ([]string, error)
 	sort.Strings(names)
 	for _, n := range names {
 		a = append(a, "--ro-bind", spec.Inputs[n], InputsPath+"/"+n)
+	}
+	if len(spec.Outputs) > 0 {
+		a = append(a, "--dir", OutputsPath)
+		outs := make([]string, 0, len(spec.Outputs))
+		for n := range spec.Outputs {
+			outs = append(outs, n)
+		}
+		sort.Strings(outs)
+		for _, n := range outs {
+			a = append(a, "--ro-bind", spec.Outputs[n], OutputsPath+"/"+n)
+		}
 	}
 	a = append(a, "--ro-bind", options, OptionsPath)
 	if spec.Binary != "" {

@@ -83,7 +83,7 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		tree = spec.Upper
 	}
 
-	args, err := bwrapArgs(&spec, tree, options, statusFD)
+	args, err := bwrapArgs(&spec, tree, options, statusFD, host.Root)
 	if err != nil {
 		return -1, err
 	}

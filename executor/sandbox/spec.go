@@ -22,6 +22,9 @@ const (
 	TreePath = "/run/strata/tree"
 	// InputsPath is the directory holding one read-only bind per input.
 	InputsPath = "/run/strata/inputs"
+	// OutputsPath is the directory holding one read-only bind per output
+	// (Spec.Outputs), for hooks.
+	OutputsPath = "/run/strata/outputs"
 	// OptionsPath is the read-only stage options file.
 	OptionsPath = "/run/strata/options.json"
 	// BinaryPath is where [Spec.Binary] is bound read-only.
@@ -74,6 +77,10 @@ type Spec struct {
 	// Inputs maps an input name (one path element) to a host file or
 	// directory bound read-only at InputsPath/<name>.
 	Inputs map[string]string
+	// Outputs maps an output name (one path element) to a host file or
+	// directory bound read-only at OutputsPath/<name>; hooks see the image's
+	// outputs there. Empty binds nothing and creates no OutputsPath.
+	Outputs map[string]string
 	// Options is written to OptionsPath, read-only. Nil writes "{}".
 	Options []byte
 	// Binary is the path of a static strata binary bound read-only at
@@ -148,6 +155,14 @@ func (s *Spec) validate() error {
 		}
 		if !filepath.IsAbs(src) {
 			return fmt.Errorf("sandbox: spec: input %q: path %q is not absolute", name, src)
+		}
+	}
+	for name, src := range s.Outputs {
+		if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+			return fmt.Errorf("sandbox: spec: bad output name %q", name)
+		}
+		if !filepath.IsAbs(src) {
+			return fmt.Errorf("sandbox: spec: output %q: path %q is not absolute", name, src)
 		}
 	}
 	if s.MaxOutput < 0 || s.TmpSize < 0 || s.KillGrace < 0 {

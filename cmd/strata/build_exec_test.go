@@ -1,0 +1,782 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/strata-build/strata/executor"
+)
+
+// These tests run the real static strata binary (built once with CGO_ENABLED=0)
+// against real bwrap, a real store in t.TempDir() and the real image tools.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func strataBin(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Skip("bwrap not installed")
+	}
+	binOnce.Do(func() {
+		dir := filepath.Join(os.TempDir(), "strata-exec-test")
+		if binErr = os.MkdirAll(dir, 0o755); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(dir, "strata")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func strataCmd(t *testing.T, ws, cache string, args ...string) *exec.Cmd {
+	full := append([]string{"--cache-dir", cache, "--no-progress"}, args...)
+	if ws != "" {
+		full = append([]string{"-C", ws}, full...)
+	}
+	cmd := exec.Command(strataBin(t), full...)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STRATA_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	return cmd
+}
+
+func runCLI(t *testing.T, ws, cache string, args ...string) cliResult {
+	t.Helper()
+	cmd := strataCmd(t, ws, cache, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return cliResult{code, out.String(), errb.String()}
+}
+
+// jsonBuild is a build's JSON event stream and result.
+type jsonBuild struct {
+	cliResult
+	events []executor.Event
+	result executor.Result
+	ok     bool
+}
+
+func parseJSONBuild(t *testing.T, r cliResult) jsonBuild {
+	t.Helper()
+	jb := jsonBuild{cliResult: r}
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var probe struct {
+			Kind   string          `json:"kind"`
+			OK     bool            `json:"ok"`
+			Result json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal(line, &probe); err != nil {
+			t.Fatalf("stdout line is not JSON: %s", line)
+		}
+		if probe.Kind == "result" {
+			jb.ok = probe.OK
+			if err := json.Unmarshal(probe.Result, &jb.result); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		var ev executor.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatal(err)
+		}
+		jb.events = append(jb.events, ev)
+	}
+	return jb
+}
+
+func buildJSON(t *testing.T, ws, cache string, args ...string) jsonBuild {
+	t.Helper()
+	return parseJSONBuild(t, runCLI(t, ws, cache, append([]string{"--output", "json", "build"}, args...)...))
+}
+
+// started lists the names of the nodes that ran.
+func (jb jsonBuild) started() []string {
+	var out []string
+	for _, ev := range jb.events {
+		if ev.Kind == executor.EventStarted {
+			out = append(out, ev.Name)
+		}
+	}
+	return out
+}
+
+func (jb jsonBuild) artifact(t *testing.T, name string) executor.Artifact {
+	t.Helper()
+	for _, a := range jb.result.Artifacts {
+		if a.Name == name {
+			return a
+		}
+	}
+	t.Fatalf("no artifact %s in %+v\nstderr: %s", name, jb.result.Artifacts, jb.stderr)
+	return executor.Artifact{}
+}
+
+// writeWS makes a workspace with the given CUE source.
+func writeWS(t *testing.T, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "cue.mod"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "cue.mod", "module.cue"), []byte("module: \"example.com/test\"\nlanguage: version: \"v0.17.1\"\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "ws.cue"), []byte(src), 0o644))
+	return dir
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyMinimal copies examples/minimal into a temp dir.
+func copyMinimal(t *testing.T) string {
+	t.Helper()
+	dst := t.TempDir()
+	out, err := exec.Command("cp", "-r", "../../examples/minimal/.", dst).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	return dst
+}
+
+func fileSHA(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	must(t, err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	must(t, err)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+func TestBuildMinimalExec(t *testing.T) {
+	ws := copyMinimal(t)
+	cache := t.TempDir()
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 0 || !jb.ok {
+		t.Fatalf("build: exit %d\n%s", jb.code, jb.stdout+jb.stderr)
+	}
+	if got := len(jb.started()); got != 6 {
+		t.Errorf("cold build started %d nodes, want 6: %v", got, jb.started())
+	}
+	tarA := jb.artifact(t, "minimal.tar")
+	sqA := jb.artifact(t, "minimal.squashfs")
+	if got := fileSHA(t, tarA.Path); got != string(tarA.Digest) {
+		t.Errorf("tar at %s has digest %s, result says %s", tarA.Path, got, tarA.Digest)
+	}
+	list, err := exec.Command("tar", "-tvf", tarA.Path).Output()
+	must(t, err)
+	for _, want := range []string{" bin/busybox\n", " home/admin/\n"} {
+		if !strings.Contains(string(list), want) {
+			t.Errorf("tar lacks %q", want)
+		}
+	}
+	hostname, err := exec.Command("tar", "-xOf", tarA.Path, "etc/hostname").Output()
+	must(t, err)
+	if string(hostname) != "minimal\n" {
+		t.Errorf("etc/hostname = %q", hostname)
+	}
+	passwd, err := exec.Command("tar", "-xOf", tarA.Path, "etc/passwd").Output()
+	must(t, err)
+	if !strings.Contains(string(passwd), "\nadmin:") && !strings.HasPrefix(string(passwd), "admin:") {
+		t.Errorf("etc/passwd has no admin:\n%s", passwd)
+	}
+	sq, err := exec.Command("unsquashfs", "-lln", sqA.Path).Output()
+	must(t, err)
+	if !strings.Contains(string(sq), "squashfs-root/bin/busybox\n") {
+		t.Errorf("squashfs lacks bin/busybox:\n%.500s", sq)
+	}
+
+	// A second build is fully cached: nothing starts.
+	jb2 := buildJSON(t, ws, cache)
+	if jb2.code != 0 || len(jb2.started()) != 0 || jb2.result.Cached != 6 {
+		t.Errorf("second build: exit %d, started %v, cached %d", jb2.code, jb2.started(), jb2.result.Cached)
+	}
+	if a := jb2.artifact(t, "minimal.tar"); a.Digest != tarA.Digest {
+		t.Errorf("cached tar digest %s != %s", a.Digest, tarA.Digest)
+	}
+	if r := runCLI(t, ws, cache, "explain", "images.minimal.stages[2]"); !strings.Contains(r.stdout, "cached") {
+		t.Errorf("explain of a cached node: %q %q", r.stdout, r.stderr)
+	}
+
+	// Changing one stage option rebuilds exactly that stage and what follows it.
+	src, err := os.ReadFile(filepath.Join(ws, "minimal.cue"))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(ws, "minimal.cue"), bytes.Replace(src, []byte(`hostname: "minimal"`), []byte(`hostname: "changed"`), 1), 0o644))
+	if r := runCLI(t, ws, cache, "explain", "images.minimal.stages[2]"); !strings.Contains(r.stdout, `options.hostname: "minimal" → "changed"`) {
+		t.Errorf("explain after the change: %q %q", r.stdout, r.stderr)
+	}
+	jb3 := buildJSON(t, ws, cache, "--explain")
+	want := []string{"images.minimal.stages[2]", "images.minimal.stages[3]", "images.minimal.outputs[0]", "images.minimal.outputs[1]"}
+	got := jb3.started()
+	if strings.Join(sorted(got), ",") != strings.Join(sorted(want), ",") {
+		t.Errorf("after changing the hostname, started %v, want %v", got, want)
+	}
+	var explained bool
+	for _, ev := range jb3.events {
+		if ev.Kind == executor.EventExplain && ev.Name == "images.minimal.stages[2]" && strings.Contains(ev.Line, "options.hostname") {
+			explained = true
+		}
+	}
+	if !explained {
+		t.Errorf("--explain gave no explanation naming options.hostname")
+	}
+	hostname, err = exec.Command("tar", "-xOf", jb3.artifact(t, "minimal.tar").Path, "etc/hostname").Output()
+	must(t, err)
+	if string(hostname) != "changed\n" {
+		t.Errorf("etc/hostname after change = %q", hostname)
+	}
+	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 {
+		t.Errorf("cache verify: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, ws, cache, "cache", "ls"); !strings.Contains(r.stdout, "images.minimal.stages[2]") {
+		t.Errorf("cache ls: %s", r.stdout)
+	}
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestBuildPlanJSONExec(t *testing.T) {
+	ws := copyMinimal(t)
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	if r := runCLI(t, ws, t.TempDir(), "compile", "-o", planFile); r.code != 0 {
+		t.Fatalf("compile: %s", r.stderr)
+	}
+	fromDir := buildJSON(t, ws, t.TempDir())
+	fromPlan := parseJSONBuild(t, runCLI(t, "", t.TempDir(), "--output", "json", "build", planFile))
+	if fromDir.code != 0 || fromPlan.code != 0 {
+		t.Fatalf("builds: %d %d\n%s\n%s", fromDir.code, fromPlan.code, fromDir.stderr, fromPlan.stderr)
+	}
+	ids := func(jb jsonBuild) string {
+		var s []string
+		for _, n := range jb.result.Nodes {
+			s = append(s, n.Name+"="+n.ID)
+		}
+		return strings.Join(s, "\n")
+	}
+	if ids(fromDir) != ids(fromPlan) {
+		t.Errorf("node IDs differ:\n%s\n--\n%s", ids(fromDir), ids(fromPlan))
+	}
+	for _, name := range []string{"minimal.tar", "minimal.squashfs"} {
+		if a, b := fromDir.artifact(t, name), fromPlan.artifact(t, name); a.Digest != b.Digest {
+			t.Errorf("%s: %s from DIR, %s from plan.json", name, a.Digest, b.Digest)
+		}
+	}
+}
+
+const reproWS = `package test
+
+images: repro: {
+	version: "1.0.0"
+	stages: [
+		{type: "strata.files", options: {
+			dirs: "/srv/data": {mode: 0o750}
+			files: {
+				"/etc/motd": content: "reproducible\n"
+				"/srv/data/blob": {content: "0123456789", mode: 0o600}
+				"/usr/bin/tool": {content: "#!/bin/sh\necho tool\n", mode: 0o755}
+			}
+			symlinks: "/bin/tool": "/usr/bin/tool"
+		}},
+	]
+	outputs: [{type: "tar"}, {type: "tar.zst"}, {type: "squashfs"}, {type: "ext4"}, {type: "erofs"}, {type: "oci"}, {type: "tree"}]
+	hooks: ["list"]
+}
+
+hooks: list: {
+	on: "post-build"
+	command: ["/bin/sh", "-c", "ls /run/strata/outputs"]
+}
+`
+
+func TestReproducibleOutputsExec(t *testing.T) {
+	ws := writeWS(t, reproWS)
+	a := buildJSON(t, ws, t.TempDir())
+	b := buildJSON(t, ws, t.TempDir())
+	if a.code != 0 || b.code != 0 {
+		t.Fatalf("builds: %d %d\n%s\n%s", a.code, b.code, a.stdout+a.stderr, b.stderr)
+	}
+	if len(a.result.Artifacts) != 7 {
+		t.Fatalf("artifacts: %+v", a.result.Artifacts)
+	}
+	for _, x := range a.result.Artifacts {
+		y := b.artifact(t, x.Name)
+		if x.Digest != y.Digest || x.Digest == "" {
+			t.Errorf("%s: %s vs %s", x.Name, x.Digest, y.Digest)
+		}
+		switch x.Format {
+		case "oci":
+			if _, err := os.Stat(filepath.Join(x.Path, "index.json")); err != nil {
+				t.Errorf("oci layout: %v", err)
+			}
+		case "tree":
+			if _, err := os.Stat(filepath.Join(x.Path, "etc", "motd")); err != nil {
+				t.Errorf("tree output: %v", err)
+			}
+		default:
+			if got := fileSHA(t, x.Path); got != string(x.Digest) || fileSHA(t, y.Path) != got {
+				t.Errorf("%s: file digests %s / %s, result %s", x.Name, got, fileSHA(t, y.Path), x.Digest)
+			}
+		}
+	}
+	// The post-build hook saw every output read-only under /run/strata/outputs.
+	r := runCLI(t, ws, "", "logs", "images.repro.hooks.list")
+	_ = r
+	var hookLog []string
+	for _, ev := range a.events {
+		if ev.Kind == executor.EventLog && ev.Name == "images.repro.hooks.list" {
+			hookLog = append(hookLog, ev.Line)
+		}
+	}
+	if len(hookLog) != 7 || !strings.Contains(strings.Join(hookLog, " "), "repro.squashfs") {
+		t.Errorf("hook saw %v", hookLog)
+	}
+}
+
+func TestSandboxIsolationExec(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ws := writeWS(t, fmt.Sprintf(`package test
+
+stages: "test.escape": {
+	options: {}
+	command: ["/bin/sh", "-c", "echo pwned > /usr/pwned-by-strata-test"]
+}
+stages: "test.connect": {
+	options: {}
+	command: ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d && echo connected"]
+}
+
+images: escape: {version: "1", stages: [{type: "test.escape"}]}
+images: offline: {version: "1", stages: [{type: "test.connect"}]}
+images: online: {version: "1", stages: [{type: "test.connect", network: true}]}
+`, port))
+	cache := t.TempDir()
+	r := runCLI(t, ws, cache, "build", "escape")
+	if r.code != 1 || !strings.Contains(r.stderr, "images.escape.stages[0]") {
+		t.Errorf("writing to the build root: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat("/usr/pwned-by-strata-test"); err == nil {
+		os.Remove("/usr/pwned-by-strata-test")
+		t.Fatal("a stage wrote to the host's /usr")
+	}
+	if r := runCLI(t, ws, cache, "build", "offline"); r.code != 1 {
+		t.Errorf("connect without network: exit %d (want failure)\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, ws, cache, "build", "online"); r.code != 0 {
+		t.Errorf("connect with network: true: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+func TestBuildFailureExec(t *testing.T) {
+	ws := writeWS(t, `package test
+
+images: bad: {
+	version: "1"
+	stages: [
+		{type: "strata.run", options: command: ["/bin/sh", "-c", "echo first line; echo boom >&2; exit 3"]},
+	]
+	outputs: [{type: "tar"}]
+}
+images: good: {
+	version: "1"
+	stages: [{type: "strata.hostname", options: hostname: "good"}]
+	outputs: [{type: "tar"}]
+}
+`)
+	cache := t.TempDir()
+	r := runCLI(t, ws, cache, "-j", "1", "build")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"images.bad.stages[0]", "ws.cue:6:3", "exit status 3", "boom", "first line"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("error lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if r := runCLI(t, ws, cache, "logs", "images.bad.stages[0]"); r.stdout != "first line\nboom\n" {
+		t.Errorf("logs of the failed stage: %q %s", r.stdout, r.stderr)
+	}
+	jb := buildJSON(t, ws, cache, "--keep-going", "-j", "1")
+	if jb.code != 1 {
+		t.Errorf("--keep-going exit %d", jb.code)
+	}
+	a := jb.artifact(t, "good.tar")
+	if _, err := os.Stat(a.Path); err != nil {
+		t.Errorf("--keep-going did not build the independent image: %v", err)
+	}
+}
+
+const slowWS = `package test
+
+images: slow: {
+	version: "1"
+	stages: [
+		{type: "strata.hostname", options: hostname: "slow"},
+		{type: "strata.run", options: command: ["/bin/sh", "-c", "echo sleeping; exec sleep %s"]},
+	]
+	outputs: [{type: "tar"}]
+}
+`
+
+// sleepers returns the pids of processes running "sleep ARG".
+func sleepers(arg string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && string(b) == "sleep\x00"+arg+"\x00" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func waitNoSleepers(t *testing.T, arg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(sleepers(arg)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("orphan stage processes left: %v", sleepers(arg))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startUntilSleeping starts a JSON build and returns once the slow stage runs.
+func startUntilSleeping(t *testing.T, ws, cache, arg string) *exec.Cmd {
+	t.Helper()
+	cmd := strataCmd(t, ws, cache, "--output", "json", "build")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"line":"sleeping"`) {
+			break
+		}
+	}
+	go io.Copy(io.Discard, out)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(sleepers(arg)) == 0 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the slow stage never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd
+}
+
+func TestKillAndCorruptionExec(t *testing.T) {
+	arg := "2.71"
+	ws := writeWS(t, fmt.Sprintf(slowWS, arg))
+	cache := t.TempDir()
+	cmd := startUntilSleeping(t, ws, cache, arg)
+	must(t, cmd.Process.Signal(syscall.SIGKILL))
+	cmd.Wait()
+	waitNoSleepers(t, arg)
+
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 0 {
+		t.Fatalf("rerun after kill -9: exit %d\n%s", jb.code, jb.stderr)
+	}
+	if got := jb.started(); len(got) != 2 {
+		t.Errorf("rerun started %v, want the slow stage and the output (the first stage was cached)", got)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(cache, "work", "w-*")); len(ents) != 0 {
+		t.Errorf("work directories left behind: %v", ents)
+	}
+	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 || !strings.Contains(r.stdout, "clean") {
+		t.Errorf("verify after kill: exit %d %s", r.code, r.stdout)
+	}
+
+	// Flip a byte of the stored tar: verify reports it and a rebuild recreates it.
+	tar := jb.artifact(t, "slow.tar")
+	hexd := strings.TrimPrefix(string(tar.Digest), "sha256:")
+	blob := filepath.Join(cache, "blobs", "sha256", hexd[:2], hexd)
+	b, err := os.ReadFile(blob)
+	must(t, err)
+	b[len(b)/2] ^= 0xff
+	must(t, os.Chmod(blob, 0o644))
+	must(t, os.WriteFile(blob, b, 0o444))
+	r := runCLI(t, ws, cache, "cache", "verify")
+	if r.code != 1 || !strings.Contains(r.stdout, "corrupt") {
+		t.Errorf("verify of a flipped byte: exit %d\n%s", r.code, r.stdout)
+	}
+	jb2 := buildJSON(t, ws, cache, "images.slow.outputs[0]")
+	if jb2.code != 0 {
+		t.Fatalf("rebuild after corruption: %s", jb2.stderr)
+	}
+	if a := jb2.artifact(t, "slow.tar"); a.Digest != tar.Digest || fileSHA(t, a.Path) != string(tar.Digest) {
+		t.Errorf("rebuilt tar %s (file %s), want %s", a.Digest, fileSHA(t, a.Path), tar.Digest)
+	}
+}
+
+func TestInterruptExec(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+		arg  string
+	}{{syscall.SIGINT, 130, "3.14"}, {syscall.SIGTERM, 143, "3.15"}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			ws := writeWS(t, fmt.Sprintf(slowWS, tc.arg))
+			cache := t.TempDir()
+			cmd := startUntilSleeping(t, ws, cache, tc.arg)
+			// Ctrl-C goes to the whole foreground process group.
+			must(t, syscall.Kill(-cmd.Process.Pid, tc.sig))
+			err := cmd.Wait()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != tc.code {
+				t.Errorf("exit after %v: %v, want %d", tc.sig, err, tc.code)
+			}
+			waitNoSleepers(t, tc.arg)
+			if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 {
+				t.Errorf("verify: %s", r.stdout)
+			}
+			jb := buildJSON(t, ws, cache)
+			if jb.code != 0 {
+				t.Fatalf("rerun: %s", jb.stderr)
+			}
+			for _, n := range jb.started() {
+				if n == "images.slow.stages[0]" {
+					t.Errorf("rerun rebuilt the stage that finished before the signal")
+				}
+			}
+		})
+	}
+}
+
+func TestConcurrentBuildsExec(t *testing.T) {
+	ws := writeWS(t, `package test
+
+images: a: {
+	version: "1"
+	stages: [
+		{type: "strata.hostname", options: hostname: "a"},
+		{type: "strata.run", options: command: ["/bin/sh", "-c", "sleep 0.3; echo a > /run/strata/tree/a"]},
+	]
+	outputs: [{type: "tar"}]
+}
+images: b: {
+	version: "1"
+	from: "images.a"
+	stages: [{type: "strata.run", options: command: ["/bin/sh", "-c", "sleep 0.2; echo b > /run/strata/tree/b"]}]
+	outputs: [{type: "squashfs"}]
+}
+`)
+	cache := t.TempDir()
+	// Compile once so that both processes do not race on the compile cache first.
+	runCLI(t, ws, cache, "compile", "-o", filepath.Join(t.TempDir(), "p.json"))
+	var wg sync.WaitGroup
+	res := make([]jsonBuild, 2)
+	for i := range res {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i] = buildJSON(t, ws, cache, "-j", "2")
+		}()
+	}
+	wg.Wait()
+	count := map[string]int{}
+	for i, jb := range res {
+		if jb.code != 0 {
+			t.Fatalf("build %d: exit %d\n%s", i, jb.code, jb.stderr)
+		}
+		for _, n := range jb.started() {
+			count[n]++
+		}
+	}
+	for _, n := range []string{"images.a.stages[0]", "images.a.stages[1]", "images.b.stages[0]", "images.a.outputs[0]", "images.b.outputs[0]"} {
+		if count[n] != 1 {
+			t.Errorf("%s started %d times across both builds, want 1", n, count[n])
+		}
+	}
+	if res[0].artifact(t, "b.squashfs").Digest != res[1].artifact(t, "b.squashfs").Digest {
+		t.Error("the two builds disagree on b.squashfs")
+	}
+}
+
+func TestLogCompleteExec(t *testing.T) {
+	const n = 50
+	var b strings.Builder
+	b.WriteString("package test\n\nimages: logs: {\n\tversion: \"1\"\n\tstages: [\n")
+	for i := 0; i < n; i++ {
+		// 1024 lines of 1024 bytes (1023 + newline), then exit at once.
+		fmt.Fprintf(&b, "\t\t{type: \"strata.run\", options: command: [\"/bin/sh\", \"-c\", \"yes $(printf %%01023d %d) | head -c 1048576\"]},\n", i)
+	}
+	b.WriteString("\t]\n}\n")
+	ws := writeWS(t, b.String())
+	cache := t.TempDir()
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 0 {
+		t.Fatalf("exit %d\n%s", jb.code, jb.stderr)
+	}
+	bytesPerNode := map[string]int{}
+	done := map[string]bool{}
+	for _, ev := range jb.events {
+		switch ev.Kind {
+		case executor.EventLog:
+			if done[ev.Name] {
+				t.Fatalf("%s: log line after its done event", ev.Name)
+			}
+			bytesPerNode[ev.Name] += len(ev.Line) + 1
+		case executor.EventDone:
+			done[ev.Name] = true
+		}
+	}
+	stages := 0
+	for _, nr := range jb.result.Nodes {
+		if nr.Kind != "stage" {
+			continue
+		}
+		stages++
+		if bytesPerNode[nr.Name] != 1<<20 {
+			t.Errorf("%s: %d log bytes in events, want 1 MiB", nr.Name, bytesPerNode[nr.Name])
+		}
+		hexd := strings.TrimPrefix(string(nr.Log), "sha256:")
+		info, err := os.Stat(filepath.Join(cache, "blobs", "sha256", hexd[:2], hexd))
+		if err != nil || info.Size() != 1<<20 {
+			t.Errorf("%s: stored log %v %v, want 1 MiB", nr.Name, info, err)
+		}
+	}
+	if stages != n {
+		t.Errorf("%d stages", stages)
+	}
+}
+
+func TestSourcesExec(t *testing.T) {
+	dl := filepath.Join(t.TempDir(), "payload.bin")
+	must(t, os.WriteFile(dl, []byte("downloaded\n"), 0o644))
+	sum := sha256.Sum256([]byte("downloaded\n"))
+	src := fmt.Sprintf(`package test
+
+sources: conf: path: "files"
+sources: one: path: "single.txt"
+sources: dl: {url: "file://%s", sha256: "%s"}
+
+images: src: {
+	version: "1"
+	stages: [{
+		type: "strata.run"
+		inputs: {conf: "sources.conf", one: "sources.one", dl: "sources.dl"}
+		options: command: ["/bin/sh", "-c", "cp -r /run/strata/inputs/conf /run/strata/tree/conf && cp /run/strata/inputs/one /run/strata/inputs/dl /run/strata/tree/"]
+	}]
+	outputs: [{type: "tar"}]
+}
+`, dl, hex.EncodeToString(sum[:]))
+	ws := writeWS(t, src)
+	must(t, os.MkdirAll(filepath.Join(ws, "files", "sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(ws, "files", "sub", "a.conf"), []byte("a=1\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(ws, "single.txt"), []byte("single\n"), 0o755))
+	cache := t.TempDir()
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 0 {
+		t.Fatalf("exit %d\n%s", jb.code, jb.stdout+jb.stderr)
+	}
+	list, err := exec.Command("tar", "-tvf", jb.artifact(t, "src.tar").Path).Output()
+	must(t, err)
+	for _, want := range []string{" conf/sub/a.conf\n", " one\n", " dl\n"} {
+		if !strings.Contains(string(list), want) {
+			t.Errorf("tar lacks %q:\n%s", want, list)
+		}
+	}
+
+	// A path source edited after compile fails clearly when building the plan file.
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	if r := runCLI(t, ws, cache, "compile", "-o", planFile); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	must(t, os.WriteFile(filepath.Join(ws, "single.txt"), []byte("edited\n"), 0o755))
+	r := runCLI(t, ws, t.TempDir(), "build", planFile)
+	if r.code != 1 || !strings.Contains(r.stderr, "source changed since compile") {
+		t.Errorf("changed source: exit %d\n%s", r.code, r.stderr)
+	}
+
+	// A url whose bytes do not match its sha256 names source, expected and actual.
+	must(t, os.WriteFile(dl, []byte("tampered\n"), 0o644))
+	cache2 := t.TempDir()
+	r = runCLI(t, ws, cache2, "build", "sources.dl")
+	bad := sha256.Sum256([]byte("tampered\n"))
+	for _, want := range []string{"sources.dl", hex.EncodeToString(sum[:]), hex.EncodeToString(bad[:])} {
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("digest mismatch: exit %d, error lacks %q:\n%s", r.code, want, r.stderr)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(cache2, "actions")); len(ents) != 0 {
+		t.Errorf("a mismatching source was recorded: %v", ents)
+	}
+}

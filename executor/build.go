@@ -1,0 +1,316 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/sandbox"
+	"github.com/strata-build/strata/executor/store"
+)
+
+// DefaultMaxLogBytes caps the output of one node (stdout plus stderr) when
+// Options.MaxLogBytes is zero: 1 GiB. A node that writes more is killed and fails.
+const DefaultMaxLogBytes int64 = 1 << 30
+
+// LogTailLines is how many log lines a NodeError keeps.
+const LogTailLines = 20
+
+// Sentinel errors.
+var (
+	// ErrUnknownTarget is wrapped by Build when a target names no image or node.
+	ErrUnknownTarget = errors.New("unknown build target")
+	// ErrSourceChanged is wrapped when a path source differs from the digest the
+	// plan recorded at compile time.
+	ErrSourceChanged = errors.New("source changed since compile")
+	// ErrDigestMismatch is wrapped when a fetched source does not match its sha256.
+	ErrDigestMismatch = errors.New("source digest mismatch")
+	// ErrDependencyFailed is the reason of a node skipped because a dependency
+	// failed.
+	ErrDependencyFailed = errors.New("dependency failed")
+	// ErrNotImplemented is the reason of a skipped publish node: publishing is
+	// "strata push", a later feature.
+	ErrNotImplemented = errors.New("publish: not implemented yet (strata push)")
+	// ErrStopped is the reason of a node skipped because the build stopped after
+	// another node failed (without KeepGoing) or was cancelled.
+	ErrStopped = errors.New("build stopped")
+)
+
+// Options configure Build. Store and Host are required; the zero value of every
+// other field is a usable default.
+type Options struct {
+	// Store is the content-addressed store and action cache.
+	Store *store.Store
+	// Host is what sandbox.Detect found; stages run with it.
+	Host *sandbox.Host
+	// Binary is the path of a static strata binary, bound into the sandbox for
+	// built-in stages ("strata builtin TYPE"). Required when the plan has
+	// built-in stages to run.
+	Binary string
+	// Jobs bounds the nodes that run at once; default runtime.NumCPU().
+	Jobs int
+	// KeepGoing keeps building nodes that do not depend on a failed node.
+	// Default false: after the first failure no new node starts (running ones
+	// finish) and the rest are skipped.
+	KeepGoing bool
+	// Targets selects what to build: "images.NAME" or a bare "NAME" (the image's
+	// tree, its outputs, hooks and publish node), any node name
+	// ("images.NAME.stages[2]", "jobs.NAME", "sources.NAME") or node ID; each with
+	// everything it depends on. Empty builds the whole plan.
+	Targets []string
+	// Workspace is the directory path sources are relative to; default ".".
+	Workspace string
+	// Events receives every event, one call at a time (never concurrently).
+	// Nil discards them.
+	Events func(Event)
+	// Explain sends an EventExplain before each node that is rebuilt, saying
+	// which key input changed since the last build of its weak key.
+	Explain bool
+	// OutDir is where outputs are materialised for the user, as
+	// OutDir/<image>/<output name>; default <store dir>/out.
+	OutDir string
+	// MaxLogBytes caps one node's output; default DefaultMaxLogBytes.
+	MaxLogBytes int64
+}
+
+// Node statuses in a Result.
+const (
+	StatusBuilt   = "built"
+	StatusCached  = "cached"
+	StatusFailed  = "failed"
+	StatusSkipped = "skipped"
+)
+
+// NodeResult is what happened to one node.
+type NodeResult struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Type   string `json:"type,omitempty"`
+	Status string `json:"status"`
+	// Tree is the node's tree (sources, stages; an oci output's layout).
+	Tree digest.Digest `json:"tree,omitempty"`
+	// Outputs are the artifacts of an output node by name.
+	Outputs map[string]digest.Digest `json:"outputs,omitempty"`
+	// Log is the digest of the node's log blob, when it ran something.
+	Log     digest.Digest `json:"log,omitempty"`
+	Elapsed time.Duration `json:"elapsed"`
+	// Reason says why a node was skipped.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Artifact is one output materialised in the out directory.
+type Artifact struct {
+	// Image is the image name; Name the output's file name; Format its type.
+	Image  string `json:"image"`
+	Name   string `json:"name"`
+	Format string `json:"format"`
+	// Node is the output node's name.
+	Node string `json:"node"`
+	// Path is where the artifact is: a file, the OCI layout directory, or for a
+	// tree output a symbolic link to the store's read-only checkout.
+	Path string `json:"path"`
+	// Digest is the artifact's digest (the manifest's for oci, the tree
+	// manifest's for tree) and Size its size in bytes.
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"media_type"`
+}
+
+// Result is the outcome of a build.
+type Result struct {
+	// Nodes are the nodes of the build in plan order.
+	Nodes []*NodeResult `json:"nodes"`
+	// Artifacts are the outputs built or found in the cache, by image and name.
+	Artifacts []Artifact `json:"artifacts"`
+	// Counts per status.
+	Built   int `json:"built"`
+	Cached  int `json:"cached"`
+	Failed  int `json:"failed"`
+	Skipped int `json:"skipped"`
+	// OutDir is the out directory used.
+	OutDir string `json:"out_dir"`
+}
+
+// NodeError is a failed node: what failed, where it comes from in the spec, and
+// the end of its log.
+type NodeError struct {
+	// Node is the node's name and ID its strong key.
+	Node string
+	ID   string
+	// Origin is the CUE position (file:line:col) the node comes from.
+	Origin string
+	// ExitCode is the command's exit status, or -1 when no command ran to
+	// completion (Err says why).
+	ExitCode int
+	// Log is the last LogTailLines lines of the node's output.
+	Log string
+	// Err is the underlying error, or nil for a plain non-zero exit.
+	Err error
+}
+
+func (e *NodeError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Node)
+	if e.Origin != "" {
+		fmt.Fprintf(&b, " (%s)", e.Origin)
+	}
+	switch {
+	case e.Err != nil && e.ExitCode > 0:
+		fmt.Fprintf(&b, ": exit status %d: %v", e.ExitCode, e.Err)
+	case e.Err != nil:
+		fmt.Fprintf(&b, ": %v", e.Err)
+	default:
+		fmt.Fprintf(&b, ": exit status %d", e.ExitCode)
+	}
+	if tail := strings.TrimRight(e.Log, "\n"); tail != "" {
+		b.WriteString("\nlog tail:")
+		for _, l := range strings.Split(tail, "\n") {
+			b.WriteString("\n  | " + l)
+		}
+	}
+	return b.String()
+}
+
+func (e *NodeError) Unwrap() error { return e.Err }
+
+// BuildError reports the nodes that failed.
+type BuildError struct {
+	Failed []*NodeError
+}
+
+func (e *BuildError) Error() string {
+	if len(e.Failed) == 1 {
+		return "build failed: " + e.Failed[0].Error()
+	}
+	parts := make([]string, len(e.Failed))
+	for i, f := range e.Failed {
+		parts[i] = f.Error()
+	}
+	return fmt.Sprintf("build failed: %d nodes failed:\n%s", len(e.Failed), strings.Join(parts, "\n"))
+}
+
+// Unwrap returns the node errors.
+func (e *BuildError) Unwrap() []error {
+	out := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		out[i] = f
+	}
+	return out
+}
+
+// Build runs the nodes of p that opts.Targets select, in dependency order, over
+// opts.Store. It returns a Result describing every node even when the build
+// fails; the error is a *BuildError when nodes failed, wraps ctx.Err() when the
+// build was cancelled, and wraps ErrUnknownTarget for a bad target.
+//
+// Each node is looked up in the action cache by its ID first. On a miss the
+// node's key lock is taken (so concurrent strata processes build a key once), the
+// cache is checked again, the node runs and its result is recorded with
+// PutAction, along with its key inputs under its weak key (for Explain).
+// The whole build holds the store's Hold lock, so GC never removes what it uses.
+func Build(ctx context.Context, p *plan.Plan, opts Options) (*Result, error) {
+	if opts.Store == nil {
+		return nil, errors.New("build: no store")
+	}
+	if opts.Host == nil {
+		return nil, errors.New("build: no sandbox host")
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = runtime.NumCPU()
+	}
+	if opts.Workspace == "" {
+		opts.Workspace = "."
+	}
+	if opts.OutDir == "" {
+		opts.OutDir = filepath.Join(opts.Store.Dir(), "out")
+	}
+	if opts.MaxLogBytes <= 0 {
+		opts.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if opts.Binary != "" {
+		abs, err := filepath.Abs(opts.Binary)
+		if err != nil {
+			return nil, fmt.Errorf("build: binary: %w", err)
+		}
+		opts.Binary = abs
+	}
+	ids, err := ResolveTargets(p, opts.Targets)
+	if err != nil {
+		return nil, err
+	}
+	release, err := opts.Store.Hold(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	defer release()
+	wd, err := openWorkDir(opts.Store.Dir())
+	if err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	defer wd.close()
+
+	b := &builder{opts: opts, plan: p, work: wd, ev: &emitter{fn: opts.Events, total: len(ids)}, euid: os.Geteuid(), egid: os.Getegid()}
+	return b.run(ctx, ids)
+}
+
+// ResolveTargets returns the IDs of the nodes the targets select (see
+// Options.Targets), with their dependencies, in plan order.
+func ResolveTargets(p *plan.Plan, targets []string) ([]string, error) {
+	if len(targets) == 0 {
+		ids := make([]string, len(p.Nodes))
+		for i, n := range p.Nodes {
+			ids[i] = n.ID
+		}
+		return ids, nil
+	}
+	var want []string
+	for _, t := range targets {
+		name, isImage := strings.CutPrefix(t, "images.")
+		if img, ok := p.Images[name]; ok && (isImage || !strings.Contains(t, ".")) {
+			if img.Tree != "" {
+				want = append(want, img.Tree)
+			}
+			want = append(want, img.Outputs...)
+			if img.Publish != "" {
+				want = append(want, img.Publish)
+			}
+			for _, n := range p.Nodes {
+				if n.Kind == plan.KindHook && strings.HasPrefix(n.Name, "images."+name+".hooks.") {
+					want = append(want, n.ID)
+				}
+			}
+			continue
+		}
+		if n, ok := p.Node(t); ok {
+			want = append(want, n.ID)
+			continue
+		}
+		if !isImage && !strings.Contains(t, ".") {
+			if n, ok := p.Node("images." + t); ok {
+				want = append(want, n.ID)
+				continue
+			}
+		}
+		return nil, fmt.Errorf("%w %q: not an image (%s) or node name", ErrUnknownTarget, t, strings.Join(imageNames(p), ", "))
+	}
+	return p.Closure(want), nil
+}
+
+func imageNames(p *plan.Plan) []string {
+	names := make([]string, 0, len(p.Images))
+	for n := range p.Images {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,87 @@
+package executor
+
+import (
+	"sync"
+	"time"
+)
+
+// EventKind says what happened to a node.
+type EventKind string
+
+// The kinds of event Build reports.
+const (
+	// EventQueued: the node is part of the build; sent once per node, in plan
+	// order, before any work starts.
+	EventQueued EventKind = "queued"
+	// EventStarted: the node was not cached and its work began.
+	EventStarted EventKind = "started"
+	// EventCached: the node's result came from the action cache; nothing ran.
+	EventCached EventKind = "cached"
+	// EventDone: the node's work finished successfully. Every log event of the
+	// node comes before it.
+	EventDone EventKind = "done"
+	// EventFailed: the node failed; Err says why.
+	EventFailed EventKind = "failed"
+	// EventLog: one line of the node's output (without the newline).
+	EventLog EventKind = "log"
+	// EventWarning: something the user should see that does not fail the build
+	// (a hook with on_failure "warn" that failed, for one).
+	EventWarning EventKind = "warning"
+	// EventSkipped: the node did not run, because a dependency failed, the build
+	// stopped, or the node kind is not implemented yet; Err says which.
+	EventSkipped EventKind = "skipped"
+	// EventExplain: why the node is rebuilt (with Options.Explain), in Line.
+	EventExplain EventKind = "explain"
+	// EventBytes: Bytes more bytes were transferred for the node (source fetches).
+	EventBytes EventKind = "bytes"
+)
+
+// Event is one entry of a build's event stream.
+type Event struct {
+	Time time.Time `json:"time"`
+	// Node is the node's ID (strong key); Name its plan name; NodeKind its kind
+	// (source, stage, ...) and Type its type (strata.files, tar, ...).
+	Node     string    `json:"node"`
+	Name     string    `json:"name"`
+	NodeKind string    `json:"node_kind"`
+	Type     string    `json:"type,omitempty"`
+	Kind     EventKind `json:"kind"`
+	// Line is a log line (EventLog), a warning (EventWarning) or an explanation
+	// (EventExplain).
+	Line string `json:"line,omitempty"`
+	// Bytes counts transferred bytes (EventBytes).
+	Bytes int64 `json:"bytes,omitempty"`
+	// Elapsed is the node's run time (EventDone, EventFailed).
+	Elapsed time.Duration `json:"elapsed,omitempty"`
+	// Index is the node's 1-based position among the build's nodes and Total
+	// their number, for "[  3/12]" progress.
+	Index int `json:"index"`
+	Total int `json:"total"`
+	// Err is the error of EventFailed and the reason of EventSkipped.
+	Err error `json:"-"`
+	// Error is Err as text, for JSON.
+	Error string `json:"error,omitempty"`
+}
+
+// emitter serialises events to the caller's function.
+type emitter struct {
+	mu    sync.Mutex
+	fn    func(Event)
+	total int
+}
+
+func (e *emitter) emit(ev Event) {
+	if e == nil || e.fn == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if ev.Err != nil && ev.Error == "" {
+		ev.Error = ev.Err.Error()
+	}
+	ev.Total = e.total
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.fn(ev)
+}

@@ -1,0 +1,354 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/strata-build/strata/compiler/plan"
+)
+
+// runSource fetches a source into the store as a tree: a directory source (a
+// path naming a directory, a git commit) becomes the tree of its contents; a
+// single file (a url, a path naming a file) becomes a tree holding that one file
+// under its base name, and stages that mount it see the file itself. Every entry
+// is owned by 0:0; modes are kept (a downloaded file is 0644).
+func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
+	n := t.n
+	out := nodeOutput{exit: -1}
+	src := n.Source
+	if src == nil {
+		return out, fmt.Errorf("source node has no source")
+	}
+	dir, err := b.work.mkdir("source-")
+	if err != nil {
+		return out, err
+	}
+	defer forceRemoveAll(dir)
+	root := filepath.Join(dir, "tree")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return out, err
+	}
+	var file string
+	switch {
+	case src.URL != "":
+		file, err = b.fetchURL(ctx, t, src, root)
+	case src.Path != "":
+		file, err = b.copyPath(ctx, src, root)
+	case src.Git != "":
+		err = fetchGit(ctx, src, root)
+	default:
+		err = fmt.Errorf("source has no url, path or git")
+	}
+	if err != nil {
+		return out, err
+	}
+	tr, d, err := b.opts.Store.CommitDir(ctx, root)
+	if err != nil {
+		return out, err
+	}
+	if d, err = b.normalizeOwners(ctx, tr, d); err != nil {
+		return out, err
+	}
+	out.tree = d
+	if file != "" {
+		out.meta = nodeMeta{File: file}
+	}
+	return out, nil
+}
+
+// fileName returns a safe base name for a downloaded file.
+func fileName(p string) string {
+	name := path.Base(p)
+	if name == "." || name == "/" || name == ".." || name == "" {
+		return "source"
+	}
+	return name
+}
+
+// fetchURL downloads src.URL into root, checking its sha256 while it streams.
+// On a mismatch nothing is stored.
+func (b *builder) fetchURL(ctx context.Context, t *task, src *plan.Source, root string) (string, error) {
+	u, err := url.Parse(src.URL)
+	if err != nil {
+		return "", fmt.Errorf("url %s: %w", src.URL, err)
+	}
+	name := fileName(u.Path)
+	var body io.ReadCloser
+	switch u.Scheme {
+	case "file":
+		if body, err = os.Open(u.Path); err != nil {
+			return "", fmt.Errorf("fetch %s: %w", src.URL, err)
+		}
+	case "http", "https":
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.URL, nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("fetch %s: %w", src.URL, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return "", fmt.Errorf("fetch %s: %s", src.URL, resp.Status)
+		}
+		body = resp.Body
+	default:
+		return "", fmt.Errorf("fetch %s: unsupported scheme %q", src.URL, u.Scheme)
+	}
+	defer body.Close()
+	dst := filepath.Join(root, name)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	pw := &progressWriter{emit: func(n int64) {
+		ev := b.event(t, EventBytes)
+		ev.Bytes = n
+		b.ev.emit(ev)
+	}}
+	_, err = io.Copy(io.MultiWriter(f, h, pw), &ctxReader{ctx: ctx, r: body})
+	pw.flush()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("fetch %s: %w", src.URL, err)
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	want := strings.TrimPrefix(src.SHA256, "sha256:")
+	if got != want {
+		return "", fmt.Errorf("%w: %s: expected sha256 %s, got %s", ErrDigestMismatch, src.URL, want, got)
+	}
+	return name, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// progressWriter reports transferred bytes at most every 200 ms.
+type progressWriter struct {
+	emit    func(int64)
+	pending int64
+	last    time.Time
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	p.pending += int64(len(b))
+	if time.Since(p.last) > 200*time.Millisecond {
+		p.flush()
+	}
+	return len(b), nil
+}
+
+func (p *progressWriter) flush() {
+	if p.pending > 0 {
+		p.emit(p.pending)
+		p.pending = 0
+	}
+	p.last = time.Now()
+}
+
+// copyPath copies a workspace path into root and checks that the copy has the
+// content digest the plan recorded at compile time. It returns the file name
+// for a single-file source.
+func (b *builder) copyPath(ctx context.Context, src *plan.Source, root string) (string, error) {
+	p := filepath.Join(b.opts.Workspace, filepath.FromSlash(src.Path))
+	info, err := os.Lstat(p)
+	if err != nil {
+		return "", fmt.Errorf("source path %s: %w", src.Path, err)
+	}
+	var file, hashRoot string
+	if info.IsDir() {
+		if err := copyDir(ctx, p, root); err != nil {
+			return "", fmt.Errorf("source path %s: %w", src.Path, err)
+		}
+		hashRoot = root
+	} else {
+		file = fileName(filepath.ToSlash(src.Path))
+		hashRoot = filepath.Join(root, file)
+		if err := copyEntry(p, hashRoot, info); err != nil {
+			return "", fmt.Errorf("source path %s: %w", src.Path, err)
+		}
+	}
+	// Hash the copy, not the original, so what is stored is what was checked.
+	got, err := pathDigest(ctx, hashRoot)
+	if err != nil {
+		return "", err
+	}
+	if src.Digest != "" && got != src.Digest {
+		return "", fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, src.Digest, got)
+	}
+	return file, nil
+}
+
+func copyDir(ctx context.Context, src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if rel == "." {
+			return nil
+		}
+		info, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		return copyEntry(p, filepath.Join(dst, rel), info)
+	})
+}
+
+// copyEntry copies one file, directory or symlink, keeping its permission bits.
+func copyEntry(src, dst string, info fs.FileInfo) error {
+	switch {
+	case info.IsDir():
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			return err
+		}
+		return os.Chmod(dst, info.Mode().Perm())
+	case info.Mode()&fs.ModeSymlink != 0:
+		l, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(l, dst)
+	case info.Mode().IsRegular():
+		in, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, in); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Chmod(info.Mode().Perm()); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	return fmt.Errorf("%s: unsupported file type %s", src, info.Mode().Type())
+}
+
+// pathDigest is the content digest of a file or directory, computed exactly as
+// the compiler's PathDigest does (compiler/host.go); the executor cannot import
+// the compiler, and the build tests compare the two through real plans.
+func pathDigest(ctx context.Context, root string) (string, error) {
+	info, err := os.Lstat(root)
+	if err != nil {
+		return "", fmt.Errorf("source path: %w", err)
+	}
+	h := sha256.New()
+	if !info.IsDir() {
+		if err := hashEntry(h, ".", root, info); err != nil {
+			return "", err
+		}
+		return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	}
+	var paths []string
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		paths = append(paths, p)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("source path: %w", err)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		r, _ := filepath.Rel(root, p)
+		info, err := os.Lstat(p)
+		if err != nil {
+			return "", fmt.Errorf("source path: %w", err)
+		}
+		if err := hashEntry(h, filepath.ToSlash(r), p, info); err != nil {
+			return "", err
+		}
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func hashEntry(h io.Writer, rel, p string, info fs.FileInfo) error {
+	switch {
+	case info.Mode().IsRegular():
+		fmt.Fprintf(h, "file %q %t %d\n", rel, info.Mode()&0o111 != 0, info.Size())
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("source path: %w", err)
+		}
+		defer f.Close()
+		if _, err := io.Copy(h, f); err != nil {
+			return fmt.Errorf("source path %s: %w", rel, err)
+		}
+	case info.IsDir():
+		fmt.Fprintf(h, "dir %q\n", rel)
+	case info.Mode()&fs.ModeSymlink != 0:
+		t, err := os.Readlink(p)
+		if err != nil {
+			return fmt.Errorf("source path: %w", err)
+		}
+		fmt.Fprintf(h, "symlink %q %q\n", rel, t)
+	default:
+		return fmt.Errorf("source path %s: unsupported file type %s", rel, info.Mode().Type())
+	}
+	return nil
+}
+
+// fetchGit clones src.Git into root, checks out src.Commit and drops .git.
+func fetchGit(ctx context.Context, src *plan.Source, root string) error {
+	git := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1")
+		var buf bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("git %s: %w: %s", args[0], err, strings.TrimSpace(buf.String()))
+		}
+		return nil
+	}
+	if err := git("clone", "--quiet", "--no-checkout", src.Git, root); err != nil {
+		return fmt.Errorf("source %s: %w", src.Git, err)
+	}
+	if err := git("-C", root, "-c", "advice.detachedHead=false", "checkout", "--quiet", src.Commit); err != nil {
+		return fmt.Errorf("source %s@%s: %w", src.Git, src.Commit, err)
+	}
+	return os.RemoveAll(filepath.Join(root, ".git"))
+}
