@@ -1,13 +1,151 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
 
+	"github.com/strata-build/strata/compiler"
+	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
+	schema "github.com/strata-build/strata/cue"
 )
+
+// storeDir is the store directory: --cache-dir, else $STRATA_CACHE_DIR, else
+// $XDG_CACHE_HOME/strata, else ~/.cache/strata (os.UserCacheDir's rules).
+func (g *globals) storeDir() string {
+	if g.cacheDir != "" {
+		return g.cacheDir
+	}
+	if d := os.Getenv("STRATA_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "strata")
+	}
+	return filepath.Join(os.TempDir(), "strata-cache")
+}
+
+// compiledPlan is a compile's result: the plan compiled in this process, or a
+// compile-cache hit whose stored bytes are copied to the output undecoded.
+type compiledPlan struct {
+	plan    *plan.Plan // on a miss
+	encoded []byte     // on a miss: exactly what plan.Encode writes
+	hit     *compilecache.Hit
+	nodes   int
+}
+
+// writeTo writes the encoded plan to w.
+func (c *compiledPlan) writeTo(w io.Writer) error {
+	if c.hit != nil {
+		_, err := c.hit.WriteTo(w)
+		return err
+	}
+	_, err := w.Write(c.encoded)
+	return err
+}
+
+// close releases a cache hit's entry.
+func (c *compiledPlan) close() {
+	if c.hit != nil {
+		c.hit.Close()
+	}
+}
 
 // cachedCompile returns the workspace's plan, from the compile cache when no input
 // has changed since the last compile.
 func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
-	return g.compileWorkspace(ctx)
+	c, err := g.compileEncoded(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	if c.plan != nil {
+		return c.plan, nil
+	}
+	b, err := c.hit.Bytes()
+	if err != nil {
+		// Damaged after all (its checksum): compile.
+		return g.compileWorkspace(ctx)
+	}
+	p, err := plan.Decode(bytes.NewReader(b))
+	if err != nil {
+		// A stored plan the decoder rejects: compile, so the user sees what a
+		// compile without the cache would say.
+		g.debugf("compile cache: %v", err)
+		return g.compileWorkspace(ctx)
+	}
+	return p, nil
+}
+
+// compileEncoded returns the workspace's plan encoded, from the compile cache when
+// useCache is set and no input has changed. On a hit the plan is not decoded:
+// `strata compile` copies the stored bytes to its output.
+func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledPlan, error) {
+	var (
+		cache *compilecache.Cache
+		key   string
+	)
+	if useCache {
+		var err error
+		cache = compilecache.New(g.storeDir())
+		key, err = compilecache.Key(g.dir, g.compileCacheInputs())
+		if err != nil {
+			// Not a workspace, or unreadable: let the loader say what is wrong.
+			cache = nil
+		} else if h, ok := cache.Open(ctx, key, g.dir); ok {
+			g.debugf("compile cache hit %s", key[:12])
+			return &compiledPlan{hit: h, nodes: h.Nodes}, nil
+		}
+	}
+	p, err := g.compileWorkspace(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := p.Encode(&buf); err != nil {
+		return nil, err
+	}
+	c := &compiledPlan{plan: p, encoded: buf.Bytes(), nodes: len(p.Nodes)}
+	if cache != nil {
+		e := &compilecache.Entry{Plan: c.encoded, Nodes: c.nodes, Paths: compilecache.PathSources(p)}
+		if err := cache.Put(key, e); err != nil {
+			// The cache is an optimisation: failing to fill it never fails a compile.
+			g.debugf("%v", err)
+		} else {
+			g.debugf("compile cache store %s", key[:12])
+		}
+	}
+	return c, nil
+}
+
+// compileCacheInputs are the compile's inputs besides the workspace's files.
+func (g *globals) compileCacheInputs() compilecache.Inputs {
+	v := strataVersion()
+	in := compilecache.Inputs{
+		StrataVersion: v,
+		Host:          compiler.HostFingerprint(v),
+		Schema:        schema.Schema,
+	}
+	if exe, err := os.Executable(); err == nil {
+		if info, err := os.Stat(exe); err == nil {
+			in.Binary = fmt.Sprintf("%d %d", info.Size(), info.ModTime().UnixNano())
+		}
+	}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "CUE_") {
+			in.Env = append(in.Env, kv)
+		}
+	}
+	return in
+}
+
+func (g *globals) debugf(format string, a ...any) {
+	if g.verbose {
+		fmt.Fprintf(g.stderr, "strata: "+format+"\n", a...)
+	}
 }

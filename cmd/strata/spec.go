@@ -74,7 +74,10 @@ func (g *globals) compileWorkspace(ctx context.Context) (*plan.Plan, error) {
 }
 
 func newCompileCmd(g *globals) *cobra.Command {
-	var out string
+	var (
+		out     string
+		noCache bool
+	)
 	cmd := &cobra.Command{
 		Use:   "compile [-o plan.json]",
 		Short: "Compile the workspace into a plan",
@@ -84,30 +87,47 @@ position they come from. The same workspace gives the same bytes wherever it
 lives. "strata build plan.json" then does exactly what "strata build DIR" does.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := g.cachedCompile(cmd.Context())
+			// The encoded plan: on a compile-cache hit the stored bytes are copied
+			// to the output with no decode and encode.
+			c, err := g.compileEncoded(cmd.Context(), !noCache)
 			if err != nil {
 				return err
 			}
+			defer c.close()
 			if out == "" || out == "-" {
-				return p.Encode(g.stdout)
+				return c.writeTo(g.stdout)
 			}
-			if err := writeFileAtomic(out, func(w io.Writer) error { return p.Encode(w) }); err != nil {
+			if err := writeFileAtomic(out, c.writeTo); err != nil {
 				return err
 			}
 			if g.json() {
-				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": len(p.Nodes)})
+				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": c.nodes})
 			}
-			fmt.Fprintf(g.stderr, "wrote %s (%d nodes)\n", out, len(p.Nodes))
+			fmt.Fprintf(g.stderr, "wrote %s (%d nodes)\n", out, c.nodes)
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the plan to this file instead of stdout")
+	cmd.Flags().BoolVar(&noCache, "no-cache", false, "compile even when the compile cache holds this workspace's plan, and do not store it")
 	return cmd
 }
 
 // writeFileAtomic writes a file through a temporary file and a rename, so a reader
 // never sees it half written.
 func writeFileAtomic(path string, write func(io.Writer) error) error {
+	// A device or pipe (-o /dev/null, -o /dev/stdout) is written in place: a
+	// rename would replace it with a regular file.
+	if info, err := os.Stat(path); err == nil && !info.Mode().IsRegular() && !info.IsDir() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		if err := write(f); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return f.Close()
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err

@@ -1,0 +1,369 @@
+package compilecache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/strata-build/strata/compiler"
+	"github.com/strata-build/strata/compiler/plan"
+)
+
+// FormatVersion is the version of the entry format; it is part of every key.
+const FormatVersion = 1
+
+// schemaFile is the workspace file the loader replaces with the embedded schema,
+// so its bytes on disk never affect a compile (the embedded schema is keyed
+// instead).
+const schemaFile = "cue.mod/pkg/strata.build/strata/schema.cue"
+
+// Inputs are what a compile depends on besides the workspace's files.
+type Inputs struct {
+	// StrataVersion is the version of the strata that compiles.
+	StrataVersion string
+	// Binary identifies the executable beyond its version (for example its size
+	// and modification time), so that a rebuilt development binary with an
+	// unchanged version does not reuse plans. Empty means not keyed.
+	Binary string
+	// Host is the host fingerprint keyed into "host" build roots.
+	Host plan.Host
+	// Schema is the embedded schema source.
+	Schema []byte
+	// Env holds environment settings that change how CUE evaluates (for example
+	// CUE_EXPERIMENT=...), in any order.
+	Env []string
+}
+
+// Key returns the cache key of compiling the workspace in dir: the hex SHA-256 of
+// the inputs and of every file the loader may read, each with its path relative
+// to dir: cue.mod/module.cue and everything else under cue.mod/ (except the
+// vendored schema, which the loader replaces with the embedded one) and every
+// .cue, .json, .yaml and .yml file at the top of dir.
+func Key(dir string, in Inputs) (string, error) {
+	h := sha256.New()
+	hb, err := json.Marshal(in.Host)
+	if err != nil {
+		return "", err
+	}
+	env := append([]string(nil), in.Env...)
+	sort.Strings(env)
+	fmt.Fprintf(h, "strata compile cache %d\nversion %q\nbinary %q\nhost %s\nenv %q\nschema %d\n",
+		FormatVersion, in.StrataVersion, in.Binary, hb, env, len(in.Schema))
+	h.Write(in.Schema)
+	files, err := inputFiles(dir)
+	if err != nil {
+		return "", err
+	}
+	if !containsModule(files) {
+		return "", fmt.Errorf("compile cache: %s: no cue.mod/module.cue", dir)
+	}
+	for _, rel := range files {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return "", fmt.Errorf("compile cache: %w", err)
+		}
+		fmt.Fprintf(h, "file %q %d\n", rel, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func containsModule(files []string) bool {
+	for _, f := range files {
+		if f == "cue.mod/module.cue" {
+			return true
+		}
+	}
+	return false
+}
+
+// inputFiles lists the workspace's input files, relative and slash-separated, sorted.
+func inputFiles(dir string) ([]string, error) {
+	var out []string
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compile cache: %w", err)
+	}
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".cue", ".json", ".yaml", ".yml":
+		default:
+			continue
+		}
+		if regular(dir, e) {
+			out = append(out, e.Name())
+		}
+	}
+	mod := filepath.Join(dir, "cue.mod")
+	err = filepath.WalkDir(mod, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if rel == schemaFile || !regular(filepath.Dir(p), d) {
+			return nil
+		}
+		out = append(out, rel)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compile cache: %w", err)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// regular reports whether the entry is a regular file or a symlink to one.
+func regular(dir string, e fs.DirEntry) bool {
+	if e.Type().IsRegular() {
+		return true
+	}
+	if e.Type()&fs.ModeSymlink == 0 {
+		return false
+	}
+	info, err := os.Stat(filepath.Join(dir, e.Name()))
+	return err == nil && info.Mode().IsRegular()
+}
+
+// PathSource is a local path source of a plan and its content digest.
+type PathSource struct {
+	Path   string `json:"path"`
+	Digest string `json:"digest"`
+}
+
+// PathSources lists the plan's local path sources, in plan order.
+func PathSources(p *plan.Plan) []PathSource {
+	var out []PathSource
+	for _, n := range p.Nodes {
+		if n.Kind == plan.KindSource && n.Source != nil && n.Source.Path != "" {
+			out = append(out, PathSource{Path: n.Source.Path, Digest: n.Source.Digest})
+		}
+	}
+	return out
+}
+
+// Entry is a cached compile.
+type Entry struct {
+	// Plan is the encoded plan, exactly as plan.Plan.Encode writes it.
+	Plan []byte
+	// Nodes is the number of nodes in the plan.
+	Nodes int
+	// Paths are the plan's path sources with the digests the plan was compiled with.
+	Paths []PathSource
+}
+
+// header is the first line of an entry file; the encoded plan follows it.
+type header struct {
+	Format int          `json:"format"`
+	Key    string       `json:"key"`
+	Nodes  int          `json:"nodes"`
+	Paths  []PathSource `json:"paths"`
+	Size   int          `json:"plan_size"`
+	CRC32C uint32       `json:"plan_crc32c"`
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Cache is a directory of compiled plans.
+type Cache struct {
+	dir string
+}
+
+// New returns the compile cache of the store at storeDir (its compile/
+// subdirectory, created on the first Put).
+func New(storeDir string) *Cache {
+	return &Cache{dir: filepath.Join(storeDir, "compile")}
+}
+
+// Dir returns the directory that holds the entries.
+func (c *Cache) Dir() string { return c.dir }
+
+func (c *Cache) path(key string) string { return filepath.Join(c.dir, key+".json") }
+
+// Get returns the entry stored under key, read into memory and checked against
+// its checksum, or false when there is none, when it is damaged (it is then
+// removed) or when a path source of the workspace in dir no longer hashes to the
+// digest it was compiled with.
+func (c *Cache) Get(ctx context.Context, key, dir string) (*Entry, bool) {
+	h, ok := c.Open(ctx, key, dir)
+	if !ok {
+		return nil, false
+	}
+	defer h.Close()
+	b, err := h.Bytes()
+	if err != nil {
+		return nil, false
+	}
+	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths}, true
+}
+
+// Open is Get without reading the plan: the returned Hit copies it to a writer
+// (with no copy through user space where the system allows) or reads it. Open
+// checks the entry's header, size and shape, not its checksum (that would read
+// the plan); Hit.Bytes checks the checksum.
+func (c *Cache) Open(ctx context.Context, key, dir string) (*Hit, bool) {
+	p := c.path(key)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, false
+	}
+	h, err := open(f, key)
+	if err != nil {
+		f.Close()
+		os.Remove(p)
+		return nil, false
+	}
+	h.name = p
+	for _, ps := range h.Paths {
+		d, err := compiler.PathDigest(ctx, dir, ps.Path)
+		if err != nil || d != ps.Digest {
+			h.Close()
+			return nil, false
+		}
+	}
+	return h, true
+}
+
+// Hit is an entry found in the cache. Close it when done.
+type Hit struct {
+	// Nodes is the number of nodes in the plan.
+	Nodes int
+	// Paths are the plan's path sources with the digests the plan was compiled with.
+	Paths []PathSource
+
+	f         *os.File
+	name      string
+	off, size int64
+	crc       uint32
+}
+
+var errDamaged = errors.New("damaged compile cache entry")
+
+// maxHeader bounds the header line (it grows with the number of path sources).
+const maxHeader = 16 << 20
+
+func open(f *os.File, key string) (*Hit, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var line []byte
+	buf := make([]byte, 4096)
+	for off := int64(0); ; {
+		n, err := f.ReadAt(buf, off)
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			line = append(line, buf[:i]...)
+			break
+		}
+		line = append(line, buf[:n]...)
+		off += int64(n)
+		if err != nil || off > maxHeader {
+			return nil, errDamaged
+		}
+	}
+	var h header
+	if err := json.Unmarshal(line, &h); err != nil {
+		return nil, errDamaged
+	}
+	off := int64(len(line) + 1)
+	if h.Format != FormatVersion || h.Key != key || h.Size < 2 || off+int64(h.Size) != info.Size() {
+		return nil, errDamaged
+	}
+	// The plan is one JSON object and a newline: a cheap check of both ends.
+	first, last := make([]byte, 1), make([]byte, 2)
+	if _, err := f.ReadAt(first, off); err != nil || first[0] != '{' {
+		return nil, errDamaged
+	}
+	if _, err := f.ReadAt(last, info.Size()-2); err != nil || string(last) != "}\n" {
+		return nil, errDamaged
+	}
+	return &Hit{Nodes: h.Nodes, Paths: h.Paths, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
+}
+
+// Size is the size of the encoded plan in bytes.
+func (h *Hit) Size() int64 { return h.size }
+
+// Bytes reads the encoded plan and checks it against its checksum. A damaged
+// entry is removed.
+func (h *Hit) Bytes() ([]byte, error) {
+	b := make([]byte, h.size)
+	if _, err := h.f.ReadAt(b, h.off); err != nil {
+		return nil, fmt.Errorf("compile cache: %w", err)
+	}
+	if crc32.Checksum(b, crcTable) != h.crc {
+		os.Remove(h.name)
+		return nil, fmt.Errorf("compile cache: %s: %w", h.name, errDamaged)
+	}
+	return b, nil
+}
+
+// WriteTo copies the encoded plan to w. When w is a file (or a pipe, or a
+// device such as /dev/null) the kernel copies it (sendfile), so a hit costs no
+// read of the plan into memory.
+func (h *Hit) WriteTo(w io.Writer) (int64, error) {
+	if f, ok := w.(*os.File); ok {
+		n, handled, err := sendFile(f, h.f, h.off, h.size)
+		if handled || err != nil {
+			return n, err
+		}
+	}
+	return io.Copy(w, io.NewSectionReader(h.f, h.off, h.size))
+}
+
+// Close closes the entry.
+func (h *Hit) Close() error { return h.f.Close() }
+
+// Put stores an entry under key, atomically: readers see the old entry or the
+// whole new one, never part of it.
+func (c *Cache) Put(key string, e *Entry) error {
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return fmt.Errorf("compile cache: %w", err)
+	}
+	h := header{
+		Format: FormatVersion, Key: key, Nodes: e.Nodes, Paths: e.Paths,
+		Size: len(e.Plan), CRC32C: crc32.Checksum(e.Plan, crcTable),
+	}
+	if h.Paths == nil {
+		h.Paths = []PathSource{}
+	}
+	hb, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("compile cache: %w", err)
+	}
+	f, err := os.CreateTemp(c.dir, "."+key+".tmp*")
+	if err != nil {
+		return fmt.Errorf("compile cache: %w", err)
+	}
+	defer os.Remove(f.Name())
+	// No fsync: an entry lost or damaged by a crash is detected (size and CRC) and
+	// is only a miss.
+	if _, err := io.Copy(f, io.MultiReader(bytes.NewReader(hb), strings.NewReader("\n"), bytes.NewReader(e.Plan))); err != nil {
+		f.Close()
+		return fmt.Errorf("compile cache: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("compile cache: %w", err)
+	}
+	if err := os.Rename(f.Name(), c.path(key)); err != nil {
+		return fmt.Errorf("compile cache: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+package compilecache_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/strata-build/strata/compiler"
+	"github.com/strata-build/strata/compiler/compilecache"
+	"github.com/strata-build/strata/compiler/plan"
+)
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func workspace(t *testing.T) string {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"cue.mod/module.cue":                         "module: \"example.com/w\"\nlanguage: version: \"v0.17.1\"\n",
+		"cue.mod/pkg/strata.build/strata/schema.cue": "// vendored copy\n",
+		"a.cue":     "package w\n",
+		"data/file": "hello\n",
+		"README.md": "not an input\n",
+	})
+	return dir
+}
+
+var inputs = compilecache.Inputs{StrataVersion: "v1", Host: plan.Host{OS: "debian", Arch: "amd64"}, Schema: []byte("schema")}
+
+func key(t *testing.T, dir string, in compilecache.Inputs) string {
+	t.Helper()
+	k, err := compilecache.Key(dir, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestKey(t *testing.T) {
+	dir := workspace(t)
+	base := key(t, dir, inputs)
+	if again := key(t, dir, inputs); again != base {
+		t.Fatalf("key not stable: %s then %s", base, again)
+	}
+	changes := []struct {
+		name   string
+		change func(t *testing.T, dir string, in *compilecache.Inputs)
+		same   bool
+	}{
+		{"edit .cue", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"a.cue": "package w\nx: 1\n"})
+		}, false},
+		{"add .json", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"extra.json": "{}"})
+		}, false},
+		{"add .yaml", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"extra.yaml": "a: 1\n"})
+		}, false},
+		{"edit module.cue", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"cue.mod/module.cue": "module: \"example.com/x\"\n"})
+		}, false},
+		{"add cue.mod/usr file", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"cue.mod/usr/x/x.cue": "package x\n"})
+		}, false},
+		{"strata version", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.StrataVersion = "v2" }, false},
+		{"binary", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Binary = "other" }, false},
+		{"host", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Host.OSVersion = "13" }, false},
+		{"schema", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Schema = []byte("schema2") }, false},
+		{"env", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Env = []string{"CUE_EXPERIMENT=x"} }, false},
+		{"vendored schema", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"cue.mod/pkg/strata.build/strata/schema.cue": "// other\n"})
+		}, true},
+		{"non-input file", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"README.md": "changed\n", "data/file": "changed\n"})
+		}, true},
+	}
+	for _, c := range changes {
+		t.Run(c.name, func(t *testing.T) {
+			dir := workspace(t)
+			in := inputs
+			c.change(t, dir, &in)
+			if got := key(t, dir, in); (got == base) != c.same {
+				t.Errorf("key changed = %t, want %t", got != base, !c.same)
+			}
+		})
+	}
+	t.Run("not a workspace", func(t *testing.T) {
+		if _, err := compilecache.Key(t.TempDir(), inputs); err == nil {
+			t.Error("no error for a directory without cue.mod/module.cue")
+		}
+	})
+}
+
+const planBytes = "{\n  \"version\": 1\n}\n"
+
+func TestPutGet(t *testing.T) {
+	ctx := context.Background()
+	dir := workspace(t)
+	c := compilecache.New(t.TempDir())
+	k := key(t, dir, inputs)
+	if _, ok := c.Get(ctx, k, dir); ok {
+		t.Fatal("hit in an empty cache")
+	}
+	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Nodes: 3}); err != nil {
+		t.Fatal(err)
+	}
+	e, ok := c.Get(ctx, k, dir)
+	if !ok {
+		t.Fatal("miss after Put")
+	}
+	if string(e.Plan) != planBytes || e.Nodes != 3 {
+		t.Errorf("got %q (%d nodes), want %q (3 nodes)", e.Plan, e.Nodes, planBytes)
+	}
+	h, ok := c.Open(ctx, k, dir)
+	if !ok {
+		t.Fatal("Open: miss after Put")
+	}
+	defer h.Close()
+	var buf bytes.Buffer
+	if _, err := h.WriteTo(&buf); err != nil || buf.String() != planBytes {
+		t.Errorf("WriteTo: %q, %v", buf.String(), err)
+	}
+	// Through a file, where the kernel copies.
+	f, err := os.Create(filepath.Join(t.TempDir(), "plan.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if b, _ := os.ReadFile(f.Name()); string(b) != planBytes {
+		t.Errorf("WriteTo file: %q", b)
+	}
+}
+
+func TestPathSource(t *testing.T) {
+	ctx := context.Background()
+	dir := workspace(t)
+	c := compilecache.New(t.TempDir())
+	k := key(t, dir, inputs)
+	p := &plan.Plan{Nodes: []*plan.Node{{Kind: plan.KindSource, Name: "sources.data", Source: &plan.Source{Path: "data"}}}}
+	paths := compilecache.PathSources(p)
+	if len(paths) != 1 || paths[0].Path != "data" {
+		t.Fatalf("PathSources = %v", paths)
+	}
+	// The digest the compiler computes for the current content.
+	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Paths: paths}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Get(ctx, k, dir); ok {
+		t.Fatal("hit although the recorded digest is wrong")
+	}
+	d := digest(t, dir, "data")
+	paths[0].Digest = d
+	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Paths: paths}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Get(ctx, k, dir); !ok {
+		t.Fatal("miss with unchanged path source")
+	}
+	writeFiles(t, dir, map[string]string{"data/file": "changed\n"})
+	if _, ok := c.Get(ctx, k, dir); ok {
+		t.Fatal("hit after the path source's content changed")
+	}
+	writeFiles(t, dir, map[string]string{"data/file": "hello\n"})
+	if _, ok := c.Get(ctx, k, dir); !ok {
+		t.Fatal("miss after the path source's content was restored")
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Get(ctx, k, dir); ok {
+		t.Fatal("hit after the path source was removed")
+	}
+}
+
+func TestDamagedEntry(t *testing.T) {
+	ctx := context.Background()
+	dir := workspace(t)
+	damage := map[string]func(b []byte) []byte{
+		"truncated":        func(b []byte) []byte { return b[:len(b)-5] },
+		"truncated header": func(b []byte) []byte { return b[:10] },
+		"empty":            func([]byte) []byte { return nil },
+		"garbage":          func(b []byte) []byte { return bytes.Repeat([]byte("x"), len(b)) },
+		"flipped byte": func(b []byte) []byte {
+			b = bytes.Clone(b)
+			b[len(b)-6] ^= 1
+			return b
+		},
+	}
+	for name, f := range damage {
+		t.Run(name, func(t *testing.T) {
+			c := compilecache.New(t.TempDir())
+			k := key(t, dir, inputs)
+			if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes)}); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(c.Dir(), k+".json")
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, f(b), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := c.Get(ctx, k, dir); ok {
+				t.Fatal("hit on a damaged entry")
+			}
+			if _, err := os.Stat(p); err == nil {
+				t.Error("damaged entry not removed")
+			}
+		})
+	}
+}
+
+func digest(t *testing.T, dir, rel string) string {
+	t.Helper()
+	d, err := compiler.PathDigest(context.Background(), dir, rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
