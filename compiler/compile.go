@@ -174,6 +174,12 @@ func (c *compiler) add(n *plan.Node, d dep, host bool) error {
 	if prev, dup := c.byName[n.Name]; dup {
 		return fmt.Errorf("two nodes named %s (%s and %s)", n.Name, prev.Origin, n.Origin)
 	}
+	if same, dup := c.byID[n.ID]; dup {
+		// The same work reached from another place: one node, another name.
+		same.Aliases = append(same.Aliases, plan.Alias{Name: n.Name, Origin: n.Origin})
+		c.byName[n.Name] = same
+		return nil
+	}
 	c.byName[n.Name] = n
 	c.byID[n.ID] = n
 	c.p.Nodes = append(c.p.Nodes, n)

@@ -267,3 +267,31 @@ func TestPlanOrderAndOrigins(t *testing.T) {
 		t.Errorf("origin of images.a.stages[1] = %q, want keys.cue:9:3", n.Origin)
 	}
 }
+
+// TestIdenticalWorkIsOneNode: two images that start with the same stage share one
+// node (content addressing); the second name resolves to it as an alias, and the
+// plan still decodes.
+func TestIdenticalWorkIsOneNode(t *testing.T) {
+	spec := `package keys
+
+images: one: {version: "1", stages: [{type: "strata.hostname", options: hostname: "same"}, {type: "strata.files", options: files: "/a": {}}]}
+images: two: {version: "1", stages: [{type: "strata.hostname", options: hostname: "same"}, {type: "strata.files", options: files: "/b": {}}]}
+`
+	p := compile(t, writeWorkspace(t, t.TempDir(), spec))
+	one, ok1 := p.Node("images.one.stages[0]")
+	two, ok2 := p.Node("images.two.stages[0]")
+	if !ok1 || !ok2 || one != two {
+		t.Fatalf("identical stages are not one node: %v %v", one, two)
+	}
+	if len(one.Aliases) != 1 || one.Aliases[0].Name != "images.two.stages[0]" || one.Aliases[0].Origin != "keys.cue:4:38" {
+		t.Fatalf("aliases = %+v", one.Aliases)
+	}
+	b := encode(t, p)
+	back, err := plan.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("a plan with shared nodes must decode: %v", err)
+	}
+	if n, _ := back.Node("images.two.stages[1]"); n == nil || n.Inputs.Tree != one.ID {
+		t.Fatal("the second image's next stage must build on the shared node")
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 )
 
 // Version is the plan format version this package reads and writes.
@@ -134,6 +133,16 @@ type Node struct {
 	// Origin is the CUE position (file:line:col) the node comes from. It is not part
 	// of any key.
 	Origin string `json:"origin"`
+	// Aliases are the other places in the workspace that give exactly this node (the
+	// same key): a content-addressed plan holds each piece of work once, as
+	// BuildKit's graph does, and every name still resolves to it.
+	Aliases []Alias `json:"aliases,omitempty"`
+}
+
+// Alias is another name and origin of a node.
+type Alias struct {
+	Name   string `json:"name"`
+	Origin string `json:"origin"`
 }
 
 // ErrInvalid is wrapped by every error about a malformed plan.
@@ -182,11 +191,16 @@ func Decode(r io.Reader) (*Plan, error) {
 	return &p, nil
 }
 
-// Node returns the node with the given ID or name.
+// Node returns the node with the given ID, name or alias.
 func (p *Plan) Node(idOrName string) (*Node, bool) {
 	for _, n := range p.Nodes {
 		if n.ID == idOrName || n.Name == idOrName {
 			return n, true
+		}
+		for _, a := range n.Aliases {
+			if a.Name == idOrName {
+				return n, true
+			}
 		}
 	}
 	return nil, false
@@ -213,12 +227,5 @@ func (p *Plan) Closure(ids []string) []string {
 			out = append(out, n.ID)
 		}
 	}
-	return out
-}
-
-// SortedStrings returns a sorted copy of s.
-func SortedStrings(s []string) []string {
-	out := append([]string(nil), s...)
-	sort.Strings(out)
 	return out
 }
