@@ -15,9 +15,6 @@ import (
 	"github.com/strata-build/strata/lang"
 )
 
-// KeyVersion is hashed into every key; bump it when the key rules change.
-const KeyVersion = 1
-
 // SourceDateEpoch is the timestamp every build sees: outputs are reproducible, so
 // no wall-clock time may enter them.
 const SourceDateEpoch = "0"
@@ -100,30 +97,6 @@ type compiler struct {
 	modules map[string]string
 }
 
-// keyDoc is what a key hashes. Inputs hold strong keys for the strong key and
-// names for the weak key; everything else is the same in both.
-type keyDoc struct {
-	KeyVersion   int               `json:"key_version"`
-	Kind         string            `json:"kind"`
-	Type         string            `json:"type"`
-	ModuleDigest string            `json:"module_digest,omitempty"`
-	Options      json.RawMessage   `json:"options,omitempty"`
-	Command      []string          `json:"command,omitempty"`
-	Inputs       keyInputs         `json:"inputs"`
-	Network      bool              `json:"network"`
-	Platform     *plan.Platform    `json:"platform,omitempty"`
-	Env          map[string]string `json:"env,omitempty"`
-	Source       *plan.Source      `json:"source,omitempty"`
-	Host         *plan.Host        `json:"host,omitempty"`
-}
-
-type keyInputs struct {
-	Tree      string            `json:"tree,omitempty"`
-	BuildRoot string            `json:"buildroot,omitempty"`
-	Mounts    map[string]string `json:"mounts,omitempty"`
-	After     []string          `json:"after,omitempty"`
-}
-
 // dep is a node input with both of its identities.
 type dep struct {
 	tree      ref
@@ -132,40 +105,31 @@ type dep struct {
 	after     []ref
 }
 
-// add computes the node's keys from its own fields and deps, and appends it.
-func (c *compiler) add(n *plan.Node, d dep, host bool) error {
-	doc := keyDoc{
-		KeyVersion: KeyVersion, Kind: n.Kind, Type: n.Type, ModuleDigest: n.ModuleDigest,
-		Options: n.Options, Command: n.Command, Network: n.Network, Platform: n.Platform,
-		Env: n.Env, Source: n.Source,
-	}
-	if host {
-		h := c.host
-		doc.Host = &h
-	}
-	strong, weak := doc, doc
-	strong.Inputs, weak.Inputs = d.keyInputs(func(r ref) string { return r.id }), d.keyInputs(func(r ref) string { return r.name })
-	sb, err := canonical(strong)
-	if err != nil {
-		return fmt.Errorf("key of %s: %w", n.Name, err)
-	}
-	wb, err := canonical(weak)
-	if err != nil {
-		return fmt.Errorf("weak key of %s: %w", n.Name, err)
-	}
-	n.ID, n.WeakKey, n.KeyInputs = hash(sb), hash(wb), sb
+// add computes the node's keys from its own fields and deps, and appends it. The
+// strong key is the plan's own function of the node (so the executor can
+// recompute it); the weak key hashes the same document with dependency names.
+func (c *compiler) add(n *plan.Node, d dep) error {
 	n.Inputs = plan.Inputs{Tree: d.tree.id, BuildRoot: d.buildroot.id, Mounts: idMap(d.mounts)}
 	if d.buildroot.name == plan.HostRoot {
 		n.Inputs.BuildRoot = plan.HostRoot
 	}
+	for _, a := range d.after {
+		n.Inputs.After = append(n.Inputs.After, a.id)
+	}
+	sb, err := n.StrongKeyInputs(c.host)
+	if err != nil {
+		return err
+	}
+	wb, err := n.KeyDocument(c.host, d.names())
+	if err != nil {
+		return err
+	}
+	n.ID, n.WeakKey = plan.Hash(sb), plan.Hash(wb)
 	deps := map[string]bool{}
 	for _, r := range d.all() {
 		if r.id != "" && r.id != plan.HostRoot {
 			deps[r.id] = true
 		}
-	}
-	for _, a := range d.after {
-		n.Inputs.After = append(n.Inputs.After, a.id)
 	}
 	for _, existing := range n.Deps { // ordering-only dependencies set by the caller
 		deps[existing] = true
@@ -186,25 +150,17 @@ func (c *compiler) add(n *plan.Node, d dep, host bool) error {
 	return nil
 }
 
-func (d dep) keyInputs(f func(ref) string) keyInputs {
-	k := keyInputs{}
-	if d.tree != (ref{}) {
-		k.Tree = f(d.tree)
-	}
-	if d.buildroot != (ref{}) {
-		k.BuildRoot = f(d.buildroot)
-		if d.buildroot.name == plan.HostRoot {
-			k.BuildRoot = plan.HostRoot
-		}
-	}
+// names are the dependencies as the weak key sees them.
+func (d dep) names() plan.KeyInputRefs {
+	k := plan.KeyInputRefs{Tree: d.tree.name, BuildRoot: d.buildroot.name}
 	if len(d.mounts) > 0 {
 		k.Mounts = map[string]string{}
 		for name, r := range d.mounts {
-			k.Mounts[name] = f(r)
+			k.Mounts[name] = r.name
 		}
 	}
 	for _, a := range d.after {
-		k.After = append(k.After, f(a))
+		k.After = append(k.After, a.name)
 	}
 	return k
 }
@@ -275,16 +231,9 @@ func (c *compiler) sources(ctx context.Context) error {
 			}
 			n.Source = &plan.Source{Path: s.Path, Digest: d}
 		}
-		// The key is the content's identity, not where it was found: a mirror or a
-		// moved workspace rebuilds nothing.
-		keySrc := *n.Source
-		keySrc.URL, keySrc.Git, keySrc.Path = "", "", ""
-		saved := n.Source
-		n.Source = &keySrc
-		if err := c.add(n, dep{}, false); err != nil {
+		if err := c.add(n, dep{}); err != nil {
 			return err
 		}
-		n.Source = saved
 	}
 	return nil
 }
@@ -391,7 +340,7 @@ func (c *compiler) image(img *lang.Image) error {
 				}
 			}
 		}
-		if err := c.add(n, d, d.buildroot.name == plan.HostRoot); err != nil {
+		if err := c.add(n, d); err != nil {
 			return err
 		}
 		tree = ref{id: n.ID, name: n.Name}
@@ -416,7 +365,7 @@ func (c *compiler) image(img *lang.Image) error {
 			ModuleDigest: digestOf(fmt.Sprintf("output:%s@%d", o.Type, OutputABI[o.Type])),
 			Options:      opts, Platform: platform, Env: env, Origin: o.Pos.String(),
 		}
-		if err := c.add(n, dep{tree: tree}, false); err != nil {
+		if err := c.add(n, dep{tree: tree}); err != nil {
 			return err
 		}
 		pi.Outputs = append(pi.Outputs, n.ID)
@@ -448,7 +397,7 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 		n.Options = opts
 		// Post-build hooks see the outputs, so they run again when an output changes.
 		d := dep{buildroot: c.buildRoot(h.BuildRoot), after: outputs}
-		if err := c.add(n, d, d.buildroot.name == plan.HostRoot); err != nil {
+		if err := c.add(n, d); err != nil {
 			return nil, err
 		}
 		ids = append(ids, n.ID)
@@ -493,7 +442,7 @@ func (c *compiler) job(j *lang.Job) error {
 			d.after = append(d.after, c.images[need])
 		}
 	}
-	return c.add(n, d, d.buildroot.name == plan.HostRoot)
+	return c.add(n, d)
 }
 
 func (c *compiler) publish(img *lang.Image) error {
@@ -524,7 +473,7 @@ func (c *compiler) publish(img *lang.Image) error {
 			n.Deps = append(n.Deps, h.ID)
 		}
 	}
-	if err := c.add(n, d, false); err != nil {
+	if err := c.add(n, d); err != nil {
 		return err
 	}
 	pi.Publish = n.ID

@@ -28,10 +28,10 @@ type weakRecord struct {
 	Tree      digest.Digest   `json:"tree,omitempty"`
 }
 
-func putWeak(ctx context.Context, st *store.Store, n *plan.Node, a *store.Action) error {
-	ki := n.KeyInputs
-	if len(ki) == 0 {
-		ki = json.RawMessage("null")
+func putWeak(ctx context.Context, st *store.Store, host plan.Host, n *plan.Node, a *store.Action) error {
+	ki, err := n.StrongKeyInputs(host)
+	if err != nil {
+		return err
 	}
 	rec := mustJSON(weakRecord{Key: n.ID, Name: n.Name, KeyInputs: ki, Tree: a.Tree})
 	if err := st.PutWeak(ctx, n.WeakKey, rec); err != nil {
@@ -136,7 +136,7 @@ func short(s string) string {
 // Explain compares the node's key inputs with those of the last build of its weak
 // key (or, when the node's own options changed its weak key, of the last build of
 // its name) and says which differ.
-func Explain(ctx context.Context, st *store.Store, n *plan.Node) (*Explanation, error) {
+func Explain(ctx context.Context, st *store.Store, host plan.Host, n *plan.Node) (*Explanation, error) {
 	ex := &Explanation{Node: n.ID, Name: n.Name}
 	if _, err := st.GetAction(ctx, n.ID); err == nil {
 		ex.Status = ExplainCached
@@ -165,7 +165,11 @@ func Explain(ctx context.Context, st *store.Store, n *plan.Node) (*Explanation, 
 		return ex, nil
 	}
 	ex.Status = ExplainChanged
-	ex.Diffs, err = DiffJSON(r.KeyInputs, n.KeyInputs)
+	ki, err := n.StrongKeyInputs(host)
+	if err != nil {
+		return nil, fmt.Errorf("explain %s: %w", n.Name, err)
+	}
+	ex.Diffs, err = DiffJSON(r.KeyInputs, ki)
 	if err != nil {
 		return nil, fmt.Errorf("explain %s: %w", n.Name, err)
 	}

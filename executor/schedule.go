@@ -292,7 +292,7 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 		return cached(a) // another process built it while we waited
 	}
 	if b.opts.Explain {
-		if ex, err := Explain(ctx, st, n); err == nil {
+		if ex, err := Explain(ctx, st, b.plan.Host, n); err == nil {
 			ev := b.event(t, EventExplain)
 			ev.Line = ex.String()
 			b.ev.emit(ev)
@@ -325,7 +325,7 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 		return fail(err, -1, "")
 	}
 	if n.WeakKey != "" {
-		if err := putWeak(ctx, st, n, a); err != nil {
+		if err := putWeak(ctx, st, b.plan.Host, n, a); err != nil {
 			return fail(err, -1, "")
 		}
 	}

@@ -408,7 +408,7 @@ changed (JSON paths, old → new).`,
 			defer st.Close()
 			var all []*executor.Explanation
 			for _, n := range nodes {
-				ex, err := executor.Explain(ctx, st, n)
+				ex, err := executor.Explain(ctx, st, p.Host, n)
 				if err != nil {
 					return err
 				}

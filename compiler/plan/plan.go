@@ -127,9 +127,6 @@ type Node struct {
 	Env      map[string]string `json:"env,omitempty"`
 	Requires *Capabilities     `json:"requires,omitempty"`
 	Source   *Source           `json:"source,omitempty"`
-	// KeyInputs is the canonical JSON the strong key hashes, kept so `strata
-	// explain` can say which input changed.
-	KeyInputs json.RawMessage `json:"key_inputs"`
 	// Origin is the CUE position (file:line:col) the node comes from. It is not part
 	// of any key.
 	Origin string `json:"origin"`
