@@ -9,7 +9,7 @@ FUZZTIME  ?= 15s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all setup build test unit fuzz demo bench lint clean
+.PHONY: all setup build test unit fuzz demo bench bench-build lint clean
 
 all: build
 
@@ -43,6 +43,11 @@ demo: setup build
 ## bench: compile vs cue export at N = 100, 1000, 3000 (numbers go to bench/README.md)
 bench: setup build
 	@bench/compile.sh
+	@bench/buildstream.sh
+
+## bench-build: strata build vs BuildStream 1.6 at N = 10, 50, 100 leaves (~10 min)
+bench-build: setup build
+	@bench/buildstream.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
