@@ -45,12 +45,13 @@ var (
 	ErrStopped = errors.New("build stopped")
 )
 
-// Options configure Build. Store and Host are required; the zero value of every
-// other field is a usable default.
+// Options configure Build. Store is required; the zero value of every other field
+// is a usable default.
 type Options struct {
 	// Store is the content-addressed store and action cache.
 	Store *store.Store
-	// Host is what sandbox.Detect found; stages run with it.
+	// Host is what sandbox.Detect found; stages run with it. When nil it is
+	// detected the first time a node has to run.
 	Host *sandbox.Host
 	// Binary is the path of a static strata binary, bound into the sandbox for
 	// built-in stages ("strata builtin TYPE"). Required when the plan has
@@ -221,9 +222,6 @@ func (e *BuildError) Unwrap() []error {
 func Build(ctx context.Context, p *plan.Plan, opts Options) (*Result, error) {
 	if opts.Store == nil {
 		return nil, errors.New("build: no store")
-	}
-	if opts.Host == nil {
-		return nil, errors.New("build: no sandbox host")
 	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = runtime.NumCPU()

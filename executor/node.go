@@ -249,6 +249,10 @@ func (b *builder) stageCommand(n *plan.Node) (argv []string, env map[string]stri
 func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	n := t.n
 	out := nodeOutput{exit: -1}
+	host, err := b.sandboxHost(ctx)
+	if err != nil {
+		return out, err
+	}
 	st := b.opts.Store
 	argv, env, chroot, needBinary, err := b.stageCommand(n)
 	if err != nil {
@@ -308,7 +312,7 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	if len(spec.Options) == 0 {
 		spec.Options = []byte("{}")
 	}
-	code, runErr := sandbox.Run(ctx, b.opts.Host, spec)
+	code, runErr := sandbox.Run(ctx, host, spec)
 	logD, tail, err := lw.finish(ctx, st)
 	out.log, out.tail, out.exit = logD, tail, code
 	if runErr != nil {
@@ -328,7 +332,7 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	}
 	var nt *tree.Tree
 	var d digest.Digest
-	if b.opts.Host.Staging == sandbox.StagingCopy {
+	if host.Staging == sandbox.StagingCopy {
 		// Copy staging leaves the complete tree in upper, deletions included.
 		nt, d, err = st.CommitDir(ctx, upper)
 	} else {
@@ -407,6 +411,10 @@ func (b *builder) normalizeOwners(ctx context.Context, t *tree.Tree, d digest.Di
 func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 	n := t.n
 	out := nodeOutput{exit: -1}
+	host, err := b.sandboxHost(ctx)
+	if err != nil {
+		return out, err
+	}
 	if len(n.Command) == 0 {
 		return out, fmt.Errorf("job has no command")
 	}
@@ -439,7 +447,7 @@ func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	code, runErr := sandbox.Run(ctx, b.opts.Host, sandbox.Spec{
+	code, runErr := sandbox.Run(ctx, host, sandbox.Spec{
 		Root: root, Lower: []string{lower}, Upper: upper, Command: n.Command, Env: env,
 		SourceDateEpoch: sde, Network: n.Network, Stdout: lw, Stderr: lw, MaxOutput: b.opts.MaxLogBytes,
 	})
@@ -462,6 +470,10 @@ func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 	n := t.n
 	out := nodeOutput{exit: -1}
+	host, err := b.sandboxHost(ctx)
+	if err != nil {
+		return out, err
+	}
 	var o struct {
 		OnFailure string `json:"on_failure"`
 	}
@@ -507,7 +519,7 @@ func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	code, runErr := sandbox.Run(ctx, b.opts.Host, sandbox.Spec{
+	code, runErr := sandbox.Run(ctx, host, sandbox.Spec{
 		Root: root, Tree: treeDir, Outputs: outputs, Command: n.Command, Env: env,
 		SourceDateEpoch: sde, Stdout: lw, Stderr: lw, MaxOutput: b.opts.MaxLogBytes,
 	})

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/sandbox"
 	"github.com/strata-build/strata/executor/store"
 )
 
@@ -22,6 +24,25 @@ type builder struct {
 	egid int
 
 	tasks map[string]*task
+
+	hostOnce sync.Once
+	host     *sandbox.Host
+	hostErr  error
+}
+
+// sandboxHost returns Options.Host, or detects it the first time a node must run:
+// probing bwrap, namespaces and overlayfs costs ~30 ms, which a fully cached
+// build should not pay.
+func (b *builder) sandboxHost(ctx context.Context) (*sandbox.Host, error) {
+	b.hostOnce.Do(func() {
+		if b.host = b.opts.Host; b.host != nil {
+			return
+		}
+		if b.host, b.hostErr = sandbox.Detect(ctx); b.hostErr != nil {
+			b.hostErr = fmt.Errorf("sandbox: %w (see strata doctor)", b.hostErr)
+		}
+	})
+	return b.host, b.hostErr
 }
 
 // task is one node of the build.

@@ -18,7 +18,6 @@ import (
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
-	"github.com/strata-build/strata/executor/sandbox"
 	"github.com/strata-build/strata/executor/store"
 )
 
@@ -134,10 +133,6 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		return err
 	}
 	defer st.Close()
-	host, err := sandbox.Detect(ctx)
-	if err != nil {
-		return signalExit(ctx, fmt.Errorf("sandbox: %w (see strata doctor)", err))
-	}
 	bin := os.Getenv(binaryEnv)
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
@@ -146,7 +141,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	}
 	r := newRenderer(g)
 	res, err := executor.Build(ctx, p, executor.Options{
-		Store: st, Host: host, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
+		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
 	})
 	r.close()
