@@ -225,7 +225,7 @@ func (c *compiler) sources(ctx context.Context) error {
 			n.Source = &plan.Source{Git: s.Git, Commit: s.Commit}
 		default:
 			n.Type = "path"
-			d, err := PathDigest(ctx, c.ws.Dir, s.Path)
+			d, err := plan.PathDigest(ctx, c.ws.Dir, s.Path)
 			if err != nil {
 				return lang.Errors{{Pos: s.Pos, Path: "sources." + name + ".path", Msg: err.Error()}}
 			}

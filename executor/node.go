@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -294,14 +295,10 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	if err := os.Mkdir(upper, 0o755); err != nil {
 		return out, err
 	}
-	lw, err := b.newLog(t, dir)
-	if err != nil {
-		return out, err
-	}
 	spec := sandbox.Spec{
 		Root: root, Lower: []string{lower}, Upper: upper, Inputs: inputs,
 		Options: n.Options, Command: argv, Env: nodeEnv, SourceDateEpoch: sde,
-		Network: n.Network, Chroot: chroot, Stdout: lw, Stderr: lw, MaxOutput: b.opts.MaxLogBytes,
+		Network: n.Network, Chroot: chroot,
 	}
 	if needBinary {
 		spec.Binary = b.opts.Binary
@@ -312,17 +309,8 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	if len(spec.Options) == 0 {
 		spec.Options = []byte("{}")
 	}
-	code, runErr := sandbox.Run(ctx, host, spec)
-	logD, tail, err := lw.finish(ctx, st)
-	out.log, out.tail, out.exit = logD, tail, code
-	if runErr != nil {
-		return out, runErr
-	}
-	if err != nil {
-		return out, fmt.Errorf("store log: %w", err)
-	}
-	if code != 0 {
-		return out, &exitError{code}
+	if out, err = b.sandboxed(ctx, t, host, dir, spec); err != nil {
+		return out, err
 	}
 	var owners map[string][2]int
 	if b.euid != 0 {
@@ -443,26 +431,10 @@ func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 	if err := os.Mkdir(upper, 0o755); err != nil {
 		return out, err
 	}
-	lw, err := b.newLog(t, dir)
-	if err != nil {
-		return out, err
-	}
-	code, runErr := sandbox.Run(ctx, host, sandbox.Spec{
+	return b.sandboxed(ctx, t, host, dir, sandbox.Spec{
 		Root: root, Lower: []string{lower}, Upper: upper, Command: n.Command, Env: env,
-		SourceDateEpoch: sde, Network: n.Network, Stdout: lw, Stderr: lw, MaxOutput: b.opts.MaxLogBytes,
+		SourceDateEpoch: sde, Network: n.Network,
 	})
-	logD, tail, err := lw.finish(ctx, b.opts.Store)
-	out.log, out.tail, out.exit = logD, tail, code
-	if runErr != nil {
-		return out, runErr
-	}
-	if err != nil {
-		return out, err
-	}
-	if code != 0 {
-		return out, &exitError{code}
-	}
-	return out, nil
 }
 
 // runHook runs a hook's command in its build root with the image's outputs
@@ -515,29 +487,43 @@ func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 	if err := os.Mkdir(treeDir, 0o755); err != nil {
 		return out, err
 	}
+	out, err = b.sandboxed(ctx, t, host, dir, sandbox.Spec{
+		Root: root, Tree: treeDir, Outputs: outputs, Command: n.Command, Env: env, SourceDateEpoch: sde,
+	})
+	if out.log != "" {
+		// Hooks are never cached, so their log is kept under the node's ID.
+		_ = putNodeLog(ctx, b.opts.Store, n.ID, out.log)
+	}
+	var exit *exitError
+	if errors.As(err, &exit) && o.OnFailure == "warn" {
+		ev := b.event(t, EventWarning)
+		ev.Line = fmt.Sprintf("hook %s (%s) failed with exit status %d (on_failure: warn)", n.Name, n.Origin, exit.code)
+		b.ev.emit(ev)
+		return out, nil
+	}
+	return out, err
+}
+
+// sandboxed runs spec with the process's output captured as the node's log, which
+// is stored (and its tail kept) whatever the outcome. A non-zero exit is an
+// *exitError.
+func (b *builder) sandboxed(ctx context.Context, t *task, host *sandbox.Host, dir string, spec sandbox.Spec) (nodeOutput, error) {
+	out := nodeOutput{exit: -1}
 	lw, err := b.newLog(t, dir)
 	if err != nil {
 		return out, err
 	}
-	code, runErr := sandbox.Run(ctx, host, sandbox.Spec{
-		Root: root, Tree: treeDir, Outputs: outputs, Command: n.Command, Env: env,
-		SourceDateEpoch: sde, Stdout: lw, Stderr: lw, MaxOutput: b.opts.MaxLogBytes,
-	})
+	spec.Stdout, spec.Stderr, spec.MaxOutput = lw, lw, b.opts.MaxLogBytes
+	code, runErr := sandbox.Run(ctx, host, spec)
 	logD, tail, err := lw.finish(ctx, b.opts.Store)
 	out.log, out.tail, out.exit = logD, tail, code
-	if err == nil {
-		_ = putNodeLog(ctx, b.opts.Store, n.ID, logD)
-	}
 	if runErr != nil {
 		return out, runErr
 	}
+	if err != nil {
+		return out, fmt.Errorf("store log: %w", err)
+	}
 	if code != 0 {
-		if o.OnFailure == "warn" {
-			ev := b.event(t, EventWarning)
-			ev.Line = fmt.Sprintf("hook %s (%s) failed with exit status %d (on_failure: warn)", n.Name, n.Origin, code)
-			b.ev.emit(ev)
-			return out, nil
-		}
 		return out, &exitError{code}
 	}
 	return out, nil

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -196,7 +195,7 @@ func (b *builder) copyPath(ctx context.Context, src *plan.Source, root string) (
 		}
 	}
 	// Hash the copy, not the original, so what is stored is what was checked.
-	got, err := pathDigest(ctx, hashRoot)
+	got, err := plan.PathDigest(ctx, hashRoot, ".")
 	if err != nil {
 		return "", err
 	}
@@ -261,75 +260,6 @@ func copyEntry(src, dst string, info fs.FileInfo) error {
 		return f.Close()
 	}
 	return fmt.Errorf("%s: unsupported file type %s", src, info.Mode().Type())
-}
-
-// pathDigest is the content digest of a file or directory, computed exactly as
-// the compiler's PathDigest does (compiler/host.go); the executor cannot import
-// the compiler, and the build tests compare the two through real plans.
-func pathDigest(ctx context.Context, root string) (string, error) {
-	info, err := os.Lstat(root)
-	if err != nil {
-		return "", fmt.Errorf("source path: %w", err)
-	}
-	h := sha256.New()
-	if !info.IsDir() {
-		if err := hashEntry(h, ".", root, info); err != nil {
-			return "", err
-		}
-		return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
-	}
-	var paths []string
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		paths = append(paths, p)
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("source path: %w", err)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		r, _ := filepath.Rel(root, p)
-		info, err := os.Lstat(p)
-		if err != nil {
-			return "", fmt.Errorf("source path: %w", err)
-		}
-		if err := hashEntry(h, filepath.ToSlash(r), p, info); err != nil {
-			return "", err
-		}
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func hashEntry(h io.Writer, rel, p string, info fs.FileInfo) error {
-	switch {
-	case info.Mode().IsRegular():
-		fmt.Fprintf(h, "file %q %t %d\n", rel, info.Mode()&0o111 != 0, info.Size())
-		f, err := os.Open(p)
-		if err != nil {
-			return fmt.Errorf("source path: %w", err)
-		}
-		defer f.Close()
-		if _, err := io.Copy(h, f); err != nil {
-			return fmt.Errorf("source path %s: %w", rel, err)
-		}
-	case info.IsDir():
-		fmt.Fprintf(h, "dir %q\n", rel)
-	case info.Mode()&fs.ModeSymlink != 0:
-		t, err := os.Readlink(p)
-		if err != nil {
-			return fmt.Errorf("source path: %w", err)
-		}
-		fmt.Fprintf(h, "symlink %q %q\n", rel, t)
-	default:
-		return fmt.Errorf("source path %s: unsupported file type %s", rel, info.Mode().Type())
-	}
-	return nil
 }
 
 // fetchGit clones src.Git into root, checks out src.Commit and drops .git.

@@ -16,7 +16,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/strata-build/strata/compiler"
 	"github.com/strata-build/strata/compiler/plan"
 )
 
@@ -233,7 +232,7 @@ func (c *Cache) Open(ctx context.Context, key, dir string) (*Hit, bool) {
 	}
 	h.name = p
 	for _, ps := range h.Paths {
-		d, err := compiler.PathDigest(ctx, dir, ps.Path)
+		d, err := plan.PathDigest(ctx, dir, ps.Path)
 		if err != nil || d != ps.Digest {
 			h.Close()
 			return nil, false

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/strata-build/strata/compiler"
 	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 )
@@ -228,7 +227,7 @@ func TestDamagedEntry(t *testing.T) {
 
 func digest(t *testing.T, dir, rel string) string {
 	t.Helper()
-	d, err := compiler.PathDigest(context.Background(), dir, rel)
+	d, err := plan.PathDigest(context.Background(), dir, rel)
 	if err != nil {
 		t.Fatal(err)
 	}
