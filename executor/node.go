@@ -250,7 +250,7 @@ func (b *builder) stageCommand(n *plan.Node) (argv []string, env map[string]stri
 func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	n := t.n
 	out := nodeOutput{exit: -1}
-	host, err := b.sandboxHost(ctx)
+	host, err := b.sandboxHost(ctx, t)
 	if err != nil {
 		return out, err
 	}
@@ -399,7 +399,7 @@ func (b *builder) normalizeOwners(ctx context.Context, t *tree.Tree, d digest.Di
 func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 	n := t.n
 	out := nodeOutput{exit: -1}
-	host, err := b.sandboxHost(ctx)
+	host, err := b.sandboxHost(ctx, t)
 	if err != nil {
 		return out, err
 	}
@@ -442,7 +442,7 @@ func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 	n := t.n
 	out := nodeOutput{exit: -1}
-	host, err := b.sandboxHost(ctx)
+	host, err := b.sandboxHost(ctx, t)
 	if err != nil {
 		return out, err
 	}

@@ -33,13 +33,23 @@ type builder struct {
 // sandboxHost returns Options.Host, or detects it the first time a node must run:
 // probing bwrap, namespaces and overlayfs costs ~30 ms, which a fully cached
 // build should not pay.
-func (b *builder) sandboxHost(ctx context.Context) (*sandbox.Host, error) {
+// The first node to run also says, once, when stages cannot have copy-on-write
+// staging.
+func (b *builder) sandboxHost(ctx context.Context, t *task) (*sandbox.Host, error) {
 	b.hostOnce.Do(func() {
-		if b.host = b.opts.Host; b.host != nil {
-			return
+		if b.host = b.opts.Host; b.host == nil {
+			if b.host, b.hostErr = sandbox.Detect(ctx); b.hostErr != nil {
+				b.hostErr = fmt.Errorf("sandbox: %w (see strata doctor)", b.hostErr)
+				return
+			}
 		}
-		if b.host, b.hostErr = sandbox.Detect(ctx); b.hostErr != nil {
-			b.hostErr = fmt.Errorf("sandbox: %w (see strata doctor)", b.hostErr)
+		if b.host.Staging == sandbox.StagingCopy {
+			ev := b.event(t, EventWarning)
+			ev.Line = "overlayfs is unavailable here: each stage gets a full copy of its input tree, which is slower (see strata doctor)"
+			if b.host.Overlay {
+				ev.Line = "copy staging (" + sandbox.StagingEnv + "=copy): each stage gets a full copy of its input tree, which is slower"
+			}
+			b.ev.emit(ev)
 		}
 	})
 	return b.host, b.hostErr

@@ -65,9 +65,12 @@ func writeDoctor(g *globals, h *sandbox.Host) {
 		ov += " (" + h.OverlayError + ")"
 	}
 	fmt.Fprintf(w, "overlayfs:        %s\n", ov)
-	if h.Staging == sandbox.StagingCopy {
+	switch {
+	case h.Staging == sandbox.StagingCopy && h.Overlay:
+		fmt.Fprintf(w, "staging:          copy, forced by %s=copy: every stage copies its input tree (O(tree))\n", sandbox.StagingEnv)
+	case h.Staging == sandbox.StagingCopy:
 		fmt.Fprintf(w, "staging:          copy — overlayfs is unavailable, so every stage copies its input tree (O(tree), slow for big trees)\n")
-	} else {
+	default:
 		fmt.Fprintf(w, "staging:          %s (copy-on-write, O(changes))\n", h.Staging)
 	}
 	var bf []string

@@ -115,6 +115,7 @@ var toolNames = []string{"mksquashfs", "mkfs.ext4", "mkfs.erofs", "mmdebstrap", 
 
 // Detect inspects the host. It returns an error only when the host cannot run
 // stages at all (no usable bwrap); everything else is reported in the Host.
+// STRATA_STAGING=copy forces copy staging.
 // The overlayfs probe re-executes this binary, so [MaybeRunHelper] must have
 // been called; otherwise Overlay is false and OverlayError says why.
 func Detect(ctx context.Context) (*Host, error) {
@@ -164,8 +165,15 @@ func Detect(ctx context.Context) (*Host, error) {
 		h.Overlay = true
 		h.Staging = StagingOverlay
 	}
+	if os.Getenv(StagingEnv) == StagingCopy {
+		h.Staging = StagingCopy
+	}
 	return h, nil
 }
+
+// StagingEnv, set to "copy", makes stages use copy staging even where overlayfs
+// works: for filesystems where overlayfs misbehaves, and to test the fallback.
+const StagingEnv = "STRATA_STAGING"
 
 func bwrapVersion(ctx context.Context, path string) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
