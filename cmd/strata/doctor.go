@@ -73,6 +73,11 @@ func writeDoctor(g *globals, h *sandbox.Host) {
 	default:
 		fmt.Fprintf(w, "staging:          %s (copy-on-write, O(changes))\n", h.Staging)
 	}
+	if h.ProcessLimit != "" {
+		fmt.Fprintf(w, "process limit:    %s pids.max (%d per stage)\n", h.ProcessLimit, sandbox.DefaultMaxProcs)
+	} else {
+		fmt.Fprintf(w, "process limit:    none — no writable pids cgroup; a fork bomb in a stage is not contained\n")
+	}
 	var bf []string
 	for _, b := range h.Binfmt {
 		s := b.Arch

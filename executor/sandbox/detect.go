@@ -51,6 +51,10 @@ type Host struct {
 	OverlayXattr string `json:"overlay_xattr,omitempty"`
 	// Staging is StagingOverlay or StagingCopy: how Run stages Lower/Upper.
 	Staging string `json:"staging"`
+	// ProcessLimit is how a sandbox's process count is capped: "cgroup v2",
+	// "cgroup v1", or "" when no writable pids cgroup exists (stages run
+	// unlimited).
+	ProcessLimit string `json:"process_limit"`
 	// Executable is the path of this binary, re-executed as the staging helper.
 	Executable string `json:"executable,omitempty"`
 	// Binfmt lists the qemu-user binfmt_misc entries, sorted by arch.
@@ -140,6 +144,9 @@ func Detect(ctx context.Context) (*Host, error) {
 		h.Tools = append(h.Tools, t)
 	}
 	h.UserNamespaces = probeUserns(ctx)
+	if dir, v2 := pidsHierarchy(); dir != "" {
+		h.ProcessLimit = map[bool]string{true: "cgroup v2", false: "cgroup v1"}[v2]
+	}
 
 	h.Bwrap.Name = "bwrap"
 	p, err := exec.LookPath("bwrap")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +37,10 @@ type helperConfig struct {
 	Probe bool `json:"probe,omitempty"`
 	// Argv is the bwrap command line to exec after mounting (argv[0] = path).
 	Argv []string `json:"argv,omitempty"`
+	// Cgroup is a cgroup.procs file the helper moves itself into before
+	// anything else, so that no process of the sandbox can start outside it
+	// (cgroup v1 has no way to start a process inside a cgroup).
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // MaybeRunHelper must be called first thing in main (and in TestMain) of any
@@ -60,6 +65,11 @@ func runHelper(arg string) error {
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)
 	}
+	if cfg.Cgroup != "" {
+		if err := os.WriteFile(cfg.Cgroup, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+	}
 	// Die with the parent even if it is killed with SIGKILL; this survives exec.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
 		return fmt.Errorf("set parent-death signal: %w", err)
@@ -71,12 +81,14 @@ func runHelper(arg string) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
-	opts, err := overlayOptions(cfg)
-	if err != nil {
-		return err
-	}
-	if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+	if cfg.Merged != "" {
+		opts, err := overlayOptions(cfg)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
+			return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+		}
 	}
 	if cfg.Probe {
 		return probeWrites(cfg.Merged)

@@ -120,6 +120,10 @@ type Spec struct {
 	// TmpSize caps the /tmp tmpfs in bytes; 0 leaves the kernel default (half
 	// of RAM).
 	TmpSize int64
+	// MaxProcs caps the processes the sandbox may run at once (a pids cgroup,
+	// where the host offers one: see [Host.ProcessLimit]); 0 means
+	// DefaultMaxProcs.
+	MaxProcs int
 	// KillGrace is the time between SIGTERM and SIGKILL on cancellation;
 	// 0 means DefaultKillGrace.
 	KillGrace time.Duration
@@ -165,7 +169,7 @@ func (s *Spec) validate() error {
 			return fmt.Errorf("sandbox: spec: output %q: path %q is not absolute", name, src)
 		}
 	}
-	if s.MaxOutput < 0 || s.TmpSize < 0 || s.KillGrace < 0 {
+	if s.MaxOutput < 0 || s.TmpSize < 0 || s.KillGrace < 0 || s.MaxProcs < 0 {
 		return errors.New("sandbox: spec: negative limit")
 	}
 	return nil
