@@ -424,6 +424,10 @@ func newLogsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "logs [plan.json|DIR] NODE",
 		Short: "Print a node's complete log",
+		Long: `logs prints the complete log (stdout and stderr) of a node's last run, kept in
+the store: a stage, a job, a hook, or a failed node. NODE is a plan name such as
+images.base.stages[2] or a node ID. With --output json: {node, name, origin,
+log_digest, log}.`,
 		Args:  args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
@@ -452,8 +456,17 @@ func newLogsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer rc.Close()
-			_, err = io.Copy(g.stdout, rc)
-			return err
+			if !g.json() {
+				_, err = io.Copy(g.stdout, rc)
+				return err
+			}
+			b, err := io.ReadAll(rc)
+			if err != nil {
+				return err
+			}
+			return writeJSON(g.stdout, map[string]any{
+				"node": n.ID, "name": n.Name, "origin": n.Origin, "log_digest": d, "log": string(b),
+			})
 		},
 	}
 }

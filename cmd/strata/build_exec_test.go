@@ -465,6 +465,11 @@ images: good: {
 	if r := runCLI(t, ws, cache, "logs", "images.bad.stages[0]"); r.stdout != "first line\nboom\n" {
 		t.Errorf("logs of the failed stage: %q %s", r.stdout, r.stderr)
 	}
+	var doc struct{ Name, Origin, Log string }
+	r = runCLI(t, ws, cache, "--output", "json", "logs", "images.bad.stages[0]")
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.Log != "first line\nboom\n" || doc.Origin != "ws.cue:6:3" {
+		t.Errorf("logs --output json: %+v, %v\n%s", doc, err, r.stdout)
+	}
 	jb := buildJSON(t, ws, cache, "--keep-going", "-j", "1")
 	if jb.code != 1 {
 		t.Errorf("--keep-going exit %d", jb.code)
