@@ -428,7 +428,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 the store: a stage, a job, a hook, or a failed node. NODE is a plan name such as
 images.base.stages[2] or a node ID. With --output json: {node, name, origin,
 log_digest, log}.`,
-		Args:  args(cobra.RangeArgs(1, 2)),
+		Args: args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
 			p, rest, err := g.loadPlan(ctx, a)
