@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
 	cueerrors "cuelang.org/go/cue/errors"
@@ -222,12 +223,22 @@ func (l *loader) buildDataFile(name string) (cue.Value, bool) {
 			l.c.addCUE(err, "")
 			return cue.Value{}, false
 		}
+		var decls []ast.Decl
+		if st, ok := expr.(*ast.StructLit); ok {
+			decls = st.Elts
+		}
+		if !l.isSpecFile(rel, decls) {
+			return cue.Value{}, false
+		}
 		l.index.addExpr(l.c, expr)
 		v = l.ctx.BuildExpr(expr)
 	case ".yaml", ".yml":
 		f, err := yaml.Extract(name, b)
 		if err != nil {
 			l.c.addCUE(err, "")
+			return cue.Value{}, false
+		}
+		if !l.isSpecFile(rel, f.Decls) {
 			return cue.Value{}, false
 		}
 		l.index.addFile(l.c, f.Decls)
@@ -240,6 +251,37 @@ func (l *loader) buildDataFile(name string) (cue.Value, bool) {
 		return cue.Value{}, false
 	}
 	return v, true
+}
+
+// workspaceFields are the top-level fields of #Workspace.
+var workspaceFields = map[string]bool{
+	"sources": true, "resources": true, "stages": true, "images": true,
+	"jobs": true, "templates": true, "hooks": true,
+}
+
+// isSpecFile reports whether a .json/.yaml file is part of the spec: an object
+// whose every top-level key is a workspace field. Anything else in the directory
+// (a plan written by `strata compile -o plan.json`, a package.json, editor
+// settings) is left alone, with a warning naming the key that disqualified it.
+func (l *loader) isSpecFile(pos Pos, decls []ast.Decl) bool {
+	if len(decls) == 0 {
+		l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: pos, Msg: "ignored: not a strata spec file (its top level is not an object of workspace fields)"})
+		return false
+	}
+	for _, d := range decls {
+		f, ok := d.(*ast.Field)
+		if !ok {
+			l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: pos, Msg: "ignored: not a strata spec file (its top level is not an object)"})
+			return false
+		}
+		name, _, err := ast.LabelName(f.Label)
+		if err != nil || !workspaceFields[name] {
+			l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: l.c.pos(f.Label.Pos()), Msg: fmt.Sprintf(
+				"ignored: not a strata spec file (top-level key %q is not one of images, jobs, hooks, sources, resources, stages, templates)", name)})
+			return false
+		}
+	}
+	return true
 }
 
 // pos0 is the position of a whole file.

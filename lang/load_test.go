@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -391,4 +392,41 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestLoadIgnoresNonSpecData: .json/.yaml files that are not spec files (a plan
+// written by `strata compile -o plan.json`, a package.json, a YAML list) are left
+// out of the workspace, each with a warning saying why.
+func TestLoadIgnoresNonSpecData(t *testing.T) {
+	ar := &archive{Files: []archiveFile{
+		{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+		{Name: "main.cue", Data: []byte("package ok\n\nimages: base: version: \"1\"\n")},
+		{Name: "plan.json", Data: []byte(`{"version": 1, "host": {}, "nodes": [], "images": {"base": {"tree": "x"}}}`)},
+		{Name: "package.json", Data: []byte(`{"name": "site", "version": "1.0.0"}`)},
+		{Name: "list.yaml", Data: []byte("- a\n- b\n")},
+		{Name: "extra.json", Data: []byte(`{"images": {"base": {"device_types": ["pi"]}}}`)},
+	}}
+	dir, _, _ := extract(t, ar)
+	ws, err := load(t, dir)
+	if err != nil {
+		t.Fatalf("a plan or package.json in the workspace broke loading:\n%v", err)
+	}
+	if got := ws.Images["base"].DeviceTypes; len(got) != 1 || got[0] != "pi" {
+		t.Errorf("the real spec file extra.json was not merged: %v", got)
+	}
+	var warned []string
+	for _, w := range ws.Warnings {
+		if strings.Contains(w.Msg, "ignored: not a strata spec file") {
+			warned = append(warned, w.String())
+		}
+	}
+	sort.Strings(warned)
+	want := []string{
+		`list.yaml: ignored: not a strata spec file (its top level is not an object)`,
+		`package.json:1:3: ignored: not a strata spec file (top-level key "name" is not one of images, jobs, hooks, sources, resources, stages, templates)`,
+		`plan.json:1:3: ignored: not a strata spec file (top-level key "version" is not one of images, jobs, hooks, sources, resources, stages, templates)`,
+	}
+	if d := cmp.Diff(want, warned); d != "" {
+		t.Errorf("warnings (-want +got):\n%s", d)
+	}
 }

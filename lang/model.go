@@ -46,7 +46,12 @@ type Warning struct {
 	Msg  string `json:"message"`
 }
 
-func (w Warning) String() string { return fmt.Sprintf("%s: %s: %s", w.Pos, w.Path, w.Msg) }
+func (w Warning) String() string {
+	if w.Path == "" {
+		return fmt.Sprintf("%s: %s", w.Pos, w.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", w.Pos, w.Path, w.Msg)
+}
 
 // Source is something fetched into the store before a build: exactly one of URL
 // (with SHA256), Path or Git (with Commit) is set.
