@@ -518,6 +518,10 @@ func (b *builder) sandboxed(ctx context.Context, t *task, host *sandbox.Host, di
 	logD, tail, err := lw.finish(ctx, b.opts.Store)
 	out.log, out.tail, out.exit = logD, tail, code
 	if runErr != nil {
+		if errors.Is(runErr, sandbox.ErrSetup) {
+			// The host may have changed under the cached probe results.
+			os.Remove(b.hostCache())
+		}
 		return out, runErr
 	}
 	if err != nil {

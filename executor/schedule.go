@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -33,12 +34,13 @@ type builder struct {
 // sandboxHost returns Options.Host, or detects it the first time a node must run:
 // probing bwrap, namespaces and overlayfs costs ~30 ms, which a fully cached
 // build should not pay.
-// The first node to run also says, once, when stages cannot have copy-on-write
+// The probes' results are kept in the store (sandbox.DetectCached), so a build
+// after the first skips them. The first node to run also says, once, when stages cannot have copy-on-write
 // staging.
 func (b *builder) sandboxHost(ctx context.Context, t *task) (*sandbox.Host, error) {
 	b.hostOnce.Do(func() {
 		if b.host = b.opts.Host; b.host == nil {
-			if b.host, b.hostErr = sandbox.Detect(ctx); b.hostErr != nil {
+			if b.host, b.hostErr = sandbox.DetectCached(ctx, b.hostCache()); b.hostErr != nil {
 				b.hostErr = fmt.Errorf("sandbox: %w (see strata doctor)", b.hostErr)
 				return
 			}
@@ -372,3 +374,6 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 	b.ev.emit(ev)
 	return res, a, nil
 }
+
+// hostCache is the file where the sandbox probes' results are kept.
+func (b *builder) hostCache() string { return filepath.Join(b.opts.Store.Dir(), "host.json") }

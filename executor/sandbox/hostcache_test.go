@@ -1,0 +1,59 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestDetectCached: the probes' results are written once and reused while their
+// key holds; a file with another key, or garbage, means probing again. The Host
+// is the same either way.
+func TestDetectCached(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "host.json")
+	fresh, err := Detect(ctx)
+	if err != nil {
+		t.Skip("no usable bwrap:", err)
+	}
+	first, err := DetectCached(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c probeCache
+	b, err := os.ReadFile(file)
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Key == "" {
+		t.Fatalf("no cache written: %v %s", err, b)
+	}
+	if !c.Probes.BwrapWorks || c.Probes.Overlay != fresh.Overlay {
+		t.Errorf("cached probes %+v do not match detection (overlay %v)", c.Probes, fresh.Overlay)
+	}
+	// A cached result must be usable as is: forge a marker only the cache can
+	// hold, and see it come back.
+	c.Probes.BwrapVersion = "from-the-cache"
+	b, _ = json.Marshal(c)
+	os.WriteFile(file, b, 0o644)
+	second, err := DetectCached(ctx, file)
+	if err != nil || second.Bwrap.Version != "from-the-cache" {
+		t.Fatalf("cache not used: %v %q", err, second.Bwrap.Version)
+	}
+	second.Bwrap.Version = first.Bwrap.Version
+	if d := cmp.Diff(first, second); d != "" {
+		t.Errorf("host from cache differs from a probed one:\n%s", d)
+	}
+	// Another key (another binary, kernel, user...) or garbage: probe again.
+	for name, data := range map[string][]byte{
+		"other key": []byte(`{"key":"0000","probes":{"bwrap_works":true,"bwrap_version":"from-the-cache"}}`),
+		"garbage":   []byte("{not json"),
+	} {
+		os.WriteFile(file, data, 0o644)
+		h, err := DetectCached(ctx, file)
+		if err != nil || h.Bwrap.Version == "from-the-cache" {
+			t.Errorf("%s: cache trusted: %v %q", name, err, h.Bwrap.Version)
+		}
+	}
+}
