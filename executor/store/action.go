@@ -88,7 +88,10 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 			return fmt.Errorf("blob %s: %w", d, ErrNotFound)
 		}
 	}
-	if a.Tree != "" {
+	// A tree this Store committed is complete by construction; any other tree
+	// has each file blob checked (Bazel: never record an entry that points at a
+	// missing blob).
+	if a.Tree != "" && !s.isComplete(a.Tree) {
 		t, err := s.GetTree(ctx, a.Tree)
 		if err != nil {
 			return err

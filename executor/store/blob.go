@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/executor/tree"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,13 +30,13 @@ func putBuf(b *[]byte) { bufPool.Put(b) }
 
 // checkDigest returns the hex of d if it is a valid sha256 digest.
 func checkDigest(d digest.Digest) (string, error) {
+	if tree.IsSHA256(d) {
+		return d.Encoded(), nil
+	}
 	if err := d.Validate(); err != nil {
 		return "", fmt.Errorf("digest %q: %w", d, err)
 	}
-	if d.Algorithm() != digest.SHA256 {
-		return "", fmt.Errorf("digest %s: only sha256 is stored", d)
-	}
-	return d.Encoded(), nil
+	return "", fmt.Errorf("digest %s: only sha256 is stored", d)
 }
 
 func (s *Store) blobPath(hex string) string {

@@ -39,6 +39,7 @@ type Store struct {
 	session string   // tmp/<session>, locked for the life of the Store
 	lockf   *os.File // holds the flock on session
 	closed  bool
+	trees   treeCache
 }
 
 const (

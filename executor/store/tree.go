@@ -26,11 +26,18 @@ func (s *Store) PutTree(ctx context.Context, t *tree.Tree) (digest.Digest, error
 	if err != nil {
 		return "", fmt.Errorf("store %s: put tree: %w", s.dir, err)
 	}
-	return s.PutBytes(ctx, b)
+	d, err := s.PutBytes(ctx, b)
+	if err == nil {
+		s.cacheTree(d, t)
+	}
+	return d, err
 }
 
 // GetTree reads, verifies and decodes the tree manifest d.
 func (s *Store) GetTree(ctx context.Context, d digest.Digest) (*tree.Tree, error) {
+	if t, ok := s.cachedTree(d); ok && s.HasBlob(d) {
+		return t, nil
+	}
 	b, err := s.ReadBlob(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("get tree: %w", err)
@@ -39,6 +46,7 @@ func (s *Store) GetTree(ctx context.Context, d digest.Digest) (*tree.Tree, error
 	if err != nil {
 		return nil, fmt.Errorf("store %s: get tree %s: %w", s.dir, d, err)
 	}
+	s.cacheTree(d, t)
 	return t, nil
 }
 
@@ -137,6 +145,7 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (*tree.Tree, digest.D
 	if err != nil {
 		return nil, "", fmt.Errorf("commit %s: %w", dir, err)
 	}
+	s.markComplete(d) // every file was just linked
 	return t, d, nil
 }
 
@@ -205,7 +214,9 @@ func overlayXattrs(path string) (map[string][]byte, error) {
 //
 // Regular files are added with LinkFile, so the upper directory is consumed. Upper
 // directories written with the redirect_dir or metacopy features are refused with an
-// error wrapping ErrUnsupported. A nil base is the empty tree.
+// error wrapping ErrUnsupported. A nil base is the empty tree. base must be a tree of
+// a recorded action or of an earlier commit, whose file blobs are all present: the
+// result is treated as complete, so PutAction does not stat each of its files.
 func (s *Store) CommitUpper(ctx context.Context, base *tree.Tree, upperDir string) (*tree.Tree, digest.Digest, error) {
 	t, err := s.commitUpper(ctx, base, upperDir)
 	if err != nil {
@@ -215,6 +226,9 @@ func (s *Store) CommitUpper(ctx context.Context, base *tree.Tree, upperDir strin
 	if err != nil {
 		return nil, "", fmt.Errorf("commit upper %s: %w", upperDir, err)
 	}
+	// Upper files were just linked; the rest belong to base, which the caller took
+	// from a recorded action or an earlier commit (see the contract above).
+	s.markComplete(d)
 	return t, d, nil
 }
 

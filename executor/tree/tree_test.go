@@ -2,6 +2,7 @@ package tree
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -79,5 +80,22 @@ func TestValidateRejects(t *testing.T) {
 func TestDecodeRejectsUnknownFields(t *testing.T) {
 	if _, err := Decode([]byte(`{"entries":[],"extra":1}`)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Decode = %v, want ErrInvalid", err)
+	}
+}
+
+func TestIsSHA256(t *testing.T) {
+	good := digest.FromString("x")
+	for d, want := range map[digest.Digest]bool{
+		good: true,
+		"sha256:" + digest.Digest(string(good)[7:70]):                false, // 63 digits
+		digest.Digest(string(good) + "0"):                            false,
+		digest.Digest("sha512:" + string(good)[7:]):                  false,
+		digest.Digest("sha256:" + strings.ToUpper(string(good)[7:])): false,
+		"sha256:" + digest.Digest(strings.Repeat("g", 64)):           false,
+		"": false,
+	} {
+		if got := IsSHA256(d); got != want {
+			t.Errorf("IsSHA256(%q) = %v, want %v", d, got, want)
+		}
 	}
 }

@@ -1,0 +1,78 @@
+package store
+
+import (
+	"container/list"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/executor/tree"
+)
+
+// treeCacheSize bounds the decoded manifests a Store keeps. A build reads the
+// tree a stage just committed as the next stage's input, and PutAction reads it
+// again; decoding a 100,000-entry manifest costs about half a second.
+const treeCacheSize = 8
+
+// treeCache holds recently put or read manifests, decoded, and remembers which
+// trees are complete: committed by this Store (CommitDir, CommitUpper), so every
+// file blob they name was linked or belongs to their recorded base. Callers get
+// copies, so mutating a returned tree never changes the cache. Guarded by
+// Store.mu.
+type treeCache struct {
+	lru      *list.List // of *cachedTree, most recent first
+	byDigest map[digest.Digest]*list.Element
+	complete map[digest.Digest]bool
+}
+
+type cachedTree struct {
+	d digest.Digest
+	t *tree.Tree
+}
+
+func copyTree(t *tree.Tree) *tree.Tree {
+	return &tree.Tree{Entries: append([]tree.Entry(nil), t.Entries...)}
+}
+
+func (s *Store) cacheTree(d digest.Digest, t *tree.Tree) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &s.trees
+	if c.lru == nil {
+		c.lru, c.byDigest, c.complete = list.New(), map[digest.Digest]*list.Element{}, map[digest.Digest]bool{}
+	}
+	if el, ok := c.byDigest[d]; ok {
+		c.lru.MoveToFront(el)
+		return
+	}
+	c.byDigest[d] = c.lru.PushFront(&cachedTree{d: d, t: copyTree(t)})
+	for c.lru.Len() > treeCacheSize {
+		old := c.lru.Remove(c.lru.Back()).(*cachedTree)
+		delete(c.byDigest, old.d)
+	}
+}
+
+func (s *Store) cachedTree(d digest.Digest) (*tree.Tree, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	el, ok := s.trees.byDigest[d]
+	if !ok {
+		return nil, false
+	}
+	s.trees.lru.MoveToFront(el)
+	return copyTree(el.Value.(*cachedTree).t), true
+}
+
+func (s *Store) markComplete(d digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.trees.complete == nil {
+		s.trees.complete = map[digest.Digest]bool{}
+	}
+	s.trees.complete[d] = true
+}
+
+func (s *Store) isComplete(d digest.Digest) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trees.complete[d]
+}
