@@ -163,24 +163,34 @@ func (b *builder) newLog(t *task, dir string) (*logWriter, error) {
 	})
 }
 
-// treeOf returns the tree of a finished dependency, its checkout, and the tree itself.
+// treeOf returns the tree of a finished dependency and its checkout.
 func (b *builder) treeOf(ctx context.Context, id string) (*tree.Tree, string, error) {
-	dt, err := b.dep(id)
+	co, d, err := b.checkoutOf(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
-	if dt.action.Tree == "" {
-		return nil, "", fmt.Errorf("%s has no tree", dt.n.Name)
-	}
-	t, err := b.opts.Store.GetTree(ctx, dt.action.Tree)
-	if err != nil {
-		return nil, "", err
-	}
-	co, err := b.opts.Store.Checkout(ctx, dt.action.Tree)
+	t, err := b.opts.Store.GetTree(ctx, d)
 	if err != nil {
 		return nil, "", err
 	}
 	return t, co, nil
+}
+
+// checkoutOf returns the checkout of a finished dependency's tree and the tree's
+// digest, without reading its manifest (build roots and mounts need only the files).
+func (b *builder) checkoutOf(ctx context.Context, id string) (string, digest.Digest, error) {
+	dt, err := b.dep(id)
+	if err != nil {
+		return "", "", err
+	}
+	if dt.action.Tree == "" {
+		return "", "", fmt.Errorf("%s has no tree", dt.n.Name)
+	}
+	co, err := b.opts.Store.Checkout(ctx, dt.action.Tree)
+	if err != nil {
+		return "", "", err
+	}
+	return co, dt.action.Tree, nil
 }
 
 // buildRoot returns the sandbox root for the node's build root.
@@ -188,7 +198,7 @@ func (b *builder) buildRoot(ctx context.Context, n *plan.Node) (string, error) {
 	if n.Inputs.BuildRoot == "" || n.Inputs.BuildRoot == plan.HostRoot {
 		return sandbox.HostRoot, nil
 	}
-	_, co, err := b.treeOf(ctx, n.Inputs.BuildRoot)
+	co, _, err := b.checkoutOf(ctx, n.Inputs.BuildRoot)
 	if err != nil {
 		return "", fmt.Errorf("build root: %w", err)
 	}
@@ -207,7 +217,7 @@ func (b *builder) mounts(ctx context.Context, n *plan.Node) (map[string]string, 
 		if err != nil {
 			return nil, err
 		}
-		_, co, err := b.treeOf(ctx, id)
+		co, _, err := b.checkoutOf(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("input %s: %w", name, err)
 		}
@@ -413,7 +423,7 @@ func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 	defer forceRemoveAll(dir)
 	lower := filepath.Join(dir, "empty")
 	if n.Inputs.Tree != "" {
-		if _, lower, err = b.treeOf(ctx, n.Inputs.Tree); err != nil {
+		if lower, _, err = b.checkoutOf(ctx, n.Inputs.Tree); err != nil {
 			return out, fmt.Errorf("image tree: %w", err)
 		}
 	} else if err := os.Mkdir(lower, 0o755); err != nil {
