@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/tree"
 )
 
 // runSource fetches a source into the store as a tree: a directory source (a
@@ -58,6 +59,12 @@ func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
 	tr, d, err := b.opts.Store.CommitDir(ctx, root)
 	if err != nil {
 		return out, err
+	}
+	if src.Path != "" && src.Digest != "" {
+		// Check what was stored, from the digests the commit computed.
+		if got := pathDigestOf(tr, file); got != src.Digest {
+			return out, fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, src.Digest, got)
+		}
 	}
 	if d, err = b.normalizeOwners(ctx, tr, d); err != nil {
 		return out, err
@@ -172,37 +179,42 @@ func (p *progressWriter) flush() {
 	p.last = time.Now()
 }
 
-// copyPath copies a workspace path into root and checks that the copy has the
-// content digest the plan recorded at compile time. It returns the file name
-// for a single-file source.
+// copyPath copies a workspace path into root. It returns the file name for a
+// single-file source.
 func (b *builder) copyPath(ctx context.Context, src *plan.Source, root string) (string, error) {
 	p := filepath.Join(b.opts.Workspace, filepath.FromSlash(src.Path))
 	info, err := os.Lstat(p)
 	if err != nil {
 		return "", fmt.Errorf("source path %s: %w", src.Path, err)
 	}
-	var file, hashRoot string
 	if info.IsDir() {
 		if err := copyDir(ctx, p, root); err != nil {
 			return "", fmt.Errorf("source path %s: %w", src.Path, err)
 		}
-		hashRoot = root
-	} else {
-		file = fileName(filepath.ToSlash(src.Path))
-		hashRoot = filepath.Join(root, file)
-		if err := copyEntry(p, hashRoot, info); err != nil {
-			return "", fmt.Errorf("source path %s: %w", src.Path, err)
-		}
+		return "", nil
 	}
-	// Hash the copy, not the original, so what is stored is what was checked.
-	got, err := plan.PathDigest(ctx, hashRoot, ".")
-	if err != nil {
-		return "", err
-	}
-	if src.Digest != "" && got != src.Digest {
-		return "", fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, src.Digest, got)
+	file := fileName(filepath.ToSlash(src.Path))
+	if err := copyEntry(p, filepath.Join(root, file), info); err != nil {
+		return "", fmt.Errorf("source path %s: %w", src.Path, err)
 	}
 	return file, nil
+}
+
+// pathDigestOf is plan.DigestPathEntries of a stored source tree: file is the
+// name of a single-file source's only entry (its path "." in the digest).
+func pathDigestOf(t *tree.Tree, file string) string {
+	entries := make([]plan.PathEntry, 0, len(t.Entries))
+	for _, e := range t.Entries {
+		pe := plan.PathEntry{Path: e.Path, Type: string(e.Type), Target: e.Target}
+		if file != "" && e.Path == file {
+			pe.Path = "."
+		}
+		if e.Type == tree.File {
+			pe.Exec, pe.Size, pe.SHA256 = e.Mode&0o111 != 0, e.Size, e.Digest.Encoded()
+		}
+		entries = append(entries, pe)
+	}
+	return plan.DigestPathEntries(entries)
 }
 
 func copyDir(ctx context.Context, src, dst string) error {
