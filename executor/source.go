@@ -3,8 +3,6 @@ package executor
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -60,8 +58,15 @@ func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	if src.Path != "" && src.Digest != "" {
-		// Check what was stored, from the digests the commit computed.
+	// Check what was stored, from the digests the commit computed; a mismatch
+	// records nothing (the linked objects are garbage for GC).
+	switch {
+	case src.URL != "":
+		want := strings.TrimPrefix(src.SHA256, "sha256:")
+		if e, _ := tr.Lookup(file); e.Digest.Encoded() != want {
+			return out, fmt.Errorf("%w: %s: expected sha256 %s, got %s", ErrDigestMismatch, src.URL, want, e.Digest.Encoded())
+		}
+	case src.Path != "" && src.Digest != "":
 		if got := pathDigestOf(tr, file); got != src.Digest {
 			return out, fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, src.Digest, got)
 		}
@@ -85,8 +90,8 @@ func fileName(p string) string {
 	return name
 }
 
-// fetchURL downloads src.URL into root, checking its sha256 while it streams.
-// On a mismatch nothing is stored.
+// fetchURL downloads src.URL into root; runSource checks its sha256 from the
+// digest the store computes when it commits the file.
 func (b *builder) fetchURL(ctx context.Context, t *task, src *plan.Source, root string) (string, error) {
 	u, err := url.Parse(src.URL)
 	if err != nil {
@@ -122,24 +127,18 @@ func (b *builder) fetchURL(ctx context.Context, t *task, src *plan.Source, root 
 	if err != nil {
 		return "", err
 	}
-	h := sha256.New()
 	pw := &progressWriter{emit: func(n int64) {
 		ev := b.event(t, EventBytes)
 		ev.Bytes = n
 		b.ev.emit(ev)
 	}}
-	_, err = io.Copy(io.MultiWriter(f, h, pw), &ctxReader{ctx: ctx, r: body})
+	_, err = io.Copy(io.MultiWriter(f, pw), &ctxReader{ctx: ctx, r: body})
 	pw.flush()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return "", fmt.Errorf("fetch %s: %w", src.URL, err)
-	}
-	got := hex.EncodeToString(h.Sum(nil))
-	want := strings.TrimPrefix(src.SHA256, "sha256:")
-	if got != want {
-		return "", fmt.Errorf("%w: %s: expected sha256 %s, got %s", ErrDigestMismatch, src.URL, want, got)
 	}
 	return name, nil
 }
