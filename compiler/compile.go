@@ -22,7 +22,7 @@ const SourceDateEpoch = "0"
 // Options configure a compile.
 type Options struct {
 	// Host is the fingerprint keyed into nodes whose build root is "host". The zero
-	// value means the fingerprint of this machine (see HostFingerprint).
+	// value means the fingerprint of this machine (see plan.HostFingerprint).
 	Host plan.Host
 	// StrataVersion is recorded in the host fingerprint when Host is zero.
 	StrataVersion string
@@ -33,7 +33,7 @@ type Options struct {
 func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan, error) {
 	host := opts.Host
 	if host == (plan.Host{}) {
-		host = HostFingerprint(opts.StrataVersion)
+		host = plan.HostFingerprint(opts.StrataVersion)
 	}
 	c := &compiler{
 		ws:   ws,
@@ -356,13 +356,17 @@ func (c *compiler) image(img *lang.Image) error {
 	c.p.Images[img.Name] = pi
 	var outputs []ref
 	for j, o := range img.Outputs {
+		format, ok := plan.LookupOutput(o.Type)
+		if !ok {
+			return fmt.Errorf("%s.outputs[%d]: unknown output format %q", prefix, j, o.Type)
+		}
 		opts, err := canonical(map[string]any{"name": o.Name, "size": o.Size})
 		if err != nil {
 			return err
 		}
 		n := &plan.Node{
 			Kind: plan.KindOutput, Name: fmt.Sprintf("%s.outputs[%d]", prefix, j), Type: o.Type,
-			ModuleDigest: digestOf(fmt.Sprintf("output:%s@%d", o.Type, OutputABI[o.Type])),
+			ModuleDigest: format.Digest(),
 			Options:      opts, Platform: platform, Env: env, Origin: o.Pos.String(),
 		}
 		if err := c.add(n, dep{tree: tree}); err != nil {

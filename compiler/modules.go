@@ -1,8 +1,6 @@
 package compiler
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 
@@ -10,36 +8,16 @@ import (
 	"github.com/strata-build/strata/lang"
 )
 
-// BuiltinABI is the implementation version of every built-in stage type. A
-// built-in's module digest is its name and ABI, so bumping the ABI (when a stage
-// gives a different tree for the same options) invalidates every key that used it.
-// The executor's implementations must declare the same numbers (a test checks).
-var BuiltinABI = map[string]int{
-	"strata.files":       1,
-	"strata.copy":        1,
-	"strata.extract":     1,
-	"strata.run":         1,
-	"strata.users":       1,
-	"strata.hostname":    1,
-	"strata.busybox":     1,
-	"strata.debootstrap": 1,
-}
-
-// OutputABI is the implementation version of every output format.
-var OutputABI = map[string]int{
-	"tree": 1, "tar": 1, "tar.zst": 1, "squashfs": 1, "ext4": 1, "erofs": 1, "oci": 1,
-}
-
 // ModuleDigest returns the implementation digest of a stage type: its name and ABI
 // for a built-in; the digest of its option schema, command template and build
 // root for a user module.
 func ModuleDigest(m *lang.StageModule) (string, error) {
 	if m.Builtin {
-		abi, ok := BuiltinABI[m.Name]
+		b, ok := plan.LookupBuiltin(m.Name)
 		if !ok {
-			return "", fmt.Errorf("built-in stage type %q has no ABI version in the compiler", m.Name)
+			return "", fmt.Errorf("built-in stage type %q is not in plan.BuiltinStages", m.Name)
 		}
-		return digestOf(fmt.Sprintf("builtin:%s@%d", m.Name, abi)), nil
+		return b.Digest(), nil
 	}
 	return keyOf(map[string]any{
 		"module":    m.Name,
@@ -66,9 +44,4 @@ func Modules(ws *lang.Workspace) ([]*plan.Module, error) {
 		return out[i].Name < out[j].Name
 	})
 	return out, nil
-}
-
-func digestOf(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }

@@ -692,3 +692,26 @@ func Builtins(ctx context.Context) (*Workspace, error) {
 	l.decodeModules()
 	return l.ws, nil
 }
+
+// OutputTypes returns the output formats the embedded schema's #OutputType
+// allows, sorted.
+func OutputTypes() ([]string, error) {
+	v := cuecontext.New().CompileBytes(schema.Schema, cue.Filename(schemaFilename))
+	if err := v.Err(); err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	op, args := v.LookupPath(cue.ParsePath("#OutputType")).Expr()
+	if op != cue.OrOp {
+		return nil, fmt.Errorf("embedded schema: #OutputType is not a disjunction")
+	}
+	var out []string
+	for _, a := range args {
+		s, err := a.String()
+		if err != nil {
+			return nil, fmt.Errorf("embedded schema: #OutputType: %w", err)
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out, nil
+}

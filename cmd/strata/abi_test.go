@@ -7,16 +7,26 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/strata-build/strata/compiler"
+	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/builtin"
+	"github.com/strata-build/strata/executor/output"
 	"github.com/strata-build/strata/lang"
 )
 
-// TestBuiltinStagesAgree: the schema, the compiler's ABI table (which keys built-in
-// stages) and the executor's implementations list the same stage types with the
-// same ABI versions. A stage whose implementation changed output for the same
-// options must bump both numbers, or caches would serve stale trees.
-func TestBuiltinStagesAgree(t *testing.T) {
+// TestExtensionTablesAgree: each extension kind is declared once, in
+// compiler/plan (name, ABI, media type), and the CUE schema and the executor's
+// implementations list exactly the same names. A stage type or output format
+// added in one place only fails here: the schema would accept what no
+// implementation runs, or keys would be computed for an ABI nobody declared.
+func TestExtensionTablesAgree(t *testing.T) {
+	var table []string
+	for _, b := range plan.BuiltinStages {
+		table = append(table, b.Name)
+		if b.ABI < 1 {
+			t.Errorf("%s: ABI %d", b.Name, b.ABI)
+		}
+	}
+	sort.Strings(table)
 	ws, err := lang.Builtins(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -26,20 +36,34 @@ func TestBuiltinStagesAgree(t *testing.T) {
 		schemaTypes = append(schemaTypes, name)
 	}
 	sort.Strings(schemaTypes)
-	if d := cmp.Diff(schemaTypes, builtin.Types()); d != "" {
-		t.Errorf("schema #Builtin vs executor/builtin.Types() (-schema +executor):\n%s", d)
+	if d := cmp.Diff(table, schemaTypes); d != "" {
+		t.Errorf("plan.BuiltinStages vs schema #Builtin (-table +schema):\n%s", d)
 	}
-	for _, typ := range builtin.Types() {
-		info, ok := builtin.Info(typ)
-		if !ok {
-			t.Errorf("%s: no Info", typ)
-			continue
-		}
-		if abi, ok := compiler.BuiltinABI[typ]; !ok || abi != info.ABI {
-			t.Errorf("%s: compiler ABI %d (present: %v), executor ABI %d", typ, abi, ok, info.ABI)
+	if d := cmp.Diff(table, builtin.Types()); d != "" {
+		t.Errorf("plan.BuiltinStages vs executor/builtin (-table +executor):\n%s", d)
+	}
+
+	table = nil
+	for _, f := range plan.OutputFormats {
+		table = append(table, f.Name)
+		if f.ABI < 1 || f.MediaType == "" {
+			t.Errorf("%s: ABI %d, media type %q", f.Name, f.ABI, f.MediaType)
 		}
 	}
-	if len(compiler.BuiltinABI) != len(builtin.Types()) {
-		t.Errorf("compiler.BuiltinABI has %d types, the executor %d", len(compiler.BuiltinABI), len(builtin.Types()))
+	sort.Strings(table)
+	schemaFormats, err := lang.OutputTypes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(table, schemaFormats); d != "" {
+		t.Errorf("plan.OutputFormats vs schema #OutputType (-table +schema):\n%s", d)
+	}
+	var impl []string
+	for _, f := range output.Formats() {
+		impl = append(impl, string(f))
+	}
+	sort.Strings(impl)
+	if d := cmp.Diff(table, impl); d != "" {
+		t.Errorf("plan.OutputFormats vs executor/output.Formats (-table +executor):\n%s", d)
 	}
 }

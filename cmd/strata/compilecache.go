@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/strata-build/strata/compiler"
 	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	schema "github.com/strata-build/strata/cue"
@@ -128,7 +127,7 @@ func (g *globals) compileCacheInputs() compilecache.Inputs {
 	v := strataVersion()
 	in := compilecache.Inputs{
 		StrataVersion: v,
-		Host:          compiler.HostFingerprint(v),
+		Host:          plan.HostFingerprint(v),
 		Schema:        schema.Schema,
 	}
 	if exe, err := os.Executable(); err == nil {

@@ -72,10 +72,6 @@ type StageInfo struct {
 	Name string
 	// Doc is a one-paragraph description of the stage.
 	Doc string
-	// ABI is the version of the stage's behaviour. The compiler keys built-in
-	// stages by name and ABI, so it is bumped whenever the output for the same
-	// options changes.
-	ABI int
 }
 
 type stageFunc func(ctx context.Context, options []byte, env Env) error
@@ -87,15 +83,15 @@ type stage struct {
 
 // stages is the immutable table of built-in types.
 var stages = map[string]stage{
-	"strata.files": {StageInfo{Doc: "Create directories, files and symbolic links with modes and owners.", ABI: 1}, runFiles},
-	"strata.copy":  {StageInfo{Doc: "Copy a file or directory from an input into the tree, keeping modes and symbolic links.", ABI: 1}, runCopy},
-	"strata.extract": {StageInfo{Doc: "Extract a tar, tar.gz or tar.zst archive from an input into the tree, refusing entries that escape it.", ABI: 1},
+	"strata.files": {StageInfo{Doc: "Create directories, files and symbolic links with modes and owners."}, runFiles},
+	"strata.copy":  {StageInfo{Doc: "Copy a file or directory from an input into the tree, keeping modes and symbolic links."}, runCopy},
+	"strata.extract": {StageInfo{Doc: "Extract a tar, tar.gz or tar.zst archive from an input into the tree, refusing entries that escape it."},
 		runExtract},
-	"strata.run":         {StageInfo{Doc: "Run a command in the build root against the tree, or chrooted into the tree (run by the executor).", ABI: 1}, runRun},
-	"strata.users":       {StageInfo{Doc: "Add or replace users and groups in /etc/passwd, /etc/group and /etc/shadow.", ABI: 1}, runUsers},
-	"strata.hostname":    {StageInfo{Doc: "Write /etc/hostname and the 127.0.1.1 line of /etc/hosts.", ABI: 1}, runHostname},
-	"strata.busybox":     {StageInfo{Doc: "Install a busybox binary from the build root into the tree with its applet links.", ABI: 1}, runBusybox},
-	"strata.debootstrap": {StageInfo{Doc: "Bootstrap a Debian tree with mmdebstrap from the build root (needs network).", ABI: 1}, runDebootstrap},
+	"strata.run":         {StageInfo{Doc: "Run a command in the build root against the tree, or chrooted into the tree (run by the executor)."}, runRun},
+	"strata.users":       {StageInfo{Doc: "Add or replace users and groups in /etc/passwd, /etc/group and /etc/shadow."}, runUsers},
+	"strata.hostname":    {StageInfo{Doc: "Write /etc/hostname and the 127.0.1.1 line of /etc/hosts."}, runHostname},
+	"strata.busybox":     {StageInfo{Doc: "Install a busybox binary from the build root into the tree with its applet links."}, runBusybox},
+	"strata.debootstrap": {StageInfo{Doc: "Bootstrap a Debian tree with mmdebstrap from the build root (needs network)."}, runDebootstrap},
 }
 
 // Types returns the built-in stage types, sorted.

@@ -12,8 +12,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/tree"
 )
 
@@ -38,17 +38,23 @@ const (
 	FormatOCI Format = "oci"
 )
 
-// Media types of the artifacts, as the registry layer publishes them.
-const (
-	MediaTypeTree     = "application/vnd.strata.tree.v1+json"
-	MediaTypeTar      = "application/vnd.strata.tar"
-	MediaTypeTarZstd  = "application/vnd.strata.tar+zstd"
-	MediaTypeSquashfs = "application/vnd.strata.squashfs"
-	MediaTypeExt4     = "application/vnd.strata.ext4"
-	MediaTypeErofs    = "application/vnd.strata.erofs"
+// Media types of the artifacts, as the registry layer publishes them (the
+// table is compiler/plan.OutputFormats).
+var (
+	MediaTypeTree     = mediaType(FormatTree)
+	MediaTypeTar      = mediaType(FormatTar)
+	MediaTypeTarZstd  = mediaType(FormatTarZstd)
+	MediaTypeSquashfs = mediaType(FormatSquashfs)
+	MediaTypeExt4     = mediaType(FormatExt4)
+	MediaTypeErofs    = mediaType(FormatErofs)
 	// MediaTypeOCI is the media type of the image manifest an OCI result points at.
-	MediaTypeOCI = ocispec.MediaTypeImageManifest
+	MediaTypeOCI = mediaType(FormatOCI)
 )
+
+func mediaType(f Format) string {
+	info, _ := plan.LookupOutput(string(f))
+	return info.MediaType
+}
 
 // Formats returns every format Write accepts, in a fixed order.
 func Formats() []Format {
@@ -56,25 +62,7 @@ func Formats() []Format {
 }
 
 // MediaType returns the media type of the artifact f produces, or "" for an unknown format.
-func (f Format) MediaType() string {
-	switch f {
-	case FormatTree:
-		return MediaTypeTree
-	case FormatTar:
-		return MediaTypeTar
-	case FormatTarZstd:
-		return MediaTypeTarZstd
-	case FormatSquashfs:
-		return MediaTypeSquashfs
-	case FormatExt4:
-		return MediaTypeExt4
-	case FormatErofs:
-		return MediaTypeErofs
-	case FormatOCI:
-		return MediaTypeOCI
-	}
-	return ""
-}
+func (f Format) MediaType() string { return mediaType(f) }
 
 // Sentinel errors, wrapped with context by Write.
 var (

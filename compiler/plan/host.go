@@ -1,18 +1,16 @@
-package compiler
+package plan
 
 import (
 	"bufio"
 	"os"
 	"runtime"
 	"strings"
-
-	"github.com/strata-build/strata/compiler/plan"
 )
 
 // HostFingerprint identifies this machine as a "host" build root: its os-release
 // ID and VERSION_ID, its architecture and the strata version.
-func HostFingerprint(strataVersion string) plan.Host {
-	h := plan.Host{OS: runtime.GOOS, Arch: runtime.GOARCH, StrataVersion: strataVersion}
+func HostFingerprint(strataVersion string) Host {
+	h := Host{OS: runtime.GOOS, Arch: runtime.GOARCH, StrataVersion: strataVersion}
 	f, err := os.Open("/etc/os-release")
 	if err != nil {
 		return h
