@@ -35,6 +35,7 @@ FUZZFLAGS := -run='^$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=10x
 fuzz:
 	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzLoad$$' ./lang/
 	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzCompile$$' ./compiler/
+	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzVerify$$' ./compiler/
 
 ## demo: validate, compile and build the example image; print where its outputs are
 demo: setup build

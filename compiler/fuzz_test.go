@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,7 +141,84 @@ func FuzzCompile(f *testing.F) {
 		if b3 := fuzzEncode(t, dec); !bytes.Equal(b1, b3) {
 			t.Fatalf("plan does not round-trip:\n%s\n---\n%s", b1, b3)
 		}
+		if _, err := plan.Verify(dec, plan.VerifyOptions{Host: fuzzHost}); err != nil {
+			t.Fatalf("the compiler's own plan does not verify: %v\n%s", err, b1)
+		}
 	})
+}
+
+// FuzzVerify feeds mutated plan files to Decode and Verify: neither may panic,
+// and no accepted plan may hold a node whose key is not the hash of its
+// content, an input that is not an edge, or a name unsafe as a path.
+func FuzzVerify(f *testing.F) {
+	dir := f.TempDir()
+	writeFuzzWorkspace(f, dir, verifySpec)
+	for _, ws := range []string{dir, "../examples/minimal", "../examples/fleet"} {
+		w, err := lang.Load(context.Background(), ws)
+		if err != nil {
+			f.Fatal(err)
+		}
+		p, err := compiler.Compile(context.Background(), w, compiler.Options{Host: fuzzHost})
+		if err != nil {
+			f.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := p.Encode(&buf); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := plan.Decode(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		v, err := plan.Verify(p, plan.VerifyOptions{Host: fuzzHost})
+		if err != nil {
+			if !errors.Is(err, plan.ErrInvalid) && !errors.Is(err, plan.ErrForeignHost) {
+				t.Fatalf("error wraps neither ErrInvalid nor ErrForeignHost: %v", err)
+			}
+			return
+		}
+		ids := map[string]bool{}
+		for _, n := range v.Plan().Nodes {
+			doc, err := n.StrongKeyInputs(fuzzHost)
+			if err != nil || plan.Hash(doc) != n.ID {
+				t.Fatalf("accepted %s whose key is not its content's", n.Name)
+			}
+			for _, in := range append([]string{n.Inputs.Tree, n.Inputs.BuildRoot}, n.Inputs.After...) {
+				if in != "" && in != plan.HostRoot && !ids[in] {
+					t.Fatalf("accepted %s with input %s that does not come before it", n.Name, in)
+				}
+			}
+			for _, in := range n.Inputs.Mounts {
+				if !ids[in] {
+					t.Fatalf("accepted %s with mount %s that does not come before it", n.Name, in)
+				}
+			}
+			ids[n.ID] = true
+		}
+		for name, img := range v.Plan().Images {
+			if plan.CheckName(name) != nil || strings.Contains(name, "..") {
+				t.Fatalf("accepted image name %q", name)
+			}
+			_ = img
+		}
+	})
+}
+
+func writeFuzzWorkspace(f *testing.F, dir, spec string) {
+	for _, err := range []error{
+		os.MkdirAll(filepath.Join(dir, "cue.mod"), 0o755),
+		os.MkdirAll(filepath.Join(dir, "files"), 0o755),
+		os.WriteFile(filepath.Join(dir, "cue.mod", "module.cue"), []byte(moduleCUE), 0o644),
+		os.WriteFile(filepath.Join(dir, "files", "greeting"), []byte("hi\n"), 0o644),
+		os.WriteFile(filepath.Join(dir, "keys.cue"), []byte(spec), 0o644),
+	} {
+		if err != nil {
+			f.Fatal(err)
+		}
+	}
 }
 
 func fuzzEncode(t *testing.T, p *plan.Plan) []byte {

@@ -209,7 +209,7 @@ func (e *BuildError) Unwrap() []error {
 	return out
 }
 
-// Build runs the nodes of p that opts.Targets select, in dependency order, over
+// Build runs the nodes of the verified plan that opts.Targets select, in dependency order, over
 // opts.Store. It returns a Result describing every node even when the build
 // fails; the error is a *BuildError when nodes failed, wraps ctx.Err() when the
 // build was cancelled, and wraps ErrUnknownTarget for a bad target.
@@ -219,7 +219,8 @@ func (e *BuildError) Unwrap() []error {
 // cache is checked again, the node runs and its result is recorded with
 // PutAction, along with its key inputs under its weak key (for Explain).
 // The whole build holds the store's Hold lock, so GC never removes what it uses.
-func Build(ctx context.Context, p *plan.Plan, opts Options) (*Result, error) {
+func Build(ctx context.Context, v *plan.Verified, opts Options) (*Result, error) {
+	p := v.Plan()
 	if opts.Store == nil {
 		return nil, errors.New("build: no store")
 	}

@@ -62,7 +62,25 @@ Path sources in a plan file are read relative to -C DIR.`,
 // loadPlan returns the plan to build and the remaining arguments: the first
 // argument may be a plan file (*.json) or a workspace directory; otherwise the
 // workspace is -C DIR.
-func (g *globals) loadPlan(ctx context.Context, args []string) (*plan.Plan, []string, error) {
+//
+// The plan is verified (plan.Verify) whatever its origin: a plan file is
+// untrusted, and so is a compile-cache entry read back from disk.
+func (g *globals) loadPlan(ctx context.Context, args []string) (*plan.Verified, []string, error) {
+	p, rest, err := g.readPlan(ctx, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := plan.Verify(p, plan.VerifyOptions{Host: plan.HostFingerprint(strataVersion())})
+	if err != nil {
+		if len(rest) < len(args) && strings.HasSuffix(args[0], ".json") {
+			err = fmt.Errorf("%s: %w", args[0], err)
+		}
+		return nil, nil, &usageError{err}
+	}
+	return v, rest, nil
+}
+
+func (g *globals) readPlan(ctx context.Context, args []string) (*plan.Plan, []string, error) {
 	if len(args) > 0 {
 		a := args[0]
 		if info, err := os.Stat(a); err == nil {
@@ -118,11 +136,11 @@ func (g *globals) openStore() (*store.Store, error) {
 
 func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) error {
 	started := time.Now()
-	p, targets, err := g.loadPlan(ctx, args)
+	v, targets, err := g.loadPlan(ctx, args)
 	if err != nil {
 		return err
 	}
-	if _, err := executor.ResolveTargets(p, targets); err != nil {
+	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil {
 		return &usageError{err}
 	}
 	if f.jobs < 0 {
@@ -140,7 +158,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		}
 	}
 	r := newRenderer(g)
-	res, err := executor.Build(ctx, p, executor.Options{
+	res, err := executor.Build(ctx, v, executor.Options{
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
 	})
@@ -385,10 +403,11 @@ changed (JSON paths, old → new).`,
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			p, rest, err := g.loadPlan(ctx, a)
+			v, rest, err := g.loadPlan(ctx, a)
 			if err != nil {
 				return err
 			}
+			p := v.Plan()
 			if len(rest) == 0 {
 				return &usageError{errors.New("explain: name a node")}
 			}
@@ -431,10 +450,11 @@ log_digest, log}.`,
 		Args: args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			p, rest, err := g.loadPlan(ctx, a)
+			v, rest, err := g.loadPlan(ctx, a)
 			if err != nil {
 				return err
 			}
+			p := v.Plan()
 			if len(rest) != 1 {
 				return &usageError{errors.New("logs: name one node")}
 			}
