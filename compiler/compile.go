@@ -313,6 +313,7 @@ func (c *compiler) image(img *lang.Image) error {
 	if err != nil {
 		return err
 	}
+	hooks := preBuild
 	for i, st := range img.Stages {
 		br := img.BuildRoot
 		if m := c.ws.StageModules[st.Type]; m != nil && m.BuildRoot != "" {
@@ -375,7 +376,8 @@ func (c *compiler) image(img *lang.Image) error {
 		pi.Outputs = append(pi.Outputs, n.ID)
 		outputs = append(outputs, ref{id: n.ID, name: n.Name})
 	}
-	_, err = c.hooks(img, outputs, "")
+	after, err := c.hooks(img, outputs, "")
+	pi.Hooks = append(hooks, after...)
 	return err
 }
 

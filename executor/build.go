@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -76,8 +75,9 @@ type Options struct {
 	// Explain sends an EventExplain before each node that is rebuilt, saying
 	// which key input changed since the last build of its weak key.
 	Explain bool
-	// OutDir is where outputs are materialised for the user, as
-	// OutDir/<image>/<output name>; default <store dir>/out.
+	// OutDir is where outputs are exported for the user, as
+	// OutDir/<image>/<output name>: copies the user owns and may change, never
+	// links into the store. Default <Workspace>/out.
 	OutDir string
 	// MaxLogBytes caps one node's output; default DefaultMaxLogBytes.
 	MaxLogBytes int64
@@ -104,12 +104,12 @@ type NodeResult struct {
 	Outputs map[string]digest.Digest `json:"outputs,omitempty"`
 	// Log is the digest of the node's log blob, when it ran something.
 	Log     digest.Digest `json:"log,omitempty"`
-	Elapsed time.Duration `json:"elapsed"`
+	Elapsed Duration      `json:"elapsed"`
 	// Reason says why a node was skipped.
 	Reason string `json:"reason,omitempty"`
 }
 
-// Artifact is one output materialised in the out directory.
+// Artifact is one output exported to the out directory.
 type Artifact struct {
 	// Image is the image name; Name the output's file name; Format its type.
 	Image  string `json:"image"`
@@ -117,14 +117,17 @@ type Artifact struct {
 	Format string `json:"format"`
 	// Node is the output node's name.
 	Node string `json:"node"`
-	// Path is where the artifact is: a file, the OCI layout directory, or for a
-	// tree output a symbolic link to the store's read-only checkout.
+	// Path is where the artifact is: a file, or a directory for tree and oci
+	// outputs.
 	Path string `json:"path"`
 	// Digest is the artifact's digest (the manifest's for oci, the tree
 	// manifest's for tree) and Size its size in bytes.
 	Digest    digest.Digest `json:"digest"`
 	Size      int64         `json:"size"`
 	MediaType string        `json:"media_type"`
+	// State is ArtifactExported or ArtifactCurrent: either way the file at Path
+	// is this build's.
+	State string `json:"state"`
 }
 
 // Result is the outcome of a build.
@@ -140,6 +143,10 @@ type Result struct {
 	Skipped int `json:"skipped"`
 	// OutDir is the out directory used.
 	OutDir string `json:"out_dir"`
+	// Stale lists the images this build did not export because an output or a
+	// post-build hook failed, whose out directory holds an earlier build's
+	// outputs.
+	Stale []string `json:"stale,omitempty"`
 }
 
 // NodeError is a failed node: what failed, where it comes from in the spec, and
@@ -230,9 +237,6 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*Result, error)
 	if opts.Workspace == "" {
 		opts.Workspace = "."
 	}
-	if opts.OutDir == "" {
-		opts.OutDir = filepath.Join(opts.Store.Dir(), "out")
-	}
 	if opts.MaxLogBytes <= 0 {
 		opts.MaxLogBytes = DefaultMaxLogBytes
 	}
@@ -258,7 +262,8 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*Result, error)
 	}
 	defer wd.close()
 
-	b := &builder{opts: opts, plan: p, work: wd, ev: &emitter{fn: opts.Events, total: len(ids)}, euid: os.Geteuid(), egid: os.Getegid()}
+	b := &builder{opts: opts, plan: p, work: wd, ev: &emitter{fn: opts.Events, total: len(ids)}, euid: os.Geteuid(), egid: os.Getegid(),
+		display: displayNames(p, opts.Targets)}
 	return b.run(ctx, ids)
 }
 
@@ -283,11 +288,7 @@ func ResolveTargets(p *plan.Plan, targets []string) ([]string, error) {
 			if img.Publish != "" {
 				want = append(want, img.Publish)
 			}
-			for _, n := range p.Nodes {
-				if n.Kind == plan.KindHook && strings.HasPrefix(n.Name, "images."+name+".hooks.") {
-					want = append(want, n.ID)
-				}
-			}
+			want = append(want, img.Hooks...)
 			continue
 		}
 		if n, ok := p.Node(t); ok {
@@ -303,6 +304,32 @@ func ResolveTargets(p *plan.Plan, targets []string) ([]string, error) {
 		return nil, fmt.Errorf("%w %q: not an image (%s) or node name", ErrUnknownTarget, t, strings.Join(imageNames(p), ", "))
 	}
 	return p.Closure(want), nil
+}
+
+// displayNames picks, for nodes the plan shares between images, the name under
+// an image the targets asked for: building images.b shows
+// images.b.stages[0], not the images.a.stages[0] it is identical to.
+func displayNames(p *plan.Plan, targets []string) map[string]string {
+	out := map[string]string{}
+	for _, t := range targets {
+		name, _ := strings.CutPrefix(t, "images.")
+		if _, ok := p.Images[name]; !ok {
+			continue
+		}
+		prefix := "images." + name + "."
+		for _, n := range p.Nodes {
+			if strings.HasPrefix(n.Name, prefix) {
+				continue
+			}
+			for _, a := range n.Aliases {
+				if strings.HasPrefix(a.Name, prefix) {
+					out[n.ID] = a.Name
+					break
+				}
+			}
+		}
+	}
+	return out
 }
 
 func imageNames(p *plan.Plan) []string {

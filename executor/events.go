@@ -1,9 +1,33 @@
 package executor
 
 import (
+	"encoding/json"
+	"strconv"
 	"sync"
 	"time"
 )
+
+// Duration is a time.Duration that JSON encodes as a number of seconds, the
+// one time unit of strata's JSON output.
+type Duration time.Duration
+
+// Seconds returns d in seconds.
+func (d Duration) Seconds() float64 { return time.Duration(d).Seconds() }
+
+// MarshalJSON encodes d as seconds, to the millisecond.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, d.Seconds(), 'f', 3, 64), nil
+}
+
+// UnmarshalJSON decodes seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s float64
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*d = Duration(s * float64(time.Second))
+	return nil
+}
 
 // EventKind says what happened to a node.
 type EventKind string
@@ -51,11 +75,12 @@ type Event struct {
 	Line string `json:"line,omitempty"`
 	// Bytes counts transferred bytes (EventBytes).
 	Bytes int64 `json:"bytes,omitempty"`
-	// Elapsed is the node's run time (EventDone, EventFailed).
-	Elapsed time.Duration `json:"elapsed,omitempty"`
-	// Index is the node's 1-based position among the build's nodes and Total
-	// their number, for "[  3/12]" progress.
-	Index int `json:"index"`
+	// Elapsed is the node's run time in seconds (EventDone, EventFailed).
+	Elapsed Duration `json:"elapsed,omitempty"`
+	// Done counts the build's nodes finished so far (built, cached, failed or
+	// skipped, this one included) and Total their number, for "[ 3/12]"
+	// progress.
+	Done  int `json:"done"`
 	Total int `json:"total"`
 	// Err is the error of EventFailed and the reason of EventSkipped.
 	Err error `json:"-"`
@@ -68,10 +93,11 @@ type emitter struct {
 	mu    sync.Mutex
 	fn    func(Event)
 	total int
+	done  int
 }
 
 func (e *emitter) emit(ev Event) {
-	if e == nil || e.fn == nil {
+	if e == nil {
 		return
 	}
 	if ev.Time.IsZero() {
@@ -80,8 +106,14 @@ func (e *emitter) emit(ev Event) {
 	if ev.Err != nil && ev.Error == "" {
 		ev.Error = ev.Err.Error()
 	}
-	ev.Total = e.total
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.fn(ev)
+	switch ev.Kind {
+	case EventDone, EventCached, EventFailed, EventSkipped:
+		e.done++
+	}
+	ev.Done, ev.Total = e.done, e.total
+	if e.fn != nil {
+		e.fn(ev)
+	}
 }

@@ -482,7 +482,7 @@ func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 		if err != nil || dt.n.Kind != plan.KindOutput {
 			continue
 		}
-		name, _ := outputName(dt.n)
+		name, _ := outputName(dt.n, "")
 		p, err := b.artifactSource(ctx, dt.n, dt.action)
 		if err != nil {
 			return out, fmt.Errorf("output %s: %w", name, err)

@@ -24,7 +24,13 @@ type builder struct {
 	euid int
 	egid int
 
-	tasks map[string]*task
+	tasks   map[string]*task
+	display map[string]string // node ID → the alias a target asked for
+
+	// Set by exportAll.
+	outDir    string
+	artifacts []Artifact
+	stale     []string
 
 	hostOnce sync.Once
 	host     *sandbox.Host
@@ -60,7 +66,8 @@ func (b *builder) sandboxHost(ctx context.Context, t *task) (*sandbox.Host, erro
 // task is one node of the build.
 type task struct {
 	n          *plan.Node
-	idx        int // position in the build, 1-based
+	name       string // the node's name as the build shows it (see displayNames)
+	idx        int    // position in the build, 1-based
 	rank       int
 	waiting    int // unfinished dependencies
 	dependents []*task
@@ -107,7 +114,7 @@ func (q *readyQueue) Pop() any {
 }
 
 func (b *builder) event(t *task, kind EventKind) Event {
-	return Event{Node: t.n.ID, Name: t.n.Name, NodeKind: t.n.Kind, Type: t.n.Type, Kind: kind, Index: t.idx}
+	return Event{Node: t.n.ID, Name: t.name, NodeKind: t.n.Kind, Type: t.n.Type, Kind: kind}
 }
 
 func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
@@ -115,7 +122,10 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 	order := make([]*task, 0, len(ids))
 	for i, id := range ids {
 		n, _ := b.plan.Node(id)
-		t := &task{n: n, idx: i + 1, rank: rank(n.Kind)}
+		t := &task{n: n, name: n.Name, idx: i + 1, rank: rank(n.Kind)}
+		if d, ok := b.display[id]; ok {
+			t.name = d
+		}
 		b.tasks[id] = t
 		order = append(order, t)
 	}
@@ -141,7 +151,7 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 	finish = func(t *task) {
 		t.finished = true
 		if t.res == nil {
-			t.res = &NodeResult{ID: t.n.ID, Name: t.n.Name, Kind: t.n.Kind, Type: t.n.Type, Status: StatusSkipped}
+			t.res = &NodeResult{ID: t.n.ID, Name: t.name, Kind: t.n.Kind, Type: t.n.Type, Status: StatusSkipped}
 		}
 		var ne *NodeError
 		if t.err != nil && errors.As(t.err, &ne) {
@@ -154,7 +164,7 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 		for _, d := range t.dependents {
 			d.waiting--
 			if !ok && d.blocked == nil {
-				d.blocked = fmt.Errorf("%w: %s", ErrDependencyFailed, t.n.Name)
+				d.blocked = fmt.Errorf("%w: %s", ErrDependencyFailed, t.name)
 			}
 			if d.waiting == 0 && !d.finished {
 				if d.blocked != nil {
@@ -197,7 +207,10 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 		}
 	}
 
-	res := &Result{OutDir: b.opts.OutDir}
+	if ctx.Err() == nil {
+		failed = append(failed, b.exportAll(ctx)...)
+	}
+	res := &Result{OutDir: b.outDir, Artifacts: b.artifacts, Stale: b.stale}
 	for _, t := range order {
 		res.Nodes = append(res.Nodes, t.res)
 		switch t.res.Status {
@@ -210,16 +223,7 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 		default:
 			res.Skipped++
 		}
-		if t.n.Kind == plan.KindOutput && t.err == nil && t.action != nil && t.res.Status != StatusSkipped {
-			res.Artifacts = append(res.Artifacts, b.artifact(t))
-		}
 	}
-	sort.SliceStable(res.Artifacts, func(i, j int) bool {
-		if res.Artifacts[i].Image != res.Artifacts[j].Image {
-			return res.Artifacts[i].Image < res.Artifacts[j].Image
-		}
-		return res.Artifacts[i].Name < res.Artifacts[j].Name
-	})
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("build cancelled: %w", err)
 	}
@@ -232,7 +236,7 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 
 // skip records t as skipped for reason.
 func (b *builder) skip(t *task, reason error) {
-	t.res = &NodeResult{ID: t.n.ID, Name: t.n.Name, Kind: t.n.Kind, Type: t.n.Type, Status: StatusSkipped, Reason: reason.Error()}
+	t.res = &NodeResult{ID: t.n.ID, Name: t.name, Kind: t.n.Kind, Type: t.n.Type, Status: StatusSkipped, Reason: reason.Error()}
 	ev := b.event(t, EventSkipped)
 	ev.Err = reason
 	b.ev.emit(ev)
@@ -251,12 +255,12 @@ func (b *builder) dep(id string) (*task, error) {
 // its action (nil for hooks and skipped nodes) and a *NodeError on failure.
 func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Action, error) {
 	n := t.n
-	res := &NodeResult{ID: n.ID, Name: n.Name, Kind: n.Kind, Type: n.Type}
+	res := &NodeResult{ID: n.ID, Name: t.name, Kind: n.Kind, Type: n.Type}
 	start := time.Now()
 	fail := func(err error, exit int, log string) (*NodeResult, *store.Action, error) {
 		res.Status = StatusFailed
-		res.Elapsed = time.Since(start)
-		ne := &NodeError{Node: n.Name, ID: n.ID, Origin: n.Origin, ExitCode: exit, Log: log, Err: err}
+		res.Elapsed = Duration(time.Since(start))
+		ne := &NodeError{Node: t.name, ID: n.ID, Origin: n.Origin, ExitCode: exit, Log: log, Err: err}
 		var xe *exitError
 		if errors.As(err, &xe) {
 			ne.Err, ne.ExitCode = nil, xe.code
@@ -290,7 +294,7 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 		if err != nil {
 			return fail(err, out.exit, out.tail)
 		}
-		res.Status, res.Log, res.Elapsed = StatusBuilt, out.log, time.Since(start)
+		res.Status, res.Log, res.Elapsed = StatusBuilt, out.log, Duration(time.Since(start))
 		ev := b.event(t, EventDone)
 		ev.Elapsed = res.Elapsed
 		b.ev.emit(ev)
@@ -298,13 +302,8 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 	}
 
 	cached := func(a *store.Action) (*NodeResult, *store.Action, error) {
-		if n.Kind == plan.KindOutput {
-			if err := b.materialise(ctx, t, a); err != nil {
-				return fail(err, -1, "")
-			}
-		}
 		res.Status, res.Tree, res.Outputs, res.Log = StatusCached, a.Tree, a.Outputs, a.Log
-		res.Elapsed = time.Since(start)
+		res.Elapsed = Duration(time.Since(start))
 		b.ev.emit(b.event(t, EventCached))
 		return res, a, nil
 	}
@@ -362,13 +361,8 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 			return fail(err, -1, "")
 		}
 	}
-	if n.Kind == plan.KindOutput {
-		if err := b.materialise(ctx, t, a); err != nil {
-			return fail(err, -1, "")
-		}
-	}
 	res.Status, res.Tree, res.Outputs, res.Log = StatusBuilt, a.Tree, a.Outputs, a.Log
-	res.Elapsed = time.Since(start)
+	res.Elapsed = Duration(time.Since(start))
 	ev := b.event(t, EventDone)
 	ev.Elapsed = res.Elapsed
 	b.ev.emit(ev)

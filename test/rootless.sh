@@ -21,8 +21,8 @@ chmod 755 "$work"
 as_user() { setpriv --reuid="$user" --regid="$user" --init-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work/home" "$@"; }
 as_user "$work/strata" -C "$work/ws" --cache-dir "$work/cache" --no-progress build > "$work/outputs.txt"
 cat "$work/outputs.txt"
-tar_out="$work/cache/out/minimal/minimal.tar"
-sq_out="$work/cache/out/minimal/minimal.squashfs"
+tar_out="$work/ws/out/minimal/minimal.tar"
+sq_out="$work/ws/out/minimal/minimal.squashfs"
 test -s "$tar_out" || { echo "rootless: FAIL: no tar output"; exit 1; }
 test -s "$sq_out" || { echo "rootless: FAIL: no squashfs output"; exit 1; }
 tar -tf "$tar_out" | grep -x 'bin/busybox' >/dev/null || { echo "rootless: FAIL: bin/busybox missing"; exit 1; }

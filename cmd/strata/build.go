@@ -9,9 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -44,20 +48,36 @@ sandboxes, outputs are assembled, hooks and jobs run. Nodes already in the cache
 are not run again. A TARGET is an image (images.NAME or NAME: its tree, outputs
 and hooks) or any node name; without targets the whole plan is built.
 
-The outputs are materialised under --out-dir (default <cache dir>/out) as
-<image>/<output name>; build prints one line per output: its path and digest.
-Path sources in a plan file are read relative to -C DIR.`,
+Outputs are exported to the workspace's out/ directory (--out-dir to change) as
+<image>/<output name>: copies you own and may change; a rebuild puts back what
+was edited or removed, and an image's directory holds exactly what its last
+successful build produced. build prints one line per output: its path and
+digest. An image whose build failed is not exported: build says its out
+directory is stale. Path sources in a plan file are read relative to -C DIR.
+
+With --output json, stdout holds one document, {ok, result, error, elapsed}
+(durations are seconds everywhere), and the events are JSON lines on stderr.
+Ctrl-C stops the build: running stages are killed, nothing partial is kept,
+and strata exits 130 (143 for SIGTERM); the next build resumes from the cache.`,
+		Example: `  strata build                          # the whole workspace in .
+  strata -C examples/minimal build      # another workspace
+  strata build images.minimal -j 2      # one image and what it needs
+  strata compile -o plan.json && strata build plan.json
+  strata build --keep-going --explain   # say why each rebuilt node is not cached
+  strata --output json build | jq '.result.artifacts[].path'`,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return runBuild(cmd.Context(), g, f, a)
 		},
 	}
 	fl := cmd.Flags()
-	fl.IntVarP(&f.jobs, "jobs", "j", 0, "nodes to run at once (default: number of CPUs)")
+	fl.IntVarP(&f.jobs, "jobs", "j", 0, "nodes to run at once; 0 means one per CPU")
 	fl.BoolVar(&f.keepGoing, "keep-going", false, "keep building what does not depend on a failed node")
 	fl.BoolVar(&f.explain, "explain", false, "say why each rebuilt node is not cached")
-	fl.StringVar(&f.outDir, "out-dir", "", "where outputs are put (default <cache dir>/out)")
+	fl.StringVar(&f.outDir, "out-dir", "", "where outputs are exported (default: the workspace's out/)")
 	return cmd
 }
+
+var errJobs = errors.New("-j takes the number of nodes to run at once: 0 (one per CPU) or more")
 
 // loadPlan returns the plan to build and the remaining arguments: the first
 // argument may be a plan file (*.json) or a workspace directory; otherwise the
@@ -113,14 +133,18 @@ func isWorkspaceDir(a string) bool {
 	return err == nil && info.IsDir()
 }
 
-// signalExit maps a cancelled context to 130 (SIGINT) or 143 (SIGTERM).
+// signalExit maps a context cancelled by a signal to 128+n: 130 for SIGINT,
+// 143 for SIGTERM.
 func signalExit(ctx context.Context, err error) error {
 	if ctx.Err() == nil {
 		return err
 	}
 	code := 130
-	if cause := context.Cause(ctx); cause != nil && strings.Contains(cause.Error(), "terminated") {
-		code = 143
+	var sc *signalCause
+	if errors.As(context.Cause(ctx), &sc) {
+		if s, ok := sc.sig.(syscall.Signal); ok {
+			code = 128 + int(s)
+		}
 	}
 	return &reportedError{code: code, err: err}
 }
@@ -144,7 +168,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		return &usageError{err}
 	}
 	if f.jobs < 0 {
-		return &usageError{fmt.Errorf("-j must be positive")}
+		return &usageError{errJobs}
 	}
 	st, err := g.openStore()
 	if err != nil {
@@ -168,20 +192,24 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	}
 	elapsed := time.Since(started)
 	if g.json() {
-		doc := map[string]any{"kind": "result", "ok": err == nil, "result": res, "elapsed": elapsed.Seconds()}
+		doc := map[string]any{"ok": err == nil, "result": res, "elapsed": executor.Duration(elapsed)}
 		if err != nil {
 			doc["error"] = err.Error()
 		}
-		b, _ := json.Marshal(doc)
-		fmt.Fprintln(g.stdout, string(b))
+		if werr := writeJSON(g.stdout, doc); werr != nil {
+			return werr
+		}
 	} else {
 		for _, a := range res.Artifacts {
-			fmt.Fprintf(g.stdout, "%s\t%s\n", a.Path, a.Digest)
+			fmt.Fprintf(g.stdout, "%s\t%s\n", terminalSafe(a.Path), a.Digest)
 		}
-		fmt.Fprintf(g.stderr, "strata: %d built, %d cached, %d failed, %d skipped in %.2fs\n",
-			res.Built, res.Cached, res.Failed, res.Skipped, elapsed.Seconds())
+		for _, img := range res.Stale {
+			fmt.Fprintf(g.stderr, "strata: %s: not exported, this build of it failed; %s holds an earlier build's outputs\n",
+				terminalSafe(img), terminalSafe(filepath.Join(res.OutDir, img)))
+		}
+		fmt.Fprintf(g.stderr, "strata: %s in %.2fs\n", r.summary(res), elapsed.Seconds())
 		if err != nil {
-			fmt.Fprintln(g.stderr, "strata: "+err.Error())
+			fmt.Fprintln(g.stderr, "strata: "+terminalSafe(err.Error()))
 		}
 	}
 	if err == nil {
@@ -193,8 +221,9 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	return &reportedError{code: exitFailed, err: err}
 }
 
-// renderer shows build events: JSON lines on stdout with --output json, a live
-// view on a terminal, plain lines otherwise.
+// renderer shows build events: JSON lines on stderr with --output json (stdout
+// then holds only the result document), a live view on a terminal, plain lines
+// otherwise.
 type renderer struct {
 	g    *globals
 	mode string // json, tty, plain
@@ -208,6 +237,7 @@ type renderer struct {
 	stop    chan struct{}
 	done    chan struct{}
 	enc     *json.Encoder
+	stopped int // nodes skipped because the build stopped, summarised once
 }
 
 type runningNode struct {
@@ -222,7 +252,7 @@ func newRenderer(g *globals) *renderer {
 	switch {
 	case g.json():
 		r.mode = "json"
-		r.enc = json.NewEncoder(g.stdout)
+		r.enc = json.NewEncoder(g.stderr)
 		r.enc.SetEscapeHTML(false)
 	case !g.noProg && isTerminal(g.stderr):
 		r.mode = "tty"
@@ -261,7 +291,13 @@ func (r *renderer) event(ev executor.Event) {
 		if !r.g.verbose {
 			return
 		}
-	case executor.EventDone, executor.EventFailed, executor.EventSkipped, executor.EventCached:
+	case executor.EventSkipped:
+		delete(r.running, ev.Node)
+		if errors.Is(ev.Err, executor.ErrStopped) {
+			r.stopped++ // one line for all of them: see summary
+			return
+		}
+	case executor.EventDone, executor.EventFailed, executor.EventCached:
 		delete(r.running, ev.Node)
 	case executor.EventQueued, executor.EventBytes:
 		return
@@ -277,10 +313,24 @@ func (r *renderer) event(ev executor.Event) {
 	fmt.Fprintln(r.w, line)
 }
 
+// summary is the build's final count, e.g. "3 built, 2 cached, 1 failed, 4
+// skipped (build stopped)".
+func (r *renderer) summary(res *executor.Result) string {
+	s := fmt.Sprintf("%d built, %d cached, %d failed, %d skipped", res.Built, res.Cached, res.Failed, res.Skipped)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped > 0 {
+		s += fmt.Sprintf(" (%d not run: the build stopped)", r.stopped)
+	}
+	return s
+}
+
 // formatEvent is the plain-text line of an event, e.g.
-// "[  3/12] done    images.minimal.stages[2] strata.hostname (0.21s)".
+// "[ 3/12] done    images.minimal.stages[2] strata.hostname (0.21s)": the
+// count of nodes finished so far, of all. Everything a stage could have
+// written is made safe for a terminal.
 func formatEvent(ev executor.Event) string {
-	prefix := fmt.Sprintf("[%3d/%d] %-7s %s", ev.Index, ev.Total, ev.Kind, ev.Name)
+	prefix := fmt.Sprintf("[%*d/%d] %-7s %s", len(strconv.Itoa(ev.Total)), ev.Done, ev.Total, ev.Kind, terminalSafe(ev.Name))
 	if ev.Type != "" && ev.Kind != executor.EventLog {
 		prefix += " " + ev.Type
 	}
@@ -292,13 +342,13 @@ func formatEvent(ev executor.Event) string {
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {
 			msg = msg[:i]
 		}
-		return fmt.Sprintf("%s (%.2fs): %s", prefix, ev.Elapsed.Seconds(), msg)
+		return fmt.Sprintf("%s (%.2fs): %s", prefix, ev.Elapsed.Seconds(), terminalSafe(msg))
 	case executor.EventSkipped:
-		return prefix + ": " + ev.Error
+		return prefix + ": " + terminalSafe(ev.Error)
 	case executor.EventLog:
-		return fmt.Sprintf("        | %s: %s", ev.Name, ev.Line)
+		return fmt.Sprintf("        | %s: %s", terminalSafe(ev.Name), terminalSafe(ev.Line))
 	case executor.EventWarning, executor.EventExplain:
-		return prefix + ": " + ev.Line
+		return prefix + ": " + terminalSafe(ev.Line)
 	}
 	return prefix
 }
@@ -349,18 +399,62 @@ func (r *renderer) redraw(final bool) {
 		sort.SliceStable(ids, func(i, j int) bool { return r.running[ids[i]].since.Before(r.running[ids[j]].since) })
 		for _, id := range ids {
 			rn := r.running[id]
-			line := fmt.Sprintf("  %5.1fs %s %s", time.Since(rn.since).Seconds(), rn.name, rn.typ)
+			line := fmt.Sprintf("  %5.1fs %s %s", time.Since(rn.since).Seconds(), terminalSafe(rn.name), rn.typ)
 			if rn.last != "" {
-				line += " | " + rn.last
+				line += " | " + terminalSafe(rn.last)
 			}
-			if len(line) > width-1 {
-				line = line[:width-1]
-			}
+			line = clipRunes(line, width-1)
 			b.WriteString(line + "\n")
 			r.drawn++
 		}
 	}
 	io.WriteString(r.w, b.String())
+}
+
+// terminalSafe makes text from a stage, a spec or a file name safe to print:
+// control characters (escape sequences, carriage returns, newlines that could
+// forge a line of strata's own) and invalid UTF-8 are shown escaped, as Go
+// quotes them.
+func terminalSafe(s string) string {
+	clean := true
+	for _, c := range s {
+		if c == utf8.RuneError || unicode.IsControl(c) && c != '\t' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i, w := 0, 0; i < len(s); i += w {
+		c, n := utf8.DecodeRuneInString(s[i:])
+		w = n
+		switch {
+		case c == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(c) && c != '\t':
+			q := strconv.QuoteRune(c)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+	}
+	return b.String()
+}
+
+// clipRunes cuts s to at most n runes, never inside a UTF-8 sequence.
+func clipRunes(s string, n int) string {
+	if n < 0 {
+		n = 0
+	}
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
 }
 
 func (r *renderer) close() {

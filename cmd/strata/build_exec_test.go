@@ -26,6 +26,7 @@ import (
 
 var (
 	binOnce sync.Once
+	binDir  string // removed by TestMain; one per test process, so runs can overlap
 	binPath string
 	binErr  error
 )
@@ -36,11 +37,14 @@ func strataBin(t *testing.T) string {
 		t.Skip("bwrap not installed")
 	}
 	binOnce.Do(func() {
-		dir := filepath.Join(os.TempDir(), "strata-exec-test")
-		if binErr = os.MkdirAll(dir, 0o755); binErr != nil {
+		if binDir, binErr = os.MkdirTemp("", "strata-exec-test-"); binErr != nil {
 			return
 		}
-		binPath = filepath.Join(dir, "strata")
+		// The rootless tests run the binary as another user.
+		if binErr = os.Chmod(binDir, 0o755); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "strata")
 		cmd := exec.Command("go", "build", "-o", binPath, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -92,36 +96,41 @@ func runCLI(t *testing.T, ws, cache string, args ...string) cliResult {
 // jsonBuild is a build's JSON event stream and result.
 type jsonBuild struct {
 	cliResult
-	events []executor.Event
-	result executor.Result
-	ok     bool
+	events  []executor.Event
+	result  executor.Result
+	ok      bool
+	errText string
 }
 
+// parseJSONBuild reads a --output json build: one result document on stdout,
+// the events as JSON lines on stderr.
 func parseJSONBuild(t *testing.T, r cliResult) jsonBuild {
 	t.Helper()
 	jb := jsonBuild{cliResult: r}
-	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	var doc struct {
+		OK     bool            `json:"ok"`
+		Result json.RawMessage `json:"result"`
+		Error  string          `json:"error"`
+	}
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	if err := dec.Decode(&doc); err != nil && r.stdout != "" {
+		t.Fatalf("stdout is not one JSON document: %v\n%s", err, r.stdout)
+	}
+	if dec.More() {
+		t.Fatalf("stdout holds more than one JSON document:\n%s", r.stdout)
+	}
+	jb.ok, jb.errText = doc.OK, doc.Error
+	if len(doc.Result) > 0 {
+		if err := json.Unmarshal(doc.Result, &jb.result); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(r.stderr))
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
-		line := sc.Bytes()
-		var probe struct {
-			Kind   string          `json:"kind"`
-			OK     bool            `json:"ok"`
-			Result json.RawMessage `json:"result"`
-		}
-		if err := json.Unmarshal(line, &probe); err != nil {
-			t.Fatalf("stdout line is not JSON: %s", line)
-		}
-		if probe.Kind == "result" {
-			jb.ok = probe.OK
-			if err := json.Unmarshal(probe.Result, &jb.result); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
 		var ev executor.Event
-		if err := json.Unmarshal(line, &ev); err != nil {
-			t.Fatal(err)
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("stderr line is not a JSON event: %s", sc.Bytes())
 		}
 		jb.events = append(jb.events, ev)
 	}
@@ -525,7 +534,7 @@ func startUntilSleeping(t *testing.T, ws, cache, arg string) *exec.Cmd {
 	t.Helper()
 	cmd := strataCmd(t, ws, cache, "--output", "json", "build")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
+	out, err := cmd.StderrPipe()
 	must(t, err)
 	must(t, cmd.Start())
 	sc := bufio.NewScanner(out)
@@ -557,7 +566,7 @@ func TestKillAndCorruptionExec(t *testing.T) {
 
 	jb := buildJSON(t, ws, cache)
 	if jb.code != 0 {
-		t.Fatalf("rerun after kill -9: exit %d\n%s", jb.code, jb.stderr)
+		t.Fatalf("rerun after kill -9: exit %d: %s\n%s", jb.code, jb.errText, jb.stderr)
 	}
 	if got := jb.started(); len(got) != 2 {
 		t.Errorf("rerun started %v, want the slow stage and the output (the first stage was cached)", got)

@@ -40,9 +40,37 @@ func strataVersion() string {
 
 // Main runs strata with the process's arguments and returns its exit code.
 func Main() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+}
+
+// signalCause is the cause of a context cancelled by a signal.
+type signalCause struct{ sig os.Signal }
+
+func (s *signalCause) Error() string { return "interrupted by " + s.sig.String() }
+
+// signalContext is cancelled by SIGINT or SIGTERM, with a *signalCause that
+// says which, so the exit code can follow the shell's 128+n convention. A
+// second signal is left to its default action (the process dies).
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-ch:
+			cancel(&signalCause{sig})
+			signal.Stop(ch)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		signal.Stop(ch)
+		cancel(nil)
+	}
 }
 
 // globals are the flags every command takes.

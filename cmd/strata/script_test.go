@@ -12,9 +12,21 @@ import (
 
 func TestMain(m *testing.M) {
 	sandbox.MaybeRunHelper()
-	testscript.Main(m, map[string]func(){
+	testscript.Main(cleanupM{m}, map[string]func(){
 		"strata": func() { os.Exit(Main()) },
 	})
+}
+
+// cleanupM removes what the tests built (the static binary of the exec tests)
+// once they ran, since testscript.Main exits the process.
+type cleanupM struct{ m *testing.M }
+
+func (c cleanupM) Run() int {
+	code := c.m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	return code
 }
 
 // TestScripts runs the CLI over txtar fixtures in testdata/script, as cue's own

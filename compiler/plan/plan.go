@@ -67,13 +67,16 @@ type Module struct {
 
 // Image is what the registry layer needs to know of a built image.
 type Image struct {
-	Name        string            `json:"name"`
-	Version     string            `json:"version"`
-	Platform    Platform          `json:"platform"`
-	DeviceTypes []string          `json:"device_types"`
-	Default     bool              `json:"default"`
-	Tree        string            `json:"tree"`
-	Outputs     []string          `json:"outputs"`
+	Name        string   `json:"name"`
+	Version     string   `json:"version"`
+	Platform    Platform `json:"platform"`
+	DeviceTypes []string `json:"device_types"`
+	Default     bool     `json:"default"`
+	Tree        string   `json:"tree"`
+	Outputs     []string `json:"outputs"`
+	// Hooks are the image's hook nodes: a post-build hook that fails (with
+	// on_failure "fail") means no output of the image is good.
+	Hooks       []string          `json:"hooks,omitempty"`
 	Publish     string            `json:"publish,omitempty"`
 	Runtime     []string          `json:"runtime,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`

@@ -314,6 +314,11 @@ func (v *verifier) images() error {
 				return bad("output %s is not an output of the image's tree", clip(id))
 			}
 		}
+		for _, id := range img.Hooks {
+			if n := v.byID[id]; n == nil || n.Kind != KindHook {
+				return bad("hook %s is not a hook node", clip(id))
+			}
+		}
 		if img.Publish != "" {
 			if n := v.byID[img.Publish]; n == nil || n.Kind != KindPublish {
 				return bad("publish %s is not a publish node", clip(img.Publish))

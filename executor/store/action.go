@@ -25,7 +25,7 @@ type Action struct {
 	// characters).
 	Key string `json:"key"`
 	// WeakKey is the node's weak key, if any.
-	WeakKey string `json:"weakKey,omitempty"`
+	WeakKey string `json:"weak_key,omitempty"`
 	// Tree is the digest of the output tree manifest, if the node has one.
 	Tree digest.Digest `json:"tree,omitempty"`
 	// Log is the digest of the build log blob, if kept.

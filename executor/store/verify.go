@@ -22,18 +22,19 @@ import (
 type VerifyReport struct {
 	// Blobs and Files count the blobs and file objects checked; Bytes is the content
 	// hashed (each inode once).
-	Blobs, Files int
-	Bytes        int64
+	Blobs int   `json:"blobs"`
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
 	// Corrupt lists the store-relative paths of objects whose content, size or
 	// metadata did not match their name.
-	Corrupt []string
+	Corrupt []string `json:"corrupt"`
 	// Quarantined lists where the corrupt objects were moved, relative to the store.
-	Quarantined []string
+	Quarantined []string `json:"quarantined"`
 	// DroppedActions lists the keys of action entries removed because they referred to
 	// a corrupt or missing object.
-	DroppedActions []string
+	DroppedActions []string `json:"dropped_actions"`
 	// RemovedCheckouts lists the tree digests whose checkouts were removed.
-	RemovedCheckouts []digest.Digest
+	RemovedCheckouts []digest.Digest `json:"removed_checkouts"`
 }
 
 // OK reports whether nothing was wrong.

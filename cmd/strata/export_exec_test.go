@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/strata-build/strata/executor"
+)
+
+const exportWS = `package test
+
+images: img: {
+	version: "1"
+	stages: [
+		{type: "strata.files", options: files: {
+			"/etc/motd": content: "hello\n"
+			"/bin/tool": {content: "#!/bin/sh\n", mode: 0o4755}
+		}},
+	]
+	outputs: [{type: "tar"}, {type: "ext4"}, {type: "tree"}]
+}
+`
+
+// nlink returns the link count of p, which must not be a symbolic link.
+func nlink(t *testing.T, p string) uint64 {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	must(t, err)
+	if fi.Mode()&os.ModeSymlink != 0 {
+		t.Fatalf("%s is a symbolic link", p)
+	}
+	return fi.Sys().(*syscall.Stat_t).Nlink
+}
+
+// TestSecurityRow29EditedOutputsExec: exported outputs are files the user owns
+// and may change, never links into the store. Appending to one, changing an
+// ext4 image's label with tune2fs, editing and deleting files of a tree output
+// and a rebuild leave the store clean, and the rebuild exports them again with
+// the digests it reports.
+func TestSecurityRow29EditedOutputsExec(t *testing.T) {
+	ws := writeWS(t, exportWS)
+	cache := t.TempDir()
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 0 {
+		t.Fatalf("build: exit %d: %s\n%s", jb.code, jb.errText, jb.stderr)
+	}
+	tar, ext4, tree := jb.artifact(t, "img.tar"), jb.artifact(t, "img.ext4"), jb.artifact(t, "img.tree")
+	for _, a := range []executor.Artifact{tar, ext4} {
+		if want := filepath.Join(ws, "out", "img", a.Name); a.Path != want {
+			t.Errorf("%s exported to %s, want %s", a.Name, a.Path, want)
+		}
+		if n := nlink(t, a.Path); n != 1 {
+			t.Errorf("%s has %d links: it shares its inode with the store", a.Path, n)
+		}
+		if a.State != executor.ArtifactExported {
+			t.Errorf("%s: state %q", a.Name, a.State)
+		}
+	}
+	motd := filepath.Join(tree.Path, "etc", "motd")
+	if n := nlink(t, motd); n != 1 {
+		t.Errorf("%s has %d links: it shares its inode with the store", motd, n)
+	}
+	// The tree holds a setuid file: its export is private to its owner.
+	if fi, err := os.Stat(tree.Path); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("tree output with a setuid file: %v, mode %v, want 0700", err, fi.Mode())
+	}
+	if fi, err := os.Stat(filepath.Join(tree.Path, "bin", "tool")); err != nil || fi.Mode()&os.ModeSetuid == 0 {
+		t.Errorf("bin/tool lost its setuid bit in the tree export: %v %v", err, fi.Mode())
+	}
+
+	// A second build changes nothing and says the outputs are current.
+	jb2 := buildJSON(t, ws, cache)
+	for _, a := range jb2.result.Artifacts {
+		if a.State != executor.ArtifactCurrent {
+			t.Errorf("unchanged rebuild: %s is %q, want current", a.Name, a.State)
+		}
+	}
+
+	// Edit everything, as a user or a CI signing step would.
+	f, err := os.OpenFile(tar.Path, os.O_APPEND|os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteString("appended")
+	must(t, err)
+	must(t, f.Close())
+	if out, err := exec.Command("tune2fs", "-L", "edited", ext4.Path).CombinedOutput(); err != nil {
+		t.Fatalf("tune2fs: %v\n%s", err, out)
+	}
+	must(t, os.WriteFile(motd, []byte("changed\n"), 0o644))
+	must(t, os.Remove(filepath.Join(tree.Path, "bin", "tool")))
+	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 || !strings.Contains(r.stdout, "clean") {
+		t.Fatalf("the store changed when outputs were edited: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	jb3 := buildJSON(t, ws, cache)
+	if jb3.code != 0 || len(jb3.started()) != 0 {
+		t.Fatalf("rebuild: exit %d, started %v: %s", jb3.code, jb3.started(), jb3.errText)
+	}
+	for _, a := range []executor.Artifact{jb3.artifact(t, "img.tar"), jb3.artifact(t, "img.ext4")} {
+		if a.State != executor.ArtifactExported {
+			t.Errorf("%s after an edit: state %q, want exported", a.Name, a.State)
+		}
+		if got := fileSHA(t, a.Path); got != string(a.Digest) {
+			t.Errorf("%s: the file hashes to %s, the build reports %s", a.Name, got, a.Digest)
+		}
+	}
+	if b, err := os.ReadFile(motd); err != nil || string(b) != "hello\n" {
+		t.Errorf("tree output etc/motd after rebuild: %q %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(tree.Path, "bin", "tool")); err != nil {
+		t.Errorf("deleted bin/tool not exported again: %v", err)
+	}
+	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 {
+		t.Errorf("cache verify after rebuild: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+// TestOutDirPerWorkspaceExec: outputs go to the workspace's own out/<image>/, so
+// two workspaces with an image of the same name do not overwrite each other on
+// one store; an output the spec no longer has is removed; a failed build
+// leaves the earlier outputs in place and says they are stale.
+func TestOutDirPerWorkspaceExec(t *testing.T) {
+	cache := t.TempDir()
+	spec := func(motd, outputs string) string {
+		return `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/motd": content: "` + motd + `"}]
+	outputs: ` + outputs + `
+}
+`
+	}
+	one, two := writeWS(t, spec("one", `[{type: "tar"}, {type: "tar.zst"}]`)), writeWS(t, spec("two", `[{type: "tar"}]`))
+	for _, ws := range []string{one, two} {
+		if jb := buildJSON(t, ws, cache); jb.code != 0 {
+			t.Fatalf("build %s: %s", ws, jb.errText)
+		}
+	}
+	for ws, want := range map[string]string{one: "one", two: "two"} {
+		got, err := exec.Command("tar", "-xOf", filepath.Join(ws, "out", "img", "img.tar"), "etc/motd").Output()
+		if err != nil || string(got) != want {
+			t.Errorf("%s/out/img/img.tar holds motd %q (%v), want %q", ws, got, err, want)
+		}
+	}
+
+	// Drop tar.zst from the spec: the next build removes it from out/img/.
+	must(t, os.WriteFile(filepath.Join(one, "ws.cue"), []byte(spec("one", `[{type: "tar"}]`)), 0o644))
+	if jb := buildJSON(t, one, cache); jb.code != 0 {
+		t.Fatalf("build: %s", jb.errText)
+	}
+	if _, err := os.Stat(filepath.Join(one, "out", "img", "img.tar.zst")); !os.IsNotExist(err) {
+		t.Errorf("img.tar.zst is still exported after it left the spec: %v", err)
+	}
+
+	// A failing build keeps the earlier outputs and calls them stale.
+	must(t, os.WriteFile(filepath.Join(one, "ws.cue"), []byte(strings.Replace(spec("one", `[{type: "tar"}]`),
+		`stages: [`, `stages: [{type: "strata.run", options: command: ["/bin/sh", "-c", "exit 3"]}, `, 1)), 0o644))
+	r := runCLI(t, one, cache, "build")
+	if r.code != 1 || !strings.Contains(r.stderr, "img: not exported, this build of it failed; "+filepath.Join(one, "out", "img")+" holds an earlier build's outputs") {
+		t.Errorf("failed build: exit %d\n%s", r.code, r.stderr)
+	}
+	if r.stdout != "" {
+		t.Errorf("a failed build reported outputs as results:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(filepath.Join(one, "out", "img", "img.tar")); err != nil {
+		t.Errorf("the earlier output is gone: %v", err)
+	}
+}
+
+// TestSecurityOutDirSymlinkExec: a symbolic link planted in a workspace cannot
+// make a build write outside it: out/ pointing out of the workspace is refused,
+// and out/<image> pointing elsewhere is replaced, not followed.
+func TestSecurityOutDirSymlinkExec(t *testing.T) {
+	cache := t.TempDir()
+	victim := t.TempDir()
+	sentinel := filepath.Join(victim, "keep")
+	must(t, os.WriteFile(sentinel, []byte("keep"), 0o644))
+
+	ws := writeWS(t, strings.Replace(exportWS, `{type: "ext4"}, `, "", 1))
+	must(t, os.Symlink(victim, filepath.Join(ws, "out")))
+	r := runCLI(t, ws, cache, "build")
+	if r.code == 0 || !strings.Contains(r.stderr, "out dir") {
+		t.Errorf("build with out -> %s: exit %d\n%s", victim, r.code, r.stderr)
+	}
+	must(t, os.Remove(filepath.Join(ws, "out")))
+
+	must(t, os.Mkdir(filepath.Join(ws, "out"), 0o755))
+	must(t, os.Symlink(victim, filepath.Join(ws, "out", "img")))
+	if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+		t.Fatalf("build with out/img -> %s: exit %d\n%s", victim, r.code, r.stderr)
+	}
+	if fi, err := os.Lstat(filepath.Join(ws, "out", "img")); err != nil || !fi.IsDir() {
+		t.Errorf("out/img is not a directory after the build: %v", err)
+	}
+	ents, _ := os.ReadDir(victim)
+	if b, _ := os.ReadFile(sentinel); len(ents) != 1 || !bytes.Equal(b, []byte("keep")) {
+		t.Errorf("the build wrote through the planted link: %v", ents)
+	}
+}

@@ -1,0 +1,539 @@
+package executor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/output"
+	"github.com/strata-build/strata/executor/store"
+	"github.com/strata-build/strata/executor/tree"
+)
+
+// Export states of an Artifact.
+const (
+	// ArtifactExported: this build wrote the artifact into the out directory.
+	ArtifactExported = "exported"
+	// ArtifactCurrent: the out directory already held exactly this artifact,
+	// unchanged since strata wrote it.
+	ArtifactCurrent = "current"
+)
+
+// stampDir is the directory of the out directory where strata keeps what it
+// exported (stampFile), to tell an untouched artifact from an edited one
+// without reading it again.
+const stampDir = ".strata"
+
+// exportItem is one finished output node to export.
+type exportItem struct {
+	node   *plan.Node
+	image  string
+	name   string
+	format output.Format
+	action *store.Action
+}
+
+// stamp records what strata last exported for an image: each artifact's
+// digest and the identity of every file it wrote (inode, size, times, mode).
+// Any write to a file changes its ctime, so an artifact whose files all
+// still match was not edited.
+type stamp struct {
+	Artifacts map[string]stampArtifact `json:"artifacts"`
+}
+
+type stampArtifact struct {
+	Digest digest.Digest `json:"digest"`
+	Files  []stampFile   `json:"files"`
+}
+
+type stampFile struct {
+	Path  string `json:"path"`
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime"`
+	Ctime int64  `json:"ctime"`
+	Mode  uint32 `json:"mode"`
+}
+
+// exporter writes artifacts into the out directory, confined to it: every path
+// is resolved through an os.Root, so neither a name nor a symbolic link planted
+// in the out directory leads outside it.
+type exporter struct {
+	st   *store.Store
+	root *os.Root
+	euid int
+}
+
+// openOutDir opens the out directory, creating it. The default, the
+// workspace's out/, is opened through the workspace so a symbolic link there
+// cannot lead outside the workspace; an explicit directory is the user's
+// choice and is opened as given.
+func openOutDir(workspace, explicit string) (*os.Root, string, error) {
+	if explicit != "" {
+		if err := os.MkdirAll(explicit, 0o755); err != nil {
+			return nil, "", fmt.Errorf("out dir: %w", err)
+		}
+		r, err := os.OpenRoot(explicit)
+		if err != nil {
+			return nil, "", fmt.Errorf("out dir: %w", err)
+		}
+		return r, explicit, nil
+	}
+	ws, err := os.OpenRoot(workspace)
+	if err != nil {
+		return nil, "", fmt.Errorf("out dir: %w", err)
+	}
+	defer ws.Close()
+	if err := ws.Mkdir("out", 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, "", fmt.Errorf("out dir: %w", err)
+	}
+	r, err := ws.OpenRoot("out")
+	if err != nil {
+		return nil, "", fmt.Errorf("out dir %s: %w (a symbolic link out of the workspace?)", workspace+"/out", err)
+	}
+	return r, path.Join(workspace, "out"), nil
+}
+
+// exportImage makes out/<image>/ hold exactly items when full (a whole image
+// was built), or puts items there beside what is already there otherwise. A
+// full export is staged next to the image's directory and swapped in with one
+// atomic exchange, so a reader sees the old directory or the new one, never a
+// mix, and nothing the build no longer produces is left behind.
+func (x *exporter) exportImage(ctx context.Context, image string, items []exportItem, full bool) (map[string]string, error) {
+	states := map[string]string{}
+	old := x.readStamp(image)
+	if full && old != nil && len(old.Artifacts) == len(items) {
+		current := true
+		for _, it := range items {
+			if !x.current(image, it, old) {
+				current = false
+				break
+			}
+		}
+		if current && x.noStrangers(image, old) {
+			for _, it := range items {
+				states[it.name] = ArtifactCurrent
+			}
+			return states, nil
+		}
+	}
+	parent, base := path.Split(image)
+	parent = strings.TrimSuffix(parent, "/")
+	if parent == "" {
+		parent = "."
+	}
+	if err := x.root.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	pr, err := x.root.OpenRoot(parent)
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	next := &stamp{Artifacts: map[string]stampArtifact{}}
+	if full {
+		stage := "." + base + ".tmp-" + randomSuffix()
+		if err := pr.Mkdir(stage, 0o755); err != nil {
+			return nil, err
+		}
+		defer pr.RemoveAll(stage)
+		sr, err := pr.OpenRoot(stage)
+		if err != nil {
+			return nil, err
+		}
+		defer sr.Close()
+		for _, it := range items {
+			if err := x.write(ctx, sr, it.name, it); err != nil {
+				return nil, fmt.Errorf("export %s/%s: %w", image, it.name, err)
+			}
+			states[it.name] = ArtifactExported
+		}
+		if err := exchange(pr, stage, base); err != nil {
+			return nil, fmt.Errorf("export %s: %w", image, err)
+		}
+	} else {
+		if err := pr.MkdirAll(base, 0o755); err != nil {
+			return nil, err
+		}
+		ir, err := pr.OpenRoot(base)
+		if err != nil {
+			return nil, err
+		}
+		defer ir.Close()
+		if old != nil {
+			next = old
+		}
+		for _, it := range items {
+			if old != nil && x.current(image, it, old) {
+				states[it.name] = ArtifactCurrent
+				continue
+			}
+			tmp := "." + it.name + ".tmp-" + randomSuffix()
+			err := x.write(ctx, ir, tmp, it)
+			if err == nil {
+				err = exchange(ir, tmp, it.name)
+			}
+			ir.RemoveAll(tmp)
+			if err != nil {
+				return nil, fmt.Errorf("export %s/%s: %w", image, it.name, err)
+			}
+			states[it.name] = ArtifactExported
+		}
+	}
+	for _, it := range items {
+		files, err := x.identify(image, it.name)
+		if err != nil {
+			return nil, err
+		}
+		next.Artifacts[it.name] = stampArtifact{Digest: it.action.Outputs[it.name], Files: files}
+	}
+	return states, x.writeStamp(image, next)
+}
+
+// write puts the artifact of it at name in dir: a copy of a file blob, or a
+// directory holding a copy of a tree (tree and oci outputs). Every byte is
+// read back through its digest, so corrupt store content is never exported.
+func (x *exporter) write(ctx context.Context, dir *os.Root, name string, it exportItem) error {
+	switch it.format {
+	case output.FormatTree, output.FormatOCI:
+		t, err := x.st.GetTree(ctx, it.action.Tree)
+		if err != nil {
+			return err
+		}
+		return x.writeTree(ctx, dir, name, t)
+	}
+	d, ok := it.action.Outputs[it.name]
+	if !ok {
+		return fmt.Errorf("the cache entry has no output %q", it.name)
+	}
+	return x.writeFile(dir, name, d, -1, 0o644)
+}
+
+// writeFile copies the blob d to name (store.BlobReader.CopyTo: a reflink
+// where the filesystem has one; the digest is checked either way).
+func (x *exporter) writeFile(dir *os.Root, name string, d digest.Digest, size int64, mode os.FileMode) error {
+	src, err := x.st.OpenBlobSize(d, size)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		dst.Close()
+		if !ok {
+			dir.Remove(name)
+		}
+	}()
+	if err := src.CopyTo(dst); err != nil {
+		return err
+	}
+	if err := dst.Chmod(mode); err != nil {
+		return err
+	}
+	ok = true
+	return dst.Close()
+}
+
+// writeTree recreates t as the directory name: directories, files and
+// symbolic links with the manifest's modes, and its owners when strata runs as
+// root. A tree with setuid or setgid files is left readable by its owner only,
+// so exporting it does not hand them to other users of the machine.
+func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *tree.Tree) error {
+	top := os.FileMode(0o755)
+	for _, e := range t.Entries {
+		if e.Type == tree.File && e.Mode&0o6000 != 0 {
+			top = 0o700
+		}
+	}
+	if err := dir.Mkdir(name, 0o700); err != nil {
+		return err
+	}
+	r, err := dir.OpenRoot(name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var dirs []tree.Entry
+	for _, e := range t.Entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch e.Type {
+		case tree.Dir:
+			if err := r.Mkdir(e.Path, 0o700); err != nil {
+				return err
+			}
+			dirs = append(dirs, e)
+		case tree.Symlink:
+			if err := r.Symlink(e.Target, e.Path); err != nil {
+				return err
+			}
+		case tree.File:
+			if err := x.writeFile(r, e.Path, e.Digest, e.Size, fs.FileMode(e.Mode&0o777)); err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
+		default:
+			return fmt.Errorf("%s: cannot export entry type %q", e.Path, e.Type)
+		}
+		if x.euid == 0 {
+			if err := r.Lchown(e.Path, e.UID, e.GID); err != nil {
+				return err
+			}
+		}
+		if e.Type == tree.File && e.Mode&0o7000 != 0 {
+			// After chown, which clears setuid and setgid.
+			if err := r.Chmod(e.Path, unixMode(e.Mode)); err != nil {
+				return err
+			}
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := r.Chmod(dirs[i].Path, unixMode(dirs[i].Mode)); err != nil {
+			return err
+		}
+	}
+	return dir.Chmod(name, top)
+}
+
+// unixMode converts permission bits with setuid, setgid and sticky to an
+// os.FileMode.
+func unixMode(m uint32) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	if m&unix.S_ISUID != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}
+
+// exchange atomically puts the entry tmp of dir at final: the two are swapped
+// (renameat2 RENAME_EXCHANGE) and what was at final, now at tmp, is removed.
+// When nothing is at final, tmp is renamed without replacing anything.
+func exchange(dir *os.Root, tmp, final string) error {
+	d, err := dir.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fd := int(d.Fd())
+	for range 3 {
+		err = unix.Renameat2(fd, tmp, fd, final, unix.RENAME_EXCHANGE)
+		if err == nil {
+			return dir.RemoveAll(tmp)
+		}
+		if !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("exchange %s: %w", final, err)
+		}
+		err = unix.Renameat2(fd, tmp, fd, final, unix.RENAME_NOREPLACE)
+		if err == nil || !errors.Is(err, syscall.EEXIST) {
+			return err
+		}
+		// Another build exported the same image meanwhile: swap with it.
+	}
+	return fmt.Errorf("exchange %s: %w", final, err)
+}
+
+// identify records the files of the exported artifact image/name.
+func (x *exporter) identify(image, name string) ([]stampFile, error) {
+	var out []stampFile
+	top := path.Join(image, name)
+	err := fs.WalkDir(x.root.FS(), top, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		sf, err := x.stat(p)
+		if err != nil {
+			return err
+		}
+		sf.Path = strings.TrimPrefix(strings.TrimPrefix(p, top), "/")
+		out = append(out, sf)
+		return nil
+	})
+	return out, err
+}
+
+func (x *exporter) stat(p string) (stampFile, error) {
+	fi, err := x.root.Lstat(p)
+	if err != nil {
+		return stampFile{}, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return stampFile{}, fmt.Errorf("%s: no stat", p)
+	}
+	return stampFile{Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Mode: st.Mode}, nil
+}
+
+// current reports whether the out directory still holds exactly what strata
+// exported for it last.
+func (x *exporter) current(image string, it exportItem, s *stamp) bool {
+	a, ok := s.Artifacts[it.name]
+	if !ok || a.Digest != it.action.Outputs[it.name] {
+		return false
+	}
+	got, err := x.identify(image, it.name)
+	if err != nil || len(got) != len(a.Files) {
+		return false
+	}
+	for i := range got {
+		if got[i] != a.Files[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// noStrangers reports whether out/<image>/ holds only the stamped artifacts.
+func (x *exporter) noStrangers(image string, s *stamp) bool {
+	ents, err := fs.ReadDir(x.root.FS(), image)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if _, ok := s.Artifacts[e.Name()]; !ok {
+			return false
+		}
+	}
+	return len(ents) == len(s.Artifacts)
+}
+
+func stampPath(image string) string { return path.Join(stampDir, image+".json") }
+
+func (x *exporter) readStamp(image string) *stamp {
+	b, err := x.root.ReadFile(stampPath(image))
+	if err != nil {
+		return nil
+	}
+	var s stamp
+	if json.Unmarshal(b, &s) != nil || s.Artifacts == nil {
+		return nil
+	}
+	return &s
+}
+
+func (x *exporter) writeStamp(image string, s *stamp) error {
+	p := stampPath(image)
+	if err := x.root.MkdirAll(path.Dir(p), 0o755); err != nil {
+		return err
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	tmp := p + ".tmp-" + randomSuffix()
+	if err := x.root.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	if err := x.root.Rename(tmp, p); err != nil {
+		x.root.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sortedImages returns the keys of m in order.
+func sortedImages[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// exportAll exports the images whose outputs this build finished: an image
+// every output of which was selected is exported whole (exportImage full), an
+// image with some outputs selected gets those. An image with a failed or
+// skipped output, or a failed post-build hook, is not exported: its out
+// directory, if any, is reported stale. It returns the errors of exports that
+// failed, as failures of their output nodes.
+func (b *builder) exportAll(ctx context.Context) []*NodeError {
+	p := b.plan
+	var failed []*NodeError
+	var x *exporter
+	for _, image := range sortedImages(p.Images) {
+		img := p.Images[image]
+		var items []exportItem
+		full, good := true, true
+		for _, id := range img.Outputs {
+			t := b.tasks[id]
+			if t == nil {
+				full = false
+				continue
+			}
+			if t.err != nil || t.action == nil || (t.res.Status != StatusBuilt && t.res.Status != StatusCached) {
+				good = false
+				continue
+			}
+			name, _ := outputName(t.n, image)
+			items = append(items, exportItem{node: t.n, image: image, name: name, format: output.Format(t.n.Type), action: t.action})
+		}
+		for _, id := range img.Hooks {
+			if t := b.tasks[id]; t != nil && t.err != nil {
+				good = false
+			}
+		}
+		if len(items) == 0 && good {
+			continue
+		}
+		if x == nil {
+			root, dir, err := openOutDir(b.opts.Workspace, b.opts.OutDir)
+			if err != nil {
+				return append(failed, &NodeError{Node: "export", ExitCode: -1, Err: err})
+			}
+			defer root.Close()
+			b.outDir = dir
+			x = &exporter{st: b.opts.Store, root: root, euid: b.euid}
+		}
+		if !good {
+			if _, err := x.root.Lstat(image); err == nil {
+				b.stale = append(b.stale, image)
+			}
+			continue
+		}
+		states, err := x.exportImage(ctx, image, items, full)
+		if err != nil {
+			it := items[0]
+			failed = append(failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: err})
+			continue
+		}
+		for _, it := range items {
+			m := readMeta(it.action)
+			b.artifacts = append(b.artifacts, Artifact{
+				Image: image, Name: it.name, Format: it.node.Type, Node: it.node.Name,
+				Path:   path.Join(b.outDir, image, it.name),
+				Digest: it.action.Outputs[it.name], Size: m.Size, MediaType: it.format.MediaType(),
+				State: states[it.name],
+			})
+		}
+	}
+	return failed
+}
