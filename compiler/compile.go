@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
@@ -394,7 +395,7 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 		}
 		n := &plan.Node{
 			Kind: plan.KindHook, Name: prefix + ".hooks." + hn, Type: h.On, Command: h.Command,
-			Env: map[string]string{"SOURCE_DATE_EPOCH": SourceDateEpoch}, Origin: h.Pos.String(),
+			Env: hookEnv(img, outputs), Origin: h.Pos.String(),
 		}
 		opts, err := canonical(map[string]any{"on_failure": h.OnFailure})
 		if err != nil {
@@ -409,6 +410,30 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 		ids = append(ids, n.ID)
 	}
 	return ids, nil
+}
+
+// hookEnv is what a hook of img sees besides the sandbox's defaults: the
+// image's name and version and where its outputs are mounted.
+func hookEnv(img *lang.Image, outputs []ref) map[string]string {
+	env := map[string]string{
+		"SOURCE_DATE_EPOCH": SourceDateEpoch,
+		"STRATA_IMAGE":      img.Name,
+		"STRATA_VERSION":    img.Version,
+	}
+	var paths []string
+	for i, o := range img.Outputs {
+		if i < len(outputs) {
+			name := o.Name
+			if name == "" {
+				name = path.Base(img.Name) + "." + o.Type
+			}
+			paths = append(paths, "/run/strata/outputs/"+name)
+		}
+	}
+	if len(paths) > 0 {
+		env["STRATA_OUTPUTS"] = strings.Join(paths, " ")
+	}
+	return env
 }
 
 func (c *compiler) jobOrder() []string {

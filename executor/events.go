@@ -56,6 +56,9 @@ const (
 	EventSkipped EventKind = "skipped"
 	// EventExplain: why the node is rebuilt (with Options.Explain), in Line.
 	EventExplain EventKind = "explain"
+	// EventWaiting: another strata process is building the node; this build
+	// waits for it and then uses its result (Line says which process).
+	EventWaiting EventKind = "waiting"
 	// EventBytes: Bytes more bytes were transferred for the node (source fetches).
 	EventBytes EventKind = "bytes"
 )

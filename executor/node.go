@@ -49,6 +49,9 @@ type nodeMeta struct {
 	// Size and MediaType describe an output artifact.
 	Size      int64  `json:"size,omitempty"`
 	MediaType string `json:"media_type,omitempty"`
+	// Warning is what a hook with on_failure "warn" said when it failed; a
+	// cached result says it again.
+	Warning string `json:"warning,omitempty"`
 }
 
 func readMeta(a *store.Action) nodeMeta {
@@ -179,18 +182,31 @@ func (b *builder) treeOf(ctx context.Context, id string) (*tree.Tree, string, er
 // checkoutOf returns the checkout of a finished dependency's tree and the tree's
 // digest, without reading its manifest (build roots and mounts need only the files).
 func (b *builder) checkoutOf(ctx context.Context, id string) (string, digest.Digest, error) {
+	d, err := b.treeDigest(ctx, id)
+	if err != nil {
+		return "", "", err
+	}
+	co, err := b.opts.Store.Checkout(ctx, d)
+	if err != nil {
+		return "", "", err
+	}
+	return co, d, nil
+}
+
+// treeDigest returns the tree of a finished dependency; "" is the empty tree
+// (an image with no stages).
+func (b *builder) treeDigest(ctx context.Context, id string) (digest.Digest, error) {
+	if id == "" {
+		return b.opts.Store.PutTree(ctx, &tree.Tree{})
+	}
 	dt, err := b.dep(id)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	if dt.action.Tree == "" {
-		return "", "", fmt.Errorf("%s has no tree", dt.n.Name)
+		return "", fmt.Errorf("%s has no tree", dt.n.Name)
 	}
-	co, err := b.opts.Store.Checkout(ctx, dt.action.Tree)
-	if err != nil {
-		return "", "", err
-	}
-	return co, dt.action.Tree, nil
+	return dt.action.Tree, nil
 }
 
 // buildRoot returns the sandbox root for the node's build root.
@@ -500,15 +516,16 @@ func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 	out, err = b.sandboxed(ctx, t, host, dir, sandbox.Spec{
 		Root: root, Tree: treeDir, Outputs: outputs, Command: n.Command, Env: env, SourceDateEpoch: sde,
 	})
-	if out.log != "" {
-		// Hooks are never cached, so their log is kept under the node's ID.
+	if out.log != "" && n.Type == "cleanup" {
+		// Cleanup hooks are never cached, so their log is kept under the node's ID.
 		_ = putNodeLog(ctx, b.opts.Store, n.ID, out.log)
 	}
 	var exit *exitError
 	if errors.As(err, &exit) && o.OnFailure == "warn" {
 		ev := b.event(t, EventWarning)
-		ev.Line = fmt.Sprintf("hook %s (%s) failed with exit status %d (on_failure: warn)", n.Name, n.Origin, exit.code)
+		ev.Line = fmt.Sprintf("hook %s (%s) failed with exit status %d (on_failure: warn)", t.name, n.Origin, exit.code)
 		b.ev.emit(ev)
+		out.meta.Warning = ev.Line
 		return out, nil
 	}
 	return out, err

@@ -53,12 +53,12 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 	if format.MediaType() == "" {
 		return out, fmt.Errorf("%w %q", output.ErrUnknownFormat, n.Type)
 	}
-	dt, err := b.dep(n.Inputs.Tree)
-	if err != nil {
-		return out, err
-	}
 	if format == output.FormatTree {
-		p, err := st.BlobPath(dt.action.Tree)
+		d, err := b.treeDigest(ctx, n.Inputs.Tree)
+		if err != nil {
+			return out, err
+		}
+		p, err := st.BlobPath(d)
 		if err != nil {
 			return out, err
 		}
@@ -66,8 +66,8 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 		if err != nil {
 			return out, err
 		}
-		out.tree = dt.action.Tree
-		out.outputs = map[string]digest.Digest{name: dt.action.Tree}
+		out.tree = d
+		out.outputs = map[string]digest.Digest{name: d}
 		out.meta = nodeMeta{Size: info.Size(), MediaType: format.MediaType()}
 		return out, nil
 	}

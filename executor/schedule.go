@@ -80,6 +80,8 @@ type task struct {
 	err    error
 }
 
+func isCleanup(n *plan.Node) bool { return n.Kind == plan.KindHook && n.Type == "cleanup" }
+
 // rank orders ready nodes: fetch, build, outputs, then jobs and hooks, then publish.
 func rank(kind string) int {
 	switch kind {
@@ -120,8 +122,12 @@ func (b *builder) event(t *task, kind EventKind) Event {
 func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 	b.tasks = make(map[string]*task, len(ids))
 	order := make([]*task, 0, len(ids))
+	byID := make(map[string]*plan.Node, len(b.plan.Nodes))
+	for _, n := range b.plan.Nodes {
+		byID[n.ID] = n
+	}
 	for i, id := range ids {
-		n, _ := b.plan.Node(id)
+		n := byID[id]
 		t := &task{n: n, name: n.Name, idx: i + 1, rank: rank(n.Kind)}
 		if d, ok := b.display[id]; ok {
 			t.name = d
@@ -130,7 +136,16 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 		order = append(order, t)
 	}
 	ready := &readyQueue{}
+	// Cleanup hooks wait for everything else and run whatever happened to it
+	// (but not after Ctrl-C): they are the build's last step, not nodes that a
+	// failed dependency skips.
+	var cleanup []*task
 	for _, t := range order {
+		if isCleanup(t.n) {
+			cleanup = append(cleanup, t)
+			b.ev.emit(b.event(t, EventQueued))
+			continue
+		}
 		for _, d := range t.n.Deps {
 			if dt, ok := b.tasks[d]; ok {
 				t.waiting++
@@ -145,7 +160,7 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 
 	results := make(chan *task)
 	running := 0
-	stopped := false
+	stopped, inCleanup := false, false
 	var failed []*NodeError
 	var finish func(t *task)
 	finish = func(t *task) {
@@ -180,13 +195,20 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 		if ctx.Err() != nil {
 			stopped = true
 		}
-		for !stopped && running < b.opts.Jobs && ready.Len() > 0 {
+		for (!stopped || inCleanup) && running < b.opts.Jobs && ready.Len() > 0 {
 			t := heap.Pop(ready).(*task)
 			running++
 			go func() {
 				t.res, t.action, t.err = b.runNode(ctx, t)
 				results <- t
 			}()
+		}
+		if running == 0 && ready.Len() == 0 && len(cleanup) > 0 && ctx.Err() == nil {
+			for _, t := range cleanup {
+				heap.Push(ready, t)
+			}
+			cleanup, inCleanup = nil, true
+			continue
 		}
 		if running == 0 {
 			break
@@ -288,7 +310,10 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 		b.ev.emit(ev)
 		return res, nil, nil
 	case plan.KindHook:
-		// Hooks are side effects: never cached, run every build.
+		if n.Type != "cleanup" {
+			break // cached by key like a job: same command, same outputs
+		}
+		// Cleanup hooks release what a build took: they run every time.
 		b.ev.emit(b.event(t, EventStarted))
 		out, err := b.runHook(ctx, t)
 		if err != nil {
@@ -302,6 +327,11 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 	}
 
 	cached := func(a *store.Action) (*NodeResult, *store.Action, error) {
+		if w := readMeta(a).Warning; w != "" {
+			ev := b.event(t, EventWarning)
+			ev.Line = w
+			b.ev.emit(ev)
+		}
 		res.Status, res.Tree, res.Outputs, res.Log = StatusCached, a.Tree, a.Outputs, a.Log
 		res.Elapsed = Duration(time.Since(start))
 		b.ev.emit(b.event(t, EventCached))
@@ -315,7 +345,14 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 	if !errors.Is(err, store.ErrNotFound) {
 		return fail(err, -1, "")
 	}
-	release, err := st.LockKey(ctx, n.ID)
+	release, err := st.LockKeyWaiting(ctx, n.ID, func(holder int) {
+		ev := b.event(t, EventWaiting)
+		ev.Line = "waiting for another strata process building it"
+		if holder > 0 {
+			ev.Line = fmt.Sprintf("waiting for another strata process (pid %d) building it", holder)
+		}
+		b.ev.emit(ev)
+	})
 	if err != nil {
 		return fail(err, -1, "")
 	}
@@ -341,6 +378,8 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 		out, err = b.runOutput(ctx, t)
 	case plan.KindJob:
 		out, err = b.runJob(ctx, t)
+	case plan.KindHook:
+		out, err = b.runHook(ctx, t)
 	default:
 		err = fmt.Errorf("unknown node kind %q", n.Kind)
 	}

@@ -347,7 +347,7 @@ func formatEvent(ev executor.Event) string {
 		return prefix + ": " + terminalSafe(ev.Error)
 	case executor.EventLog:
 		return fmt.Sprintf("        | %s: %s", terminalSafe(ev.Name), terminalSafe(ev.Line))
-	case executor.EventWarning, executor.EventExplain:
+	case executor.EventWarning, executor.EventExplain, executor.EventWaiting:
 		return prefix + ": " + terminalSafe(ev.Line)
 	}
 	return prefix

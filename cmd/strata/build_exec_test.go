@@ -819,3 +819,42 @@ func TestCopyStagingExec(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentBuildWaitsExec: a second build of a workspace while the first
+// runs a slow stage waits for that key instead of building it again, says
+// whom it waits for, and then uses the first build's result.
+func TestConcurrentBuildWaitsExec(t *testing.T) {
+	arg := "1.61"
+	ws := writeWS(t, fmt.Sprintf(slowWS, arg))
+	cache := t.TempDir()
+	first := strataCmd(t, ws, cache, "--output", "json", "build")
+	errPipe, err := first.StderrPipe()
+	must(t, err)
+	var firstOut bytes.Buffer
+	first.Stdout = &firstOut
+	must(t, first.Start())
+	sc := bufio.NewScanner(errPipe)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"line":"sleeping"`) {
+	}
+	go io.Copy(io.Discard, errPipe)
+	second := buildJSON(t, ws, cache)
+	must(t, first.Wait())
+	if second.code != 0 {
+		t.Fatalf("second build: exit %d: %s", second.code, second.errText)
+	}
+	var waited bool
+	for _, ev := range second.events {
+		if ev.Kind == executor.EventWaiting && ev.Name == "images.slow.stages[1]" &&
+			strings.Contains(ev.Line, fmt.Sprintf("waiting for another strata process (pid %d)", first.Process.Pid)) {
+			waited = true
+		}
+	}
+	if !waited {
+		t.Errorf("the second build did not say it waited for pid %d:\n%s", first.Process.Pid, second.stderr)
+	}
+	for _, name := range second.started() {
+		if strings.Contains(name, "stages") {
+			t.Errorf("the second build ran %s, which the first built", name)
+		}
+	}
+}

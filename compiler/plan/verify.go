@@ -206,9 +206,6 @@ func (v *verifier) kind(n *Node, bad func(string, ...any) error) error {
 		if n.ModuleDigest != f.Digest() {
 			return bad("output format %s has another ABI in this strata (the plan was compiled by another version); compile it again", n.Type)
 		}
-		if n.Inputs.Tree == "" {
-			return bad("an output needs a tree")
-		}
 		var o OutputOptions
 		if err := decodeOptions(n.Options, &o); err != nil {
 			return bad("options: %v", err)

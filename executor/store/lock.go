@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -41,12 +42,18 @@ func flockCtx(ctx context.Context, f *os.File, how int) error {
 
 // lockPath takes a flock on the file at p, creating it if needed. It retries when the
 // file was removed or replaced while it waited (GC removes unheld key lock files), so
-// the lock held is always the one on the file now at p.
-func lockPath(ctx context.Context, p string, how int) (func(), error) {
+// the lock held is always the one on the file now at p. The holder of an exclusive
+// lock writes its pid into the file; waiting, when not nil, is called with the pid of
+// the holder (0 when unknown) once, before the wait.
+func lockPath(ctx context.Context, p string, how int, waiting func(holder int)) (func(), error) {
 	for {
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, err
+		}
+		if waiting != nil && unix.Flock(int(f.Fd()), how|unix.LOCK_NB) != nil {
+			waiting(holderPid(f))
+			waiting = nil
 		}
 		if err := flockCtx(ctx, f, how); err != nil {
 			f.Close()
@@ -56,9 +63,26 @@ func lockPath(ctx context.Context, p string, how int) (func(), error) {
 			f.Close()
 			continue
 		}
+		if how == unix.LOCK_EX {
+			// Best effort: the pid only names the holder to a waiter.
+			if f.Truncate(0) == nil {
+				f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
+			}
+		}
 		var once sync.Once
 		return func() { once.Do(func() { f.Close() }) }, nil
 	}
+}
+
+// holderPid reads the pid an exclusive holder wrote into the lock file f.
+func holderPid(f *os.File) int {
+	b := make([]byte, 16)
+	n, _ := f.ReadAt(b, 0)
+	pid, err := strconv.Atoi(string(b[:n]))
+	if err != nil {
+		return 0
+	}
+	return pid
 }
 
 // LockKey takes an exclusive lock on key, shared by every process using the store, and
@@ -67,10 +91,17 @@ func lockPath(ctx context.Context, p string, how int) (func(), error) {
 // building a key and look the key up again once they hold it, so a key is built once.
 // Key locks of one process also exclude each other.
 func (s *Store) LockKey(ctx context.Context, key string) (release func(), err error) {
+	return s.LockKeyWaiting(ctx, key, nil)
+}
+
+// LockKeyWaiting is LockKey that, when the lock is held, calls waiting with the pid of
+// the process holding it (0 when unknown) before it waits, so a build can say whom it
+// waits for.
+func (s *Store) LockKeyWaiting(ctx context.Context, key string, waiting func(holder int)) (release func(), err error) {
 	if err := validKey(key); err != nil {
 		return nil, err
 	}
-	release, err = lockPath(ctx, filepath.Join(s.dir, dirKeyLocks, key+".lock"), unix.LOCK_EX)
+	release, err = lockPath(ctx, filepath.Join(s.dir, dirKeyLocks, key+".lock"), unix.LOCK_EX, waiting)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: lock key %s: %w", s.dir, key, err)
 	}
@@ -82,7 +113,7 @@ func (s *Store) LockKey(ctx context.Context, key string) (release func(), err er
 // first object until after its PutAction, and while it uses a checkout. A process must
 // not call GC or Verify while it holds Hold itself: they would wait forever.
 func (s *Store) Hold(ctx context.Context) (release func(), err error) {
-	release, err = lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_SH)
+	release, err = lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_SH, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: hold: %w", s.dir, err)
 	}
@@ -91,5 +122,5 @@ func (s *Store) Hold(ctx context.Context) (release func(), err error) {
 
 // lockExclusive takes the GC lock exclusively.
 func (s *Store) lockExclusive(ctx context.Context) (func(), error) {
-	return lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_EX)
+	return lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_EX, nil)
 }
