@@ -64,6 +64,9 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	if err := private(abs); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
 	for _, d := range []string{dirBlobs, dirFiles, dirActions, dirWeak, dirCheckouts, dirKeyLocks, dirTmp, dirQuarantine} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", abs, err)
@@ -77,6 +80,35 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// ErrNotPrivate is wrapped when the store directory belongs to another user.
+var ErrNotPrivate = errors.New("store directory belongs to another user")
+
+// private creates dir with mode 0700, or makes an existing one 0700, and
+// refuses one owned by another user. A store holds what builds produced,
+// setuid-root binaries among them, so no other local user may traverse it
+// (containerd and Bazel keep theirs private the same way).
+func private(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return err
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w (uid %d): strata keeps its store private; use a --cache-dir of your own", ErrNotPrivate, st.Uid)
+	}
+	if st.Mode&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil && !errors.Is(err, unix.EROFS) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Dir returns the absolute directory of the store.
