@@ -2,13 +2,17 @@ package compiler_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/strata-build/strata/compiler"
 	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/lang"
 )
 
 // verifySpec has every node kind that carries a key: a path source mounted
@@ -175,5 +179,39 @@ func TestVerifyAcceptsExamples(t *testing.T) {
 		if _, err := plan.Verify(p, plan.VerifyOptions{Host: testHost}); err != nil {
 			t.Errorf("%s: %v", ex, err)
 		}
+	}
+}
+
+// TestSecurityRow41PathSourceLeavesWorkspace: a path source, or a symbolic link
+// on its way, that leads out of the workspace is an error naming the source,
+// never a copy of the host's files; links inside a source are kept as links.
+func TestSecurityRow41PathSourceLeavesWorkspace(t *testing.T) {
+	for _, path := range []string{"lnk/", "lnk/hostname", "files/up/etc/"} {
+		t.Run(path, func(t *testing.T) {
+			dir := writeWorkspace(t, t.TempDir(), `package keys
+sources: s: path: "`+path+`"
+`)
+			must(t, os.Symlink("/etc", filepath.Join(dir, "lnk")))
+			must(t, os.Symlink("../../../../../../../..", filepath.Join(dir, "files", "up")))
+			ws, err := lang.Load(context.Background(), dir)
+			must(t, err)
+			_, err = compiler.Compile(context.Background(), ws, compiler.Options{Host: testHost})
+			if err == nil || !strings.Contains(err.Error(), "keys.cue:2:") || !strings.Contains(err.Error(), "sources.s.path") ||
+				!strings.Contains(err.Error(), "leads outside the workspace") {
+				t.Fatalf("got %v", err)
+			}
+		})
+	}
+	// A link inside the source is an entry of the source, not followed.
+	dir := writeWorkspace(t, t.TempDir(), "package keys\nsources: s: path: \"files\"\n")
+	must(t, os.Symlink("/etc/shadow", filepath.Join(dir, "files", "shadow")))
+	p := compile(t, dir)
+	var entries []plan.PathEntry
+	must(t, plan.WalkPathSource(context.Background(), dir, "files", func(e plan.SourceEntry) error {
+		entries = append(entries, plan.PathEntry{Path: e.Path, Target: e.Target})
+		return nil
+	}))
+	if len(entries) != 2 || entries[1].Path != "shadow" || entries[1].Target != "/etc/shadow" || p == nil {
+		t.Fatalf("entries %+v", entries)
 	}
 }

@@ -178,25 +178,20 @@ func (p *progressWriter) flush() {
 	p.last = time.Now()
 }
 
-// copyPath copies a workspace path into root. It returns the file name for a
-// single-file source.
+// copyPath copies a workspace path into root, reading it through the
+// workspace (plan.WalkPathSource), so the path or a link on its way cannot
+// bring in a host file. It returns the file name for a single-file source.
 func (b *builder) copyPath(ctx context.Context, src *plan.Source, root string) (string, error) {
-	p := filepath.Join(b.opts.Workspace, filepath.FromSlash(src.Path))
-	info, err := os.Lstat(p)
-	if err != nil {
-		return "", fmt.Errorf("source path %s: %w", src.Path, err)
-	}
-	if info.IsDir() {
-		if err := copyDir(ctx, p, root); err != nil {
-			return "", fmt.Errorf("source path %s: %w", src.Path, err)
+	var file string
+	err := plan.WalkPathSource(ctx, b.opts.Workspace, src.Path, func(e plan.SourceEntry) error {
+		dst := filepath.Join(root, filepath.FromSlash(e.Path))
+		if e.Path == "." {
+			file = fileName(strings.TrimSuffix(src.Path, "/"))
+			dst = filepath.Join(root, file)
 		}
-		return "", nil
-	}
-	file := fileName(filepath.ToSlash(src.Path))
-	if err := copyEntry(p, filepath.Join(root, file), info); err != nil {
-		return "", fmt.Errorf("source path %s: %w", src.Path, err)
-	}
-	return file, nil
+		return copyEntry(e, dst)
+	})
+	return file, err
 }
 
 // pathDigestOf is plan.DigestPathEntries of a stored source tree: file is the
@@ -216,61 +211,35 @@ func pathDigestOf(t *tree.Tree, file string) string {
 	return plan.DigestPathEntries(entries)
 }
 
-func copyDir(ctx context.Context, src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if rel == "." {
-			return nil
-		}
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		return copyEntry(p, filepath.Join(dst, rel), info)
-	})
-}
-
 // copyEntry copies one file, directory or symlink, keeping its permission bits.
-func copyEntry(src, dst string, info fs.FileInfo) error {
+func copyEntry(e plan.SourceEntry, dst string) error {
 	switch {
-	case info.IsDir():
+	case e.Info.IsDir():
 		if err := os.Mkdir(dst, 0o755); err != nil {
 			return err
 		}
-		return os.Chmod(dst, info.Mode().Perm())
-	case info.Mode()&fs.ModeSymlink != 0:
-		l, err := os.Readlink(src)
-		if err != nil {
-			return err
-		}
-		return os.Symlink(l, dst)
-	case info.Mode().IsRegular():
-		in, err := os.Open(src)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(f, in); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Chmod(info.Mode().Perm()); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+		return os.Chmod(dst, e.Info.Mode().Perm())
+	case e.Info.Mode()&fs.ModeSymlink != 0:
+		return os.Symlink(e.Target, dst)
 	}
-	return fmt.Errorf("%s: unsupported file type %s", src, info.Mode().Type())
+	in, err := e.Open()
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, in); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(e.Info.Mode().Perm()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // fetchGit clones src.Git into root, checks out src.Commit and drops .git.

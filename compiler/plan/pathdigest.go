@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // PathEntry is one entry of a local source as its digest sees it. Owners and
@@ -52,69 +54,154 @@ func DigestPathEntries(entries []PathEntry) string {
 // PathDigest reads the local source rel of the workspace dir and returns its
 // digest (DigestPathEntries). The compiler records it in the plan.
 func PathDigest(ctx context.Context, dir, rel string) (string, error) {
-	root := filepath.Join(dir, filepath.FromSlash(rel))
-	info, err := os.Lstat(root)
+	var entries []PathEntry
+	err := WalkPathSource(ctx, dir, rel, func(e SourceEntry) error {
+		pe := PathEntry{Path: e.Path}
+		switch {
+		case e.Info.Mode().IsRegular():
+			f, err := e.Open()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			h := sha256.New()
+			n, err := io.Copy(h, f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
+			pe.Type, pe.Exec, pe.Size, pe.SHA256 = "file", e.Info.Mode()&0o111 != 0, n, hex.EncodeToString(h.Sum(nil))
+		case e.Info.IsDir():
+			pe.Type = "dir"
+		default:
+			pe.Type, pe.Target = "symlink", e.Target
+		}
+		entries = append(entries, pe)
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("source path: %w", err)
+		return "", err
+	}
+	return DigestPathEntries(entries), nil
+}
+
+// SourceEntry is one entry of a local source.
+type SourceEntry struct {
+	// Path is slash-separated and relative to the source, "." for a source
+	// that is a single file.
+	Path string
+	// Info is the entry's Lstat.
+	Info fs.FileInfo
+	// Target is a symbolic link's target, recorded as it is, never followed.
+	Target string
+	// Open opens a regular file, inside the workspace.
+	Open func() (fs.File, error)
+}
+
+// ErrOutsideWorkspace is wrapped when a path source leads out of the workspace.
+var ErrOutsideWorkspace = errors.New("leads outside the workspace")
+
+// WalkPathSource calls fn for the local source rel of the workspace dir and, for
+// a directory, every entry below it in lexical order (the source directory
+// itself excluded). Everything is resolved through an os.Root on the workspace,
+// so neither rel nor a symbolic link on its way (lnk -> /etc) reaches a file
+// outside it; symbolic links inside the source are entries, never followed. A
+// trailing slash follows a final symbolic link to the directory it names, as
+// in POSIX, within the workspace.
+func WalkPathSource(ctx context.Context, dir, rel string, fn func(SourceEntry) error) error {
+	fail := func(err error) error { return fmt.Errorf("source path %q: %w", rel, err) }
+	if err := CheckRelPath(rel); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrOutsideWorkspace, err))
+	}
+	if err := insideWorkspace(dir, rel); err != nil {
+		return fail(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer root.Close()
+	name := strings.TrimSuffix(filepath.FromSlash(rel), "/")
+	stat := root.Lstat
+	if strings.HasSuffix(rel, "/") {
+		stat = root.Stat
+	}
+	info, err := stat(name)
+	if err != nil {
+		return fail(err)
 	}
 	if !info.IsDir() {
-		e, err := pathEntry(".", root, info)
+		e, err := sourceEntry(root, name, ".", info)
 		if err != nil {
-			return "", err
+			return fail(err)
 		}
-		return DigestPathEntries([]PathEntry{e}), nil
+		return fn(e)
 	}
-	var entries []PathEntry
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	sub, err := root.OpenRoot(name)
+	if err != nil {
+		return fail(err)
+	}
+	defer sub.Close()
+	err = fs.WalkDir(sub.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if p == root {
+		if p == "." {
 			return nil
 		}
-		info, err := d.Info()
+		info, err := sub.Lstat(p)
 		if err != nil {
 			return err
 		}
-		r, _ := filepath.Rel(root, p)
-		e, err := pathEntry(filepath.ToSlash(r), p, info)
+		e, err := sourceEntry(sub, p, p, info)
 		if err != nil {
 			return err
 		}
-		entries = append(entries, e)
-		return nil
+		return fn(e)
 	})
 	if err != nil {
-		return "", fmt.Errorf("source path: %w", err)
+		return fail(err)
 	}
-	return DigestPathEntries(entries), nil
+	return nil
 }
 
-func pathEntry(rel, p string, info fs.FileInfo) (PathEntry, error) {
+func sourceEntry(r *os.Root, name, rel string, info fs.FileInfo) (SourceEntry, error) {
+	e := SourceEntry{Path: filepath.ToSlash(rel), Info: info}
 	switch {
 	case info.Mode().IsRegular():
-		f, err := os.Open(p)
-		if err != nil {
-			return PathEntry{}, fmt.Errorf("source path: %w", err)
-		}
-		defer f.Close()
-		h := sha256.New()
-		n, err := io.Copy(h, f)
-		if err != nil {
-			return PathEntry{}, fmt.Errorf("source path %s: %w", rel, err)
-		}
-		return PathEntry{Path: rel, Type: "file", Exec: info.Mode()&0o111 != 0, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+		e.Open = func() (fs.File, error) { return r.Open(name) }
 	case info.IsDir():
-		return PathEntry{Path: rel, Type: "dir"}, nil
 	case info.Mode()&fs.ModeSymlink != 0:
-		t, err := os.Readlink(p)
+		t, err := r.Readlink(name)
 		if err != nil {
-			return PathEntry{}, fmt.Errorf("source path: %w", err)
+			return e, err
 		}
-		return PathEntry{Path: rel, Type: "symlink", Target: t}, nil
+		e.Target = t
+	default:
+		return e, fmt.Errorf("%s: unsupported file type %s", rel, info.Mode().Type())
 	}
-	return PathEntry{}, fmt.Errorf("source path %s: unsupported file type %s", rel, info.Mode().Type())
+	return e, nil
+}
+
+// insideWorkspace names the way out when rel resolves outside dir: os.Root
+// would refuse it anyway, with a less helpful message.
+func insideWorkspace(dir, rel string) error {
+	ws, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, filepath.FromSlash(rel))
+	if !strings.HasSuffix(rel, "/") {
+		p = filepath.Dir(p) // a final link is an entry, not followed
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return nil // a missing path is reported by the walk
+	}
+	if r, err := filepath.Rel(ws, real); err != nil || r == ".." || strings.HasPrefix(r, "../") {
+		return fmt.Errorf("%w: it resolves to %s through a symbolic link", ErrOutsideWorkspace, real)
+	}
+	return nil
 }
