@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -75,6 +76,13 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, fmt.Errorf("input tree: %w", err)
 	}
+	if readsCheckout(format) {
+		// mksquashfs and mkfs read the checkout's files, not the store's
+		// verifying reader: their bytes are checked first.
+		if err := b.checkedCheckout(ctx, n.Inputs.Tree); err != nil {
+			return out, fmt.Errorf("input tree: %w; run strata cache verify to set it aside, then build again", err)
+		}
+	}
 	sde, _, err := epoch(n)
 	if err != nil {
 		return out, err
@@ -119,6 +127,31 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 	out.outputs = map[string]digest.Digest{name: r.Digest}
 	out.meta = nodeMeta{Size: r.Size, MediaType: r.MediaType}
 	return out, nil
+}
+
+// readsCheckout reports whether the format's assembler is a tool that reads the
+// tree's files from a checkout (the others read blobs through the store).
+func readsCheckout(f output.Format) bool {
+	return f == output.FormatSquashfs || f == output.FormatExt4 || f == output.FormatErofs
+}
+
+// checkedCheckout hashes the checkout of a dependency's tree against its
+// manifest once per build.
+func (b *builder) checkedCheckout(ctx context.Context, id string) error {
+	d, err := b.treeDigest(ctx, id)
+	if err != nil {
+		return err
+	}
+	once, _ := b.checked.LoadOrStore(d, &onceErr{})
+	o := once.(*onceErr)
+	o.once.Do(func() { o.err = b.opts.Store.CheckCheckout(ctx, d, true) })
+	return o.err
+}
+
+// onceErr is the result of work done once.
+type onceErr struct {
+	once sync.Once
+	err  error
 }
 
 // artifactSource returns a host path holding an output node's artifact: the

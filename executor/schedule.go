@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/sandbox"
@@ -26,6 +29,8 @@ type builder struct {
 
 	tasks   map[string]*task
 	display map[string]string // node ID → the alias a target asked for
+
+	checked sync.Map // tree digest → *onceErr: checkouts hashed for assemblers
 
 	// Set by exportAll.
 	outDir    string
@@ -256,6 +261,24 @@ func (b *builder) run(ctx context.Context, ids []string) (*Result, error) {
 	return res, nil
 }
 
+// inputTrees are the trees of n's finished dependencies that it was built
+// from: input tree, build root and mounted inputs.
+func (b *builder) inputTrees(n *plan.Node) []digest.Digest {
+	var out []digest.Digest
+	add := func(id string) {
+		if t, ok := b.tasks[id]; ok && t.action != nil && t.action.Tree != "" {
+			out = append(out, t.action.Tree)
+		}
+	}
+	add(n.Inputs.Tree)
+	add(n.Inputs.BuildRoot)
+	for _, id := range n.Inputs.Mounts {
+		add(id)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // skip records t as skipped for reason.
 func (b *builder) skip(t *task, reason error) {
 	t.res = &NodeResult{ID: t.n.ID, Name: t.name, Kind: t.n.Kind, Type: t.n.Type, Status: StatusSkipped, Reason: reason.Error()}
@@ -391,7 +414,8 @@ func (b *builder) runNode(ctx context.Context, t *task) (*NodeResult, *store.Act
 		return fail(err, out.exit, out.tail)
 	}
 	out.meta.Name = n.Name
-	a = &store.Action{Key: n.ID, WeakKey: n.WeakKey, Tree: out.tree, Log: out.log, Outputs: out.outputs, Meta: mustJSON(out.meta)}
+	a = &store.Action{Key: n.ID, WeakKey: n.WeakKey, Tree: out.tree, Log: out.log, Outputs: out.outputs,
+		Inputs: b.inputTrees(n), Meta: mustJSON(out.meta)}
 	if err := st.PutAction(ctx, a); err != nil {
 		return fail(err, -1, "")
 	}

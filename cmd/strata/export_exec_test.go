@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -200,4 +204,103 @@ func TestSecurityOutDirSymlinkExec(t *testing.T) {
 	if b, _ := os.ReadFile(sentinel); len(ents) != 1 || !bytes.Equal(b, []byte("keep")) {
 		t.Errorf("the build wrote through the planted link: %v", ents)
 	}
+}
+
+// TestSecurityRow3CorruptObjectNotAssembledExec: a flipped byte in a stored file
+// object never reaches an output. An assembler that reads the checkout
+// (squashfs, ext4, erofs) refuses it; cache verify drops not only the stage
+// whose tree holds the object but every result made from that tree, so the
+// rebuild makes the outputs again instead of serving them as cached.
+func TestSecurityRow3CorruptObjectNotAssembledExec(t *testing.T) {
+	spec := func(outputs string) string {
+		return `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/motd": content: "hello\n"}]
+	outputs: ` + outputs + `
+}
+`
+	}
+	ws := writeWS(t, spec(`[{type: "tar"}, {type: "squashfs"}]`))
+	cache := t.TempDir()
+	if jb := buildJSON(t, ws, cache); jb.code != 0 {
+		t.Fatalf("build: %s", jb.errText)
+	}
+	// Flip a byte of /etc/motd's file object in place (the blob of the same
+	// content is a hard link to it).
+	sum := sha256.Sum256([]byte("hello\n"))
+	hexd := hex.EncodeToString(sum[:])
+	objs, _ := filepath.Glob(filepath.Join(cache, "files", hexd[:2], hexd+".*"))
+	if len(objs) == 0 {
+		t.Fatal("no file object for /etc/motd")
+	}
+	for _, o := range objs {
+		f, err := os.OpenFile(o, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte("j"), 0)
+		must(t, err)
+		must(t, f.Close())
+	}
+
+	must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(spec(`[{type: "tar"}, {type: "squashfs"}, {type: "ext4"}, {type: "erofs"}]`)), 0o644))
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 1 || !strings.Contains(jb.errText, "corrupt object in store") || !strings.Contains(jb.errText, "etc/motd") {
+		t.Fatalf("build over a corrupt object: exit %d: %s", jb.code, jb.errText)
+	}
+	for _, a := range jb.result.Artifacts {
+		t.Errorf("exported %s from a corrupt tree", a.Name)
+	}
+
+	r := runCLI(t, ws, cache, "--output", "json", "cache", "verify")
+	var rep struct {
+		Report struct {
+			Corrupt        []string `json:"corrupt"`
+			DroppedActions []string `json:"dropped_actions"`
+		} `json:"report"`
+	}
+	must(t, json.Unmarshal([]byte(r.stdout), &rep))
+	plan := compileJSON(t, ws, cache)
+	for _, name := range []string{"images.img.stages[0]", "images.img.outputs[0]", "images.img.outputs[1]"} {
+		if !slices.Contains(rep.Report.DroppedActions, plan[name]) {
+			t.Errorf("verify kept %s, made from the corrupt object: %+v", name, rep.Report)
+		}
+	}
+
+	jb = buildJSON(t, ws, cache)
+	if jb.code != 0 {
+		t.Fatalf("rebuild: %s", jb.errText)
+	}
+	for _, name := range []string{"images.img.stages[0]", "images.img.outputs[1]", "images.img.outputs[2]", "images.img.outputs[3]"} {
+		if !slices.Contains(jb.started(), name) {
+			t.Errorf("%s was not rebuilt: started %v", name, jb.started())
+		}
+	}
+	read := map[string][]string{
+		"img.tar":      {"tar", "-xOf", "", "etc/motd"},
+		"img.squashfs": {"unsquashfs", "-cat", "", "etc/motd"},
+		"img.ext4":     {"debugfs", "-R", "cat /etc/motd", ""},
+	}
+	for name, argv := range read {
+		argv = slices.Clone(argv)
+		argv[slices.Index(argv, "")] = jb.artifact(t, name).Path
+		out, err := exec.Command(argv[0], argv[1:]...).Output()
+		if err != nil || string(out) != "hello\n" {
+			t.Errorf("%s: /etc/motd is %q (%v)", name, out, err)
+		}
+	}
+}
+
+// compileJSON maps node names to IDs.
+func compileJSON(t *testing.T, ws, cache string) map[string]string {
+	t.Helper()
+	r := runCLI(t, ws, cache, "compile")
+	var p struct {
+		Nodes []struct{ ID, Name string }
+	}
+	must(t, json.Unmarshal([]byte(r.stdout), &p))
+	out := map[string]string{}
+	for _, n := range p.Nodes {
+		out[n.Name] = n.ID
+	}
+	return out
 }

@@ -32,6 +32,11 @@ type Action struct {
 	Log digest.Digest `json:"log,omitempty"`
 	// Outputs names further output blobs (images, archives).
 	Outputs map[string]digest.Digest `json:"outputs,omitempty"`
+	// Inputs are the trees the result was made from (its input tree, build
+	// root, mounted inputs). The entry does not keep them alive, but Verify
+	// drops an entry whose inputs turn out corrupt: a result built from bad
+	// bytes is bad even when its own objects hash right.
+	Inputs []digest.Digest `json:"inputs,omitempty"`
 	// Meta is free-form JSON the executor keeps with the entry.
 	Meta json.RawMessage `json:"meta,omitempty"`
 }

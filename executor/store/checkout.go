@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/executor/tree"
@@ -135,4 +139,93 @@ func (s *Store) buildCheckout(ctx context.Context, t *tree.Tree, dir string) err
 		}
 	}
 	return os.Chmod(dir, 0o755)
+}
+
+// CheckCheckout compares the checkout of the tree d with its manifest: the same
+// entries and nothing else, each with its type, permission bits, link target,
+// size, owners (when the store runs as root), and every file the very inode of
+// its file object. With content, every file's bytes are also hashed against the
+// manifest: do that before handing a checkout to a tool that reads it (an
+// output assembler), since an object's bytes may have changed in place. A
+// difference is an error wrapping ErrCorrupt that names the entry.
+func (s *Store) CheckCheckout(ctx context.Context, d digest.Digest, content bool) error {
+	if err := s.checkCheckout(ctx, d, content); err != nil {
+		return fmt.Errorf("store %s: checkout %s: %w", s.dir, d, err)
+	}
+	return nil
+}
+
+func (s *Store) checkCheckout(ctx context.Context, d digest.Digest, content bool) error {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return err
+	}
+	t, err := s.GetTree(ctx, d)
+	if err != nil {
+		return err
+	}
+	dir := s.checkoutPath(hex)
+	seen := 0
+	err = filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != dir {
+			seen++
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	if seen != len(t.Entries) {
+		return fmt.Errorf("%w: it holds %d entries, its tree %d", ErrCorrupt, seen, len(t.Entries))
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, e := range t.Entries {
+		p := filepath.Join(dir, filepath.FromSlash(e.Path))
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, e.Path, err)
+		}
+		bad := func(what string) error { return fmt.Errorf("%w: %s: %s differs from its tree", ErrCorrupt, e.Path, what) }
+		want := map[tree.Kind]uint32{tree.File: unix.S_IFREG, tree.Dir: unix.S_IFDIR, tree.Symlink: unix.S_IFLNK}[e.Type]
+		switch {
+		case st.Mode&unix.S_IFMT != want:
+			return bad("type")
+		case e.Type != tree.Symlink && st.Mode&0o7777 != e.Mode:
+			return bad("mode")
+		case s.root && (int(st.Uid) != e.UID || int(st.Gid) != e.GID):
+			return bad("owner")
+		}
+		switch e.Type {
+		case tree.Symlink:
+			if l, err := os.Readlink(p); err != nil || l != e.Target {
+				return bad("link target")
+			}
+		case tree.File:
+			if st.Size != e.Size {
+				return bad("size")
+			}
+			var obj unix.Stat_t
+			linked := unix.Lstat(s.fileObjPath(e.Digest.Encoded(), e.Mode, e.UID, e.GID), &obj) == nil && obj.Dev == st.Dev && obj.Ino == st.Ino
+			if linked && !content {
+				continue
+			}
+			// A copy (the object had too many links), or bytes to check.
+			g.Go(func() error {
+				r, err := openVerified(p, e.Digest, e.Size)
+				if err == nil {
+					_, err = io.Copy(io.Discard, r)
+					r.Close()
+				}
+				if err != nil && !errors.Is(err, io.EOF) {
+					return fmt.Errorf("%s: %w", e.Path, err)
+				}
+				return gctx.Err()
+			})
+		}
+	}
+	return g.Wait()
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -54,5 +55,59 @@ func TestSecurityRow40StorePrivate(t *testing.T) {
 	}
 	if _, err := Open(dir); !errors.Is(err, ErrNotPrivate) {
 		t.Fatalf("store of uid 65534 opened by root: %v", err)
+	}
+}
+
+// TestSecurityRow29VerifyCoversCheckouts: a checkout edited in place of its
+// objects (a file replaced, added, removed, its mode changed) is found by
+// Verify and removed, and the next Checkout is built afresh from the objects.
+func TestSecurityRow29VerifyCoversCheckouts(t *testing.T) {
+	ctx := context.Background()
+	for name, edit := range map[string]func(co string) error{
+		"replaced": func(co string) error {
+			if err := os.Remove(filepath.Join(co, "etc/conf")); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(co, "etc/conf"), []byte("a=2\n"), 0o644)
+		},
+		"added":   func(co string) error { return os.WriteFile(filepath.Join(co, "etc/new"), nil, 0o644) },
+		"removed": func(co string) error { return os.Remove(filepath.Join(co, "etc/link")) },
+		"chmod":   func(co string) error { return os.Chmod(filepath.Join(co, "etc"), 0o777) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t)
+			src := t.TempDir()
+			writeFiles(t, src, map[string]string{"etc/conf": "a=1\n", "etc/link": "->conf"})
+			_, d, err := s.CommitDir(ctx, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			co, err := s.Checkout(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CheckCheckout(ctx, d, true); err != nil {
+				t.Fatalf("fresh checkout: %v", err)
+			}
+			if err := edit(co); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CheckCheckout(ctx, d, false); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("CheckCheckout after the edit: %v", err)
+			}
+			rep, err := s.Verify(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.RemovedCheckouts) != 1 || rep.RemovedCheckouts[0] != d || rep.OK() {
+				t.Fatalf("verify: %+v", rep)
+			}
+			if co, err = s.Checkout(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := os.ReadFile(filepath.Join(co, "etc/conf")); err != nil || string(b) != "a=1\n" {
+				t.Fatalf("new checkout: %q %v", b, err)
+			}
+		})
 	}
 }

@@ -224,17 +224,42 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	for _, ae := range ents {
-		drop := false
-		for _, d := range ae.a.blobs() {
-			if bad[d.Encoded()] || !s.HasBlob(d) {
-				drop = true
+	// An entry goes when an object it refers to is bad or gone, when its tree
+	// holds bad content, or when it was built from a tree or blob that is bad
+	// or that a dropped entry produced: drop until nothing more goes.
+	tainted := map[digest.Digest]bool{}
+	dropped := make([]bool, len(ents))
+	for changed := true; changed; {
+		changed = false
+		for i, ae := range ents {
+			if dropped[i] {
+				continue
 			}
-		}
-		if !drop && ae.a.Tree != "" {
-			drop = treeBad(ae.a.Tree)
-		}
-		if drop {
+			drop := false
+			for _, d := range ae.a.blobs() {
+				if bad[d.Encoded()] || !s.HasBlob(d) || tainted[d] {
+					drop = true
+				}
+			}
+			for _, d := range ae.a.Inputs {
+				// An input GC removed since is no evidence either way.
+				if bad[d.Encoded()] || tainted[d] || (s.HasBlob(d) && treeBad(d)) {
+					drop = true
+				}
+			}
+			if !drop && ae.a.Tree != "" {
+				drop = treeBad(ae.a.Tree)
+			}
+			if !drop {
+				continue
+			}
+			dropped[i], changed = true, true
+			if ae.a.Tree != "" {
+				tainted[ae.a.Tree] = true
+			}
+			for _, d := range ae.a.Outputs {
+				tainted[d] = true
+			}
 			if err := removeIfExists(ae.path); err != nil {
 				return rep, err
 			}
@@ -247,8 +272,11 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	for _, co := range cos {
 		d := digest.NewDigestFromEncoded(digest.SHA256, co.Name())
-		if d.Validate() == nil && !bad[co.Name()] && !treeBad(d) {
+		if d.Validate() == nil && !bad[co.Name()] && !tainted[d] && !treeBad(d) && s.checkCheckout(ctx, d, false) == nil {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return rep, err
 		}
 		if err := forceRemoveAll(filepath.Join(s.dir, dirCheckouts, co.Name())); err != nil {
 			return rep, err
