@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -464,8 +466,9 @@ func (r *renderer) close() {
 	}
 }
 
-// resolveNodes maps names on the command line to plan nodes: a node name or ID,
-// or an image (images.NAME or NAME: its stages and outputs).
+// resolveNodes maps names on the command line to plan nodes: a node name, alias
+// or ID, or an image (images.NAME or NAME: its stages, outputs and hooks, in
+// plan order).
 func resolveNodes(p *plan.Plan, names []string) ([]*plan.Node, error) {
 	var out []*plan.Node
 	for _, name := range names {
@@ -474,9 +477,14 @@ func resolveNodes(p *plan.Plan, names []string) ([]*plan.Node, error) {
 			continue
 		}
 		img := strings.TrimPrefix(name, "images.")
-		if _, ok := p.Images[img]; ok {
+		if pi, ok := p.Images[img]; ok {
+			ids, _ := executor.ResolveTargets(p, []string{"images." + img})
+			own := map[string]bool{}
+			for _, id := range append(append([]string{}, pi.Outputs...), pi.Hooks...) {
+				own[id] = true
+			}
 			for _, n := range p.Nodes {
-				if strings.HasPrefix(n.Name, "images."+img+".") {
+				if slices.Contains(ids, n.ID) && (n.Kind == plan.KindStage || own[n.ID]) && imageNode(n, img) {
 					out = append(out, n)
 				}
 			}
@@ -485,6 +493,21 @@ func resolveNodes(p *plan.Plan, names []string) ([]*plan.Node, error) {
 		return nil, &usageError{fmt.Errorf("%w %q", executor.ErrUnknownTarget, name)}
 	}
 	return out, nil
+}
+
+// imageNode reports whether n is one of image img's own nodes, by its name or
+// an alias (a node shared with another image carries that image's name).
+func imageNode(n *plan.Node, img string) bool {
+	prefix := "images." + img + "."
+	if strings.HasPrefix(n.Name, prefix) || n.Kind == plan.KindHook {
+		return true
+	}
+	for _, a := range n.Aliases {
+		if strings.HasPrefix(a.Name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func newExplainCmd(g *globals) *cobra.Command {
@@ -535,52 +558,81 @@ changed (JSON paths, old → new).`,
 
 func newLogsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "logs [plan.json|DIR] NODE",
-		Short: "Print a node's complete log",
+		Use:   "logs [plan.json|DIR] NODE...",
+		Short: "Print the complete logs of nodes",
 		Long: `logs prints the complete log (stdout and stderr) of a node's last run, kept in
 the store: a stage, a job, a hook, or a failed node. NODE is a plan name such as
-images.base.stages[2] or a node ID. With --output json: {node, name, origin,
-log_digest, log}.`,
-		Args: args(cobra.RangeArgs(1, 2)),
+images.base.stages[2], a node ID, or an image (images.base or base: the logs of
+its stages and hooks, in order, each under a "==> NAME <==" header). Outputs are
+assembled by strata itself and keep no log. With --output json:
+{ok, logs: [{node, name, origin, log_digest, log}]}.`,
+		Example: `  strata logs images.minimal.stages[3]
+  strata logs minimal                 # every stage of the image
+  strata --output json logs jobs.probe | jq -r '.logs[0].log'`,
+		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
 			v, rest, err := g.loadPlan(ctx, a)
 			if err != nil {
 				return err
 			}
-			p := v.Plan()
-			if len(rest) != 1 {
-				return &usageError{errors.New("logs: name one node")}
+			if len(rest) == 0 {
+				return &usageError{errors.New("logs: name a node or an image")}
 			}
-			n, ok := p.Node(rest[0])
-			if !ok {
-				return &usageError{fmt.Errorf("%w %q", executor.ErrUnknownTarget, rest[0])}
+			nodes, err := resolveNodes(v.Plan(), rest)
+			if err != nil {
+				return err
 			}
 			st, err := g.openStore()
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			d, err := executor.NodeLog(ctx, st, n)
-			if err != nil {
-				return err
+			type entry struct {
+				Node   string        `json:"node"`
+				Name   string        `json:"name"`
+				Origin string        `json:"origin"`
+				Digest digest.Digest `json:"log_digest"`
+				Log    string        `json:"log"`
 			}
-			rc, err := st.OpenBlob(d)
-			if err != nil {
-				return err
+			var logs []entry
+			single := len(nodes) == 1
+			for _, n := range nodes {
+				if n.Kind == plan.KindOutput && !single {
+					continue
+				}
+				d, err := executor.NodeLog(ctx, st, n)
+				if errors.Is(err, executor.ErrNoLog) && !single {
+					continue // an image's node that never ran
+				}
+				if err != nil {
+					return err
+				}
+				b, err := st.ReadBlob(ctx, d)
+				if err != nil {
+					return err
+				}
+				logs = append(logs, entry{Node: n.ID, Name: n.Name, Origin: n.Origin, Digest: d, Log: string(b)})
 			}
-			defer rc.Close()
-			if !g.json() {
-				_, err = io.Copy(g.stdout, rc)
-				return err
+			if g.json() {
+				if logs == nil {
+					logs = []entry{}
+				}
+				return writeJSON(g.stdout, map[string]any{"ok": true, "logs": logs})
 			}
-			b, err := io.ReadAll(rc)
-			if err != nil {
-				return err
+			if len(logs) == 0 {
+				return fmt.Errorf("logs: no log kept for %s (never built?)", strings.Join(rest, ", "))
 			}
-			return writeJSON(g.stdout, map[string]any{
-				"node": n.ID, "name": n.Name, "origin": n.Origin, "log_digest": d, "log": string(b),
-			})
+			for i, l := range logs {
+				if !single {
+					if i > 0 {
+						fmt.Fprintln(g.stdout)
+					}
+					fmt.Fprintf(g.stdout, "==> %s <==\n", l.Name)
+				}
+				io.WriteString(g.stdout, l.Log)
+			}
+			return nil
 		},
 	}
 }

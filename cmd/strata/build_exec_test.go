@@ -254,6 +254,14 @@ func TestBuildMinimalExec(t *testing.T) {
 	if r := runCLI(t, ws, cache, "explain", "images.minimal.stages[2]"); !strings.Contains(r.stdout, "cached") {
 		t.Errorf("explain of a cached node: %q %q", r.stdout, r.stderr)
 	}
+	// logs and explain take an image and an output node too.
+	if r := runCLI(t, ws, cache, "logs", "minimal"); r.code != 0 || !strings.Contains(r.stdout, "==> images.minimal.stages[3] <==") {
+		t.Errorf("logs of an image: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, ws, cache, "explain", "minimal", "images.minimal.outputs[1]"); r.code != 0 ||
+		!strings.Contains(r.stdout, "images.minimal.stages[0]: cached") || !strings.Contains(r.stdout, "images.minimal.outputs[1]: cached") {
+		t.Errorf("explain of an image and an output: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	// Changing one stage option rebuilds exactly that stage and what follows it.
 	src, err := os.ReadFile(filepath.Join(ws, "minimal.cue"))
