@@ -256,13 +256,8 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*Result, error)
 		return nil, fmt.Errorf("build: %w", err)
 	}
 	defer release()
-	wd, err := openWorkDir(opts.Store.Dir())
-	if err != nil {
-		return nil, fmt.Errorf("build: %w", err)
-	}
-	defer wd.close()
 
-	b := &builder{opts: opts, plan: p, work: wd, ev: &emitter{fn: opts.Events, total: len(ids)}, euid: os.Geteuid(), egid: os.Getegid(),
+	b := &builder{opts: opts, plan: p, ev: &emitter{fn: opts.Events, total: len(ids)}, euid: os.Geteuid(), egid: os.Getegid(),
 		display: displayNames(p, opts.Targets)}
 	return b.run(ctx, ids)
 }

@@ -285,7 +285,7 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	dir, err := b.work.mkdir("stage-")
+	dir, err := b.opts.Store.MkdirTemp("stage-")
 	if err != nil {
 		return out, err
 	}
@@ -432,7 +432,7 @@ func (b *builder) runJob(ctx context.Context, t *task) (nodeOutput, error) {
 	if len(n.Command) == 0 {
 		return out, fmt.Errorf("job has no command")
 	}
-	dir, err := b.work.mkdir("job-")
+	dir, err := b.opts.Store.MkdirTemp("job-")
 	if err != nil {
 		return out, err
 	}
@@ -483,7 +483,7 @@ func (b *builder) runHook(ctx context.Context, t *task) (nodeOutput, error) {
 	if len(n.Command) == 0 {
 		return out, fmt.Errorf("hook has no command")
 	}
-	dir, err := b.work.mkdir("hook-")
+	dir, err := b.opts.Store.MkdirTemp("hook-")
 	if err != nil {
 		return out, err
 	}

@@ -87,7 +87,7 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	dir, err := b.work.mkdir("output-")
+	dir, err := b.opts.Store.MkdirTemp("output-")
 	if err != nil {
 		return out, err
 	}

@@ -22,7 +22,6 @@ import (
 type builder struct {
 	opts Options
 	plan *plan.Plan
-	work *workDir
 	ev   *emitter
 	euid int
 	egid int

@@ -32,7 +32,7 @@ func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
 	if src == nil {
 		return out, fmt.Errorf("source node has no source")
 	}
-	dir, err := b.work.mkdir("source-")
+	dir, err := b.opts.Store.MkdirTemp("source-")
 	if err != nil {
 		return out, err
 	}

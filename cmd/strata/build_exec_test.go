@@ -482,9 +482,9 @@ images: good: {
 	if r := runCLI(t, ws, cache, "logs", "images.bad.stages[0]"); r.stdout != "first line\nboom\n" {
 		t.Errorf("logs of the failed stage: %q %s", r.stdout, r.stderr)
 	}
-	var doc struct{ Name, Origin, Log string }
+	var doc struct{ Logs []struct{ Name, Origin, Log string } }
 	r = runCLI(t, ws, cache, "--output", "json", "logs", "images.bad.stages[0]")
-	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.Log != "first line\nboom\n" || doc.Origin != "ws.cue:6:3" {
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Logs) != 1 || doc.Logs[0].Log != "first line\nboom\n" || doc.Logs[0].Origin != "ws.cue:6:3" {
 		t.Errorf("logs --output json: %+v, %v\n%s", doc, err, r.stdout)
 	}
 	jb := buildJSON(t, ws, cache, "--keep-going", "-j", "1")
@@ -579,8 +579,8 @@ func TestKillAndCorruptionExec(t *testing.T) {
 	if got := jb.started(); len(got) != 2 {
 		t.Errorf("rerun started %v, want the slow stage and the output (the first stage was cached)", got)
 	}
-	if ents, _ := filepath.Glob(filepath.Join(cache, "work", "w-*")); len(ents) != 0 {
-		t.Errorf("work directories left behind: %v", ents)
+	if ents, _ := filepath.Glob(filepath.Join(cache, "tmp", "s-*")); len(ents) != 0 {
+		t.Errorf("session directories left behind: %v", ents)
 	}
 	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 || !strings.Contains(r.stdout, "clean") {
 		t.Errorf("verify after kill: exit %d %s", r.code, r.stdout)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,4 +304,36 @@ func compileJSON(t *testing.T, ws, cache string) map[string]string {
 		out[n.Name] = n.ID
 	}
 	return out
+}
+
+// TestReadOnlyStoreExec: a store on a read-only filesystem still serves what it
+// holds: cache ls and a fully cached build work; a build that must run
+// something says the store is read-only.
+func TestReadOnlyStoreExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount the store read-only in a mount namespace")
+	}
+	ws := copyMinimal(t)
+	cache := t.TempDir()
+	if jb := buildJSON(t, ws, cache); jb.code != 0 {
+		t.Fatalf("build: %s", jb.errText)
+	}
+	bin := strataBin(t)
+	run := func(args string) (string, error) {
+		script := fmt.Sprintf(`mount --bind %[1]s %[1]s && mount -o remount,ro,bind %[1]s && %[2]s -C %[3]s --cache-dir %[1]s --no-progress %[4]s`, cache, bin, ws, args)
+		out, err := exec.Command("unshare", "-m", "sh", "-c", script).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("cache ls"); err != nil || !strings.Contains(out, "images.minimal.stages[3]") {
+		t.Errorf("cache ls on a read-only store: %v\n%s", err, out)
+	}
+	if out, err := run("build"); err != nil || !strings.Contains(out, "0 built, 6 cached") {
+		t.Errorf("cached build on a read-only store: %v\n%s", err, out)
+	}
+	src, err := os.ReadFile(filepath.Join(ws, "minimal.cue"))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(ws, "minimal.cue"), bytes.Replace(src, []byte(`hostname: "minimal"`), []byte(`hostname: "ro"`), 1), 0o644))
+	if out, err := run("build"); err == nil || !strings.Contains(out, "store is read-only") {
+		t.Errorf("build that must run a stage on a read-only store: %v\n%s", err, out)
+	}
 }

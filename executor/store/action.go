@@ -140,7 +140,7 @@ func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 		}
 	}
 	now := time.Now()
-	if err := os.Chtimes(p, now, now); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Chtimes(p, now, now); err != nil && !errors.Is(err, fs.ErrNotExist) && !s.readOnly {
 		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
 	}
 	return a, nil

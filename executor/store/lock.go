@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,7 +48,16 @@ func flockCtx(ctx context.Context, f *os.File, how int) error {
 // the holder (0 when unknown) once, before the wait.
 func lockPath(ctx context.Context, p string, how int, waiting func(holder int)) (func(), error) {
 	for {
+		writable := true
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil && readOnlyErr(err) {
+			writable = false
+			// A read-only store: flock works on a read-only descriptor, and
+			// without a lock file nobody else can be writing either.
+			if f, err = os.Open(p); errors.Is(err, fs.ErrNotExist) {
+				return func() {}, nil
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -63,7 +73,7 @@ func lockPath(ctx context.Context, p string, how int, waiting func(holder int)) 
 			f.Close()
 			continue
 		}
-		if how == unix.LOCK_EX {
+		if how == unix.LOCK_EX && writable {
 			// Best effort: the pid only names the holder to a waiter.
 			if f.Truncate(0) == nil {
 				f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)

@@ -32,8 +32,9 @@ var (
 // Its methods are safe for concurrent use by goroutines and by other processes that
 // open the same directory.
 type Store struct {
-	dir  string
-	root bool // euid == 0: file objects get their owners
+	dir      string
+	root     bool // euid == 0: file objects get their owners
+	readOnly bool // opened on a read-only filesystem: no session, no writes
 
 	mu      sync.Mutex
 	session string   // tmp/<session>, locked for the life of the Store
@@ -59,6 +60,10 @@ const (
 // Open opens the store in dir, creating the layout if it is missing, and removes the
 // temporary files of writers that died (session directories under tmp/ whose lock is
 // free). The returned Store holds a lock on its own session directory until Close.
+//
+// A store on a read-only filesystem (or one this user may read but not write) opens
+// read-only: lookups, checkouts that already exist and fully cached builds work,
+// and every write fails with an error wrapping ErrReadOnly.
 func Open(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -67,12 +72,24 @@ func Open(dir string) (*Store, error) {
 	if err := private(abs); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	s := &Store{dir: abs, root: os.Geteuid() == 0}
 	for _, d := range []string{dirBlobs, dirFiles, dirActions, dirWeak, dirCheckouts, dirKeyLocks, dirTmp, dirQuarantine} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
-			return nil, fmt.Errorf("open store %s: %w", abs, err)
+			if !readOnlyErr(err) {
+				return nil, fmt.Errorf("open store %s: %w", abs, err)
+			}
+			s.readOnly = true
 		}
 	}
-	s := &Store{dir: abs, root: os.Geteuid() == 0}
+	if unix.Access(filepath.Join(abs, dirTmp), unix.W_OK) != nil {
+		s.readOnly = true
+	}
+	if s.readOnly {
+		if _, err := os.Stat(filepath.Join(abs, dirActions)); err != nil {
+			return nil, fmt.Errorf("open store %s: read-only and not a store: %w", abs, err)
+		}
+		return s, nil
+	}
 	if _, err := s.sweepTmp(); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
@@ -80,6 +97,33 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// ErrReadOnly is wrapped by every write to a store opened read-only.
+var ErrReadOnly = errors.New("store is read-only")
+
+func readOnlyErr(err error) bool {
+	return errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+}
+
+// ReadOnly reports whether the store was opened read-only.
+func (s *Store) ReadOnly() bool { return s.readOnly }
+
+// MkdirTemp creates a fresh directory for a writer's scratch work (overlay upper
+// directories, logs, staging) in the store's session, on the store's filesystem so
+// that committing hardlinks instead of copying. It goes with the session: at Close,
+// or at the next Open after a crash.
+func (s *Store) MkdirTemp(prefix string) (string, error) {
+	s.mu.Lock()
+	closed, session := s.closed, s.session
+	s.mu.Unlock()
+	switch {
+	case s.readOnly:
+		return "", fmt.Errorf("store %s: %w", s.dir, ErrReadOnly)
+	case closed:
+		return "", ErrClosed
+	}
+	return os.MkdirTemp(session, prefix)
 }
 
 // ErrNotPrivate is wrapped when the store directory belongs to another user.
@@ -123,6 +167,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.readOnly {
+		return nil
+	}
 	err := forceRemoveAll(s.session)
 	s.lockf.Close()
 	if err != nil {
@@ -212,7 +259,10 @@ func (s *Store) tempFile(pattern string) (*os.File, error) {
 	s.mu.Lock()
 	closed, session := s.closed, s.session
 	s.mu.Unlock()
-	if closed {
+	switch {
+	case s.readOnly:
+		return nil, fmt.Errorf("store %s: %w", s.dir, ErrReadOnly)
+	case closed:
 		return nil, ErrClosed
 	}
 	return os.CreateTemp(session, pattern)
@@ -222,7 +272,10 @@ func (s *Store) tempFile(pattern string) (*os.File, error) {
 func (s *Store) tempName(prefix string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	switch {
+	case s.readOnly:
+		return "", fmt.Errorf("store %s: %w", s.dir, ErrReadOnly)
+	case s.closed:
 		return "", ErrClosed
 	}
 	return filepath.Join(s.session, prefix+randHex(8)), nil
