@@ -27,7 +27,8 @@ var BuiltinABI = map[string]int{
 
 // OutputABI is the implementation version of every output format.
 var OutputABI = map[string]int{
-	"tree": 1, "tar": 1, "tar.zst": 1, "squashfs": 1, "ext4": 1, "erofs": 1, "oci": 1,
+	// erofs 2: entries named lost+found* are no longer dropped.
+	"tree": 1, "tar": 1, "tar.zst": 1, "squashfs": 1, "ext4": 1, "erofs": 2, "oci": 1,
 }
 
 // ModuleDigest returns the implementation digest of a stage type: its name and ABI

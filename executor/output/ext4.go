@@ -99,10 +99,48 @@ func debugfsName(p string) (string, error) {
 	return `"` + p + `"`, nil
 }
 
-// ext4Fixups returns debugfs commands setting every inode's owner, mode and times
-// from the manifest: mkfs.ext4 -d copies them from the source directory's inodes.
+// ext4Fixups returns debugfs commands that create the device nodes and fifos
+// (the source directory never holds them, so that staging needs no root) and
+// then set every inode's owner, mode and times from the manifest: mkfs.ext4 -d
+// copies them from the source directory's inodes.
 func ext4Fixups(t *tree.Tree, epoch int64) ([]byte, error) {
 	var b bytes.Buffer
+	for _, e := range t.Entries {
+		if !e.Type.IsDevice() {
+			continue
+		}
+		// debugfs's mknod takes a name in the current directory: a path would
+		// become one entry named with slashes.
+		dir, err := debugfsName("/" + path.Dir(e.Path))
+		if err != nil {
+			return nil, err
+		}
+		base, err := debugfsName(path.Base(e.Path))
+		if err != nil {
+			return nil, err
+		}
+		name, _ := debugfsName("/" + e.Path)
+		switch e.Type {
+		case tree.CharDev, tree.BlockDev:
+			// debugfs's mknod refuses numbers past 65535, so the numbers are set
+			// afterwards, encoded as the kernel does: the old 16-bit form in
+			// i_block[0] when both fit in a byte, the new 32-bit one in i_block[1].
+			typ := "c"
+			if e.Type == tree.BlockDev {
+				typ = "b"
+			}
+			var old, huge uint32
+			if e.Major < 256 && e.Minor < 256 {
+				old = e.Major<<8 | e.Minor
+			} else {
+				huge = e.Minor&0xff | e.Major<<8 | (e.Minor&^0xff)<<12
+			}
+			fmt.Fprintf(&b, "cd %s\nmknod %s %s 0 0\nsif %s block[0] %d\nsif %s block[1] %d\n", dir, base, typ, name, old, name, huge)
+		case tree.Fifo:
+			fmt.Fprintf(&b, "cd %s\nmknod %s p\n", dir, base)
+		}
+	}
+	b.WriteString("cd /\n")
 	at := "@" + strconv.FormatInt(epoch, 10)
 	set := func(name string, uid, gid int, mode uint32) {
 		fmt.Fprintf(&b, "sif %s uid %d\nsif %s gid %d\nsif %s mode 0%o\n", name, uid, name, gid, name, mode)
@@ -125,6 +163,12 @@ func ext4Fixups(t *tree.Tree, epoch int64) ([]byte, error) {
 			mode |= 0o100000
 		case tree.Symlink:
 			mode = 0o120777
+		case tree.CharDev:
+			mode |= 0o20000
+		case tree.BlockDev:
+			mode |= 0o60000
+		case tree.Fifo:
+			mode |= 0o10000
 		}
 		set(name, e.UID, e.GID, mode)
 	}
@@ -139,8 +183,11 @@ func writeExt4(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst 
 	if len(opts.Name) > 16 {
 		return Result{}, fmt.Errorf("%w: ext4 label %q is longer than 16 bytes", ErrInvalidOptions, opts.Name)
 	}
-	if _, ok := t.Lookup("lost+found"); ok {
-		return Result{}, fmt.Errorf("%w: ext4: the tree has its own lost+found", ErrUnsupported)
+	// mkfs.ext4 merges a source lost+found into the one it makes, and the fixups
+	// then give it the manifest's mode and owner; anything but a directory there
+	// would leave e2fsck without one.
+	if e, ok := t.Lookup("lost+found"); ok && e.Type != tree.Dir {
+		return Result{}, fmt.Errorf("%w: ext4: /lost+found is a %s, and an ext4 filesystem needs it to be a directory", ErrUnsupported, e.Type)
 	}
 	auto := size == 0
 	if auto {

@@ -118,15 +118,11 @@ type entryInfo struct {
 	Size   int64
 	Digest digest.Digest
 	Target string
+	Major  uint32
+	Minor  uint32
 }
 
-func want(tr *tree.Tree) []entryInfo {
-	var out []entryInfo
-	for _, e := range tr.Entries {
-		out = append(out, entryInfo{e.Path, e.Type, e.Mode, e.UID, e.GID, e.Size, e.Digest, e.Target})
-	}
-	return out
-}
+func want(tr *tree.Tree) []entryInfo { return listing(tr) }
 
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
@@ -253,22 +249,23 @@ func readTar(t *testing.T, r io.Reader, epoch int64) []entryInfo {
 			t.Errorf("%s: owner names %q %q, want none", h.Name, h.Uname, h.Gname)
 		}
 		e := entryInfo{Path: strings.TrimSuffix(h.Name, "/"), Mode: uint32(h.Mode), UID: h.Uid, GID: h.Gid}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			e.Type = tree.Dir
-		case tar.TypeReg:
-			e.Type = tree.File
+		k, ok := tarType(h)
+		if !ok {
+			t.Errorf("%s: type %c", h.Name, h.Typeflag)
+		}
+		e.Type = k
+		switch k {
+		case tree.File:
 			e.Size = h.Size
 			d, err := digest.FromReader(tr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			e.Digest = d
-		case tar.TypeSymlink:
-			e.Type = tree.Symlink
+		case tree.Symlink:
 			e.Target = h.Linkname
-		default:
-			t.Errorf("%s: type %c", h.Name, h.Typeflag)
+		case tree.CharDev, tree.BlockDev:
+			e.Major, e.Minor = uint32(h.Devmajor), uint32(h.Devminor)
 		}
 		out = append(out, e)
 	}
@@ -444,7 +441,7 @@ func TestExt4(t *testing.T) {
 
 var (
 	debugfsMode  = regexp.MustCompile(`Mode:\s+(\d+)`)
-	debugfsOwner = regexp.MustCompile(`User:\s+(\d+)\s+Group:\s+(\d+)`)
+	debugfsOwner = regexp.MustCompile(`User:\s+(-?\d+)\s+Group:\s+(-?\d+)`)
 	debugfsTime  = regexp.MustCompile(`(?m)^\s*(a|m|c|cr)time: (0x[0-9a-f]+)`)
 )
 
@@ -452,7 +449,7 @@ var (
 // that all four of its times are the epoch.
 func ext4Stat(t *testing.T, img, p string, epoch int64) (uint32, int, int) {
 	t.Helper()
-	out := run(t, "debugfs", "-R", fmt.Sprintf("stat %q", p), img)
+	out := run(t, "debugfs", "-R", `stat "`+p+`"`, img)
 	m := debugfsMode.FindStringSubmatch(out)
 	o := debugfsOwner.FindStringSubmatch(out)
 	times := debugfsTime.FindAllStringSubmatch(out, -1)
@@ -465,9 +462,10 @@ func ext4Stat(t *testing.T, img, p string, epoch int64) (uint32, int, int) {
 		}
 	}
 	mode, _ := strconv.ParseUint(m[1], 8, 32)
-	uid, _ := strconv.Atoi(o[1])
-	gid, _ := strconv.Atoi(o[2])
-	return uint32(mode), uid, gid
+	// debugfs prints ids as signed 32-bit numbers.
+	uid, _ := strconv.ParseInt(o[1], 10, 64)
+	gid, _ := strconv.ParseInt(o[2], 10, 64)
+	return uint32(mode), int(uint32(uid)), int(uint32(gid))
 }
 
 func TestErofs(t *testing.T) {
