@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-build/strata/executor/tree"
 )
 
@@ -33,6 +35,13 @@ const mke2fsConf = `[defaults]
 `
 
 const ext4BlockSize = 4096
+
+// MaxExt4Size is the largest ext4 image Write makes (256 GiB). Partition and
+// removable-media images are far smaller, a larger size is nearly always a
+// unit mistake, and every build reads and hashes the whole image, holes
+// included. Write also refuses a size beyond the free space of the
+// destination's filesystem, where the image could never be filled.
+const MaxExt4Size int64 = 256 << 30
 
 // ext4Inodes is the inode count given to mkfs.ext4: the entries, the root,
 // lost+found, the 10 reserved inodes and some slack.
@@ -180,6 +189,9 @@ func writeExt4(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst 
 	if size < 0 || size%ext4BlockSize != 0 {
 		return Result{}, fmt.Errorf("%w: ext4 size %d is not a positive multiple of %d", ErrInvalidOptions, size, ext4BlockSize)
 	}
+	if err := checkExt4Size(size, dst); err != nil {
+		return Result{}, err
+	}
 	if len(opts.Name) > 16 {
 		return Result{}, fmt.Errorf("%w: ext4 label %q is longer than 16 bytes", ErrInvalidOptions, opts.Name)
 	}
@@ -241,9 +253,125 @@ func writeExt4(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst 
 				return err
 			}
 			size = (size + size/2 + (1<<20 - 1)) / (1 << 20) * (1 << 20)
+			if err := checkExt4Size(size, dst); err != nil {
+				return err
+			}
 		}
-		return debugfsFix(ctx, env, tmp, cmds)
+		if err := debugfsFix(ctx, env, tmp, cmds); err != nil {
+			return err
+		}
+		return digHoles(ctx, tmp)
 	})
+}
+
+// checkExt4Size refuses an image larger than MaxExt4Size or than the free
+// space of dst's filesystem.
+func checkExt4Size(size int64, dst string) error {
+	if size > MaxExt4Size {
+		return fmt.Errorf("%w: ext4 size %s is larger than the %s an image may have", ErrTooLarge, formatBytes(size), formatBytes(MaxExt4Size))
+	}
+	var st unix.Statfs_t
+	dir := filepath.Dir(dst)
+	if err := unix.Statfs(dir, &st); err != nil {
+		return &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	if free := int64(st.Bavail) * st.Bsize; size > free {
+		return fmt.Errorf("%w: ext4 size %s is larger than the %s free on the filesystem of %s", ErrTooLarge, formatBytes(size), formatBytes(free), dir)
+	}
+	return nil
+}
+
+// digHoles deallocates the blocks of the file p that read as zeros: written
+// zeros (inode tables) and the zeroed ranges mkfs.ext4 allocates without
+// writing (the journal), which SEEK_DATA reports as holes. An image of a large
+// size and a small tree then takes the space of the tree. Filesystems that
+// cannot punch holes keep the blocks; the contents are the same either way.
+func digHoles(ctx context.Context, p string) error {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	fd := int(f.Fd())
+	punch := func(off, n int64) error {
+		if n <= 0 {
+			return nil
+		}
+		err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("punch hole in %s: %w", p, err)
+		}
+		return nil
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); ; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return punch(off, fi.Size()-off) // no data past off
+		}
+		if err != nil {
+			return fmt.Errorf("seek data in %s: %w", p, err)
+		}
+		if err := punch(off, data-off); err != nil {
+			return err
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("seek hole in %s: %w", p, err)
+		}
+		for pos := data; pos < hole; {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n := int(min(int64(len(buf)), hole-pos))
+			if _, err := f.ReadAt(buf[:n], pos); err != nil {
+				return err
+			}
+			for i := 0; i+ext4BlockSize <= n; {
+				j := i
+				for j+ext4BlockSize <= n && isZero(buf[j:j+ext4BlockSize]) {
+					j += ext4BlockSize
+				}
+				if j > i {
+					if err := punch(pos+int64(i), int64(j-i)); err != nil {
+						return err
+					}
+					i = j
+				} else {
+					i += ext4BlockSize
+				}
+			}
+			pos += int64(n)
+		}
+		off = hole
+	}
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// formatBytes formats n in the largest binary unit that keeps one decimal.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[i])
 }
 
 func isNoSpace(err error) bool {

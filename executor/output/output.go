@@ -89,6 +89,9 @@ var (
 	// ErrUnsupported is returned when the format cannot represent the tree in this
 	// environment, such as erofs with several owners when not running as root.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrTooLarge is returned when an artifact would exceed a size limit, such as
+	// an ext4 size beyond MaxExt4Size or the destination's free space.
+	ErrTooLarge = errors.New("output too large")
 )
 
 // Contents gives access to the file contents a tree refers to by digest. The

@@ -27,6 +27,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/executor/tree"
 )
@@ -959,4 +960,57 @@ func TestErofsAllRoot(t *testing.T) {
 		tr.Entries[i].UID, tr.Entries[i].GID = 0, 0
 	}
 	writeTwice(t, tr, c, Options{Format: FormatErofs, SourceDateEpoch: testEpoch}, "out.erofs")
+}
+
+// TestSecurityRow38Ext4Size: an ext4 size far beyond the tree must neither fill
+// the disk nor pass unchecked. A size past MaxExt4Size or past the free space
+// is refused before anything is written; an allowed large size gives a sparse
+// image that takes about the space of its tree, with the same bytes.
+func TestSecurityRow38Ext4Size(t *testing.T) {
+	needTools(t, "mkfs.ext4", "debugfs", "e2fsck")
+	tr, c := largeTree(t, 3)
+	t.Run("over the cap", func(t *testing.T) {
+		dir := t.TempDir()
+		_, err := Write(context.Background(), tr, c, Options{Format: FormatExt4, Size: MaxExt4Size + 4096}, filepath.Join(dir, "img"))
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "256.0 GiB") {
+			t.Fatalf("err %v, want ErrTooLarge naming the limit", err)
+		}
+		assertEmpty(t, dir)
+	})
+	t.Run("over the free space", func(t *testing.T) {
+		dir := t.TempDir()
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		size := (int64(st.Bavail)*st.Bsize/4096 + 1) * 4096
+		if size > MaxExt4Size {
+			t.Skipf("%d bytes free: the cap comes first", size)
+		}
+		_, err := Write(context.Background(), tr, c, Options{Format: FormatExt4, Size: size}, filepath.Join(dir, "img"))
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "free on the filesystem of") {
+			t.Fatalf("err %v, want ErrTooLarge naming the free space", err)
+		}
+		assertEmpty(t, dir)
+	})
+	t.Run("sparse", func(t *testing.T) {
+		const size = 512 << 20
+		res, err := Write(context.Background(), tr, c, Options{Format: FormatExt4, Size: size}, filepath.Join(t.TempDir(), "img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(res.Path, &st); err != nil {
+			t.Fatal(err)
+		}
+		// mkfs.ext4 zeroes a 16 MiB journal for this size; only the
+		// filesystem's metadata may stay allocated.
+		if st.Size != size || st.Blocks*512 > 4<<20 {
+			t.Errorf("image is %d bytes with %d allocated, want %d with under 4 MiB", st.Size, st.Blocks*512, size)
+		}
+		if fileDigest(t, res.Path) != res.Digest {
+			t.Error("digging holes changed the image's bytes")
+		}
+		run(t, "e2fsck", "-fn", res.Path)
+	})
 }
