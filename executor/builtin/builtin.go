@@ -25,6 +25,8 @@ const (
 // Default extraction limits, used when the corresponding [Env] field is zero.
 const (
 	// DefaultMaxExtractBytes caps the uncompressed size of an archive (64 GiB).
+	// The cap is lowered to 9/10 of the free space of the tree's filesystem
+	// when that is smaller.
 	DefaultMaxExtractBytes int64 = 64 << 30
 	// DefaultMaxExtractEntries caps the number of entries in an archive.
 	DefaultMaxExtractEntries int64 = 10_000_000
