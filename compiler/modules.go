@@ -19,7 +19,7 @@ var BuiltinABI = map[string]int{
 	"strata.copy":        1,
 	"strata.extract":     1,
 	"strata.run":         1,
-	"strata.users":       1,
+	"strata.users":       2, // 2: primary groups, no lastchg of 0
 	"strata.hostname":    1,
 	"strata.busybox":     1,
 	"strata.debootstrap": 1,

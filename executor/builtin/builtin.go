@@ -94,7 +94,7 @@ var stages = map[string]stage{
 	"strata.extract": {StageInfo{Doc: "Extract a tar, tar.gz or tar.zst archive from an input into the tree, refusing entries that escape it.", ABI: 1},
 		runExtract},
 	"strata.run":         {StageInfo{Doc: "Run a command in the build root against the tree, or chrooted into the tree (run by the executor).", ABI: 1}, runRun},
-	"strata.users":       {StageInfo{Doc: "Add or replace users and groups in /etc/passwd, /etc/group and /etc/shadow.", ABI: 1}, runUsers},
+	"strata.users":       {StageInfo{Doc: "Add or replace users and groups in /etc/passwd, /etc/group and /etc/shadow.", ABI: 2}, runUsers},
 	"strata.hostname":    {StageInfo{Doc: "Write /etc/hostname and the 127.0.1.1 line of /etc/hosts.", ABI: 1}, runHostname},
 	"strata.busybox":     {StageInfo{Doc: "Install a busybox binary from the build root into the tree with its applet links.", ABI: 1}, runBusybox},
 	"strata.debootstrap": {StageInfo{Doc: "Bootstrap a Debian tree with mmdebstrap from the build root (needs network).", ABI: 1}, runDebootstrap},
