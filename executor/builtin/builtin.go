@@ -89,7 +89,7 @@ type stage struct {
 
 // stages is the immutable table of built-in types.
 var stages = map[string]stage{
-	"strata.files": {StageInfo{Doc: "Create directories, files and symbolic links with modes and owners.", ABI: 1}, runFiles},
+	"strata.files": {StageInfo{Doc: "Create directories, files, symbolic links and device nodes with modes and owners.", ABI: 1}, runFiles},
 	"strata.copy":  {StageInfo{Doc: "Copy a file or directory from an input into the tree, keeping modes and symbolic links.", ABI: 1}, runCopy},
 	"strata.extract": {StageInfo{Doc: "Extract a tar, tar.gz or tar.zst archive from an input into the tree, refusing entries that escape it.", ABI: 1},
 		runExtract},

@@ -372,3 +372,25 @@ func (t *fsys) recordOwner(full string, o owner) error {
 	defer f.Close()
 	return unix.Fsetxattr(int(f.Fd()), OwnerXattr, []byte(fmt.Sprintf("%d:%d", o.uid, o.gid)), 0)
 }
+
+// DeviceXattr marks an empty regular file that stands for a device node a
+// rootless sandbox could not make: its value is "c MAJOR MINOR" or
+// "b MAJOR MINOR". Like OwnerXattr it is written only under OwnerXattrEnv,
+// and the executor turns the file into the device entry of the committed
+// tree (see ReadRecords).
+const DeviceXattr = "user.strata.device"
+
+// recordDevice creates full as an empty file carrying DeviceXattr. It is the
+// only writer of the record, so the channel can change in one place.
+func (t *fsys) recordDevice(full string, typ, major, minor uint32) error {
+	kind := "c"
+	if typ == unix.S_IFBLK {
+		kind = "b"
+	}
+	f, err := t.root.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Fsetxattr(int(f.Fd()), DeviceXattr, fmt.Appendf(nil, "%s %d %d", kind, major, minor), 0)
+}
