@@ -44,13 +44,17 @@ const ext4BlockSize = 4096
 const MaxExt4Size int64 = 256 << 30
 
 // ext4Inodes is the inode count given to mkfs.ext4: the entries, the root,
-// lost+found, the 10 reserved inodes and some slack.
-func ext4Inodes(t *tree.Tree) int { return len(t.Entries) + 32 }
+// lost+found, the 10 reserved inodes, some slack and Options.InodesExtra.
+func ext4Inodes(t *tree.Tree, opts Options) int { return len(t.Entries) + 32 + opts.InodesExtra }
+
+// maxInodesExtra bounds Options.InodesExtra (ext4 allows 2^32 inodes; each
+// takes 256 bytes of inode table in the image).
+const maxInodesExtra = 1 << 30
 
 // ext4AutoSize estimates the image size for t: data and directory blocks plus 10%,
 // the inode table, the journal mkfs picks for that size and 4 MiB for group
 // metadata, rounded up to a MiB.
-func ext4AutoSize(t *tree.Tree) int64 {
+func ext4AutoSize(t *tree.Tree, opts Options) int64 {
 	const bs = ext4BlockSize
 	blocks := int64(4) // lost+found
 	dirBytes := map[string]int64{".": 24}
@@ -70,7 +74,7 @@ func ext4AutoSize(t *tree.Tree) int64 {
 	for _, n := range dirBytes {
 		blocks += (n+bs-1)/bs + n/(8*bs)
 	}
-	total := blocks*bs + blocks*bs/10 + int64(ext4Inodes(t))*256 + 4<<20
+	total := blocks*bs + blocks*bs/10 + int64(ext4Inodes(t, opts))*256 + 4<<20
 	total += ext4JournalBlocks(total/bs) * bs
 	const mib = 1 << 20
 	return (total + mib - 1) / mib * mib
@@ -192,8 +196,11 @@ func writeExt4(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst 
 	if err := checkExt4Size(size, dst); err != nil {
 		return Result{}, err
 	}
-	if len(opts.Name) > 16 {
-		return Result{}, fmt.Errorf("%w: ext4 label %q is longer than 16 bytes", ErrInvalidOptions, opts.Name)
+	if len(opts.Label) > 16 {
+		return Result{}, fmt.Errorf("%w: ext4 label %q is longer than 16 bytes", ErrInvalidOptions, opts.Label)
+	}
+	if opts.InodesExtra < 0 || opts.InodesExtra > maxInodesExtra {
+		return Result{}, fmt.Errorf("%w: ext4 inodes_extra %d is not between 0 and %d", ErrInvalidOptions, opts.InodesExtra, maxInodesExtra)
 	}
 	// mkfs.ext4 merges a source lost+found into the one it makes, and the fixups
 	// then give it the manifest's mode and owner; anything but a directory there
@@ -203,7 +210,7 @@ func writeExt4(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst 
 	}
 	auto := size == 0
 	if auto {
-		size = ext4AutoSize(t)
+		size = ext4AutoSize(t, opts)
 	}
 	uuid, err := derivedUUID(t, opts, "ext4 uuid")
 	if err != nil {
@@ -245,7 +252,7 @@ func writeExt4(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst 
 	env := []string{"MKE2FS_CONFIG=" + conf, "E2FSPROGS_FAKE_TIME=" + strconv.FormatInt(fake, 10)}
 	return writeWithTool(dst, func(tmp string) error {
 		for attempt := 0; ; attempt++ {
-			err := mkfsExt4(ctx, env, tmp, size, src, uuid, seed, ext4Inodes(t), opts.Name)
+			err := mkfsExt4(ctx, env, tmp, size, src, uuid, seed, ext4Inodes(t, opts), opts.Label)
 			if err == nil {
 				break
 			}

@@ -59,7 +59,23 @@ func (b *blobs) BlobPath(d digest.Digest) (string, error) {
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
-	if err := os.WriteFile(p, data, 0o444); err != nil {
+	// Parallel writers share the blobs: publish each file whole.
+	tmp, err := os.CreateTemp(b.dir, ".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o444)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
 		return "", err
 	}
 	return p, nil
@@ -416,7 +432,7 @@ func TestSquashfs(t *testing.T) {
 func TestExt4(t *testing.T) {
 	needTools(t, "mkfs.ext4", "debugfs")
 	tr, c := testTree(t)
-	res, _ := writeTwice(t, tr, c, Options{Format: FormatExt4, SourceDateEpoch: testEpoch, Name: "strata"}, "out.ext4")
+	res, _ := writeTwice(t, tr, c, Options{Format: FormatExt4, SourceDateEpoch: testEpoch, Label: "strata"}, "out.ext4")
 	if _, err := exec.LookPath("e2fsck"); err == nil {
 		run(t, "e2fsck", "-fn", res.Path)
 	}
