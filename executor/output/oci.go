@@ -135,8 +135,8 @@ func writeOCI(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst s
 		return Result{}, err
 	}
 	manifest := ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
 		Config:      configDesc,
 		Layers:      []ocispec.Descriptor{layer},
 		Annotations: annotations,
