@@ -27,8 +27,9 @@ var BuiltinABI = map[string]int{
 
 // OutputABI is the implementation version of every output format.
 var OutputABI = map[string]int{
-	// erofs 2: entries named lost+found* are no longer dropped.
-	"tree": 1, "tar": 1, "tar.zst": 1, "squashfs": 1, "ext4": 1, "erofs": 2, "oci": 1,
+	// erofs 2: entries named lost+found* are no longer dropped. oci 2: the
+	// reference is named after the version, which is annotated.
+	"tree": 1, "tar": 1, "tar.zst": 1, "squashfs": 1, "ext4": 1, "erofs": 2, "oci": 2,
 }
 
 // ModuleDigest returns the implementation digest of a stage type: its name and ABI
