@@ -362,7 +362,7 @@ func (c *compiler) image(img *lang.Image) error {
 		if !ok {
 			return fmt.Errorf("%s.outputs[%d]: unknown output format %q", prefix, j, o.Type)
 		}
-		opts, err := canonical(map[string]any{"name": o.Name, "size": o.Size})
+		opts, err := canonical(outputOptions(img, o))
 		if err != nil {
 			return err
 		}
@@ -380,6 +380,35 @@ func (c *compiler) image(img *lang.Image) error {
 	after, err := c.hooks(img, outputs, "")
 	pi.Hooks = append(hooks, after...)
 	return err
+}
+
+// outputOptions are an output node's options: its name and size as ever, the
+// format's options, and for oci the image's version and annotations, which
+// change the artifact and so belong in its key (executor/output.PlanOptions
+// decodes them).
+func outputOptions(img *lang.Image, o lang.Output) map[string]any {
+	m := map[string]any{"name": o.Name, "size": o.Size}
+	if o.Compression != "" {
+		m["compression"] = o.Compression
+	}
+	if o.Label != "" {
+		m["label"] = o.Label
+	}
+	if o.InodesExtra != 0 {
+		m["inodes_extra"] = o.InodesExtra
+	}
+	if o.Type == "oci" {
+		if img.Version != "" {
+			m["version"] = img.Version
+		}
+		if len(img.Annotations) > 0 {
+			m["annotations"] = img.Annotations
+		}
+		if o.Config != nil {
+			m["config"] = o.Config
+		}
+	}
+	return m
 }
 
 // hooks adds a node for each hook an image names that runs on the given event (or

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -293,5 +294,41 @@ images: two: {version: "1", stages: [{type: "strata.hostname", options: hostname
 	}
 	if n, _ := back.Node("images.two.stages[1]"); n == nil || n.Inputs.Tree != one.ID {
 		t.Fatal("the second image's next stage must build on the shared node")
+	}
+}
+
+// TestOCIVersionAndAnnotationsAreKeyed: an image's version and annotations
+// change its oci output (reference name, annotations), so they enter that
+// output's key and nothing else's; format options enter their output's key.
+func TestOCIVersionAndAnnotationsAreKeyed(t *testing.T) {
+	spec := strings.Replace(baseSpec, `outputs: [{type: "tar"}]`,
+		`outputs: [{type: "tar"}, {type: "oci", config: cmd: ["/bin/sh"]}, {type: "ext4", label: "root"}]`, 1)
+	s0, _ := keys(compile(t, writeWorkspace(t, t.TempDir(), spec)))
+	for _, tc := range []struct {
+		name, from, to string
+		changed        []string
+	}{
+		{"version", `images: a: {
+	version: "1"`, `images: a: {
+	version: "2"`, []string{"images.a.outputs[1]"}},
+		{"annotations", `hooks: ["check"]`, `hooks: ["check"]
+	annotations: "org.example.team": "os"`, []string{"images.a.outputs[1]"}},
+		{"config", `cmd: ["/bin/sh"]`, `cmd: ["/bin/bash"]`, []string{"images.a.outputs[1]"}},
+		{"label", `label: "root"`, `label: "root-b"`, []string{"images.a.outputs[2]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			changed := strings.Replace(spec, tc.from, tc.to, 1)
+			if changed == spec {
+				t.Fatalf("the edit %q does not apply", tc.from)
+			}
+			s1, _ := keys(compile(t, writeWorkspace(t, t.TempDir(), changed)))
+			// Post-build hooks see the outputs, so they follow any output's key.
+			tc.changed = append(tc.changed, "images.a.hooks.check")
+			for n := range s0 {
+				if want := slices.Contains(tc.changed, n); (s0[n] != s1[n]) != want {
+					t.Errorf("%s: key changed = %v, want %v", n, s0[n] != s1[n], want)
+				}
+			}
+		})
 	}
 }

@@ -289,6 +289,14 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 			if err := x.writeFile(r, e.Path, e.Digest, e.Size, fs.FileMode(e.Mode&0o777)); err != nil {
 				return fmt.Errorf("%s: %w", e.Path, err)
 			}
+		case tree.CharDev, tree.BlockDev, tree.Fifo:
+			if x.euid != 0 && e.Type != tree.Fifo {
+				return fmt.Errorf("%s: a device node can only be exported as root; a tar, squashfs or ext4 output holds it", e.Path)
+			}
+			typ := map[tree.Kind]uint32{tree.CharDev: unix.S_IFCHR, tree.BlockDev: unix.S_IFBLK, tree.Fifo: unix.S_IFIFO}[e.Type]
+			if err := mknodIn(r, e.Path, typ|e.Mode&0o777, unix.Mkdev(e.Major, e.Minor)); err != nil {
+				return err
+			}
 		default:
 			return fmt.Errorf("%s: cannot export entry type %q", e.Path, e.Type)
 		}
@@ -297,7 +305,7 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 				return err
 			}
 		}
-		if e.Type == tree.File && e.Mode&0o7000 != 0 {
+		if e.Type != tree.Dir && e.Type != tree.Symlink && e.Mode&0o7000 != 0 {
 			// After chown, which clears setuid and setgid.
 			if err := r.Chmod(e.Path, unixMode(e.Mode)); err != nil {
 				return err
@@ -310,6 +318,20 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 		}
 	}
 	return dir.Chmod(name, top)
+}
+
+// mknodIn makes a device node or fifo at name inside r: mknodat in the
+// directory opened through the root, so the name cannot lead out of it.
+func mknodIn(r *os.Root, name string, mode uint32, dev uint64) error {
+	d, err := r.Open(path.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Mknodat(int(d.Fd()), path.Base(name), mode, int(dev)); err != nil {
+		return &os.PathError{Op: "mknod", Path: name, Err: err}
+	}
+	return nil
 }
 
 // unixMode converts permission bits with setuid, setgid and sticky to an

@@ -7,14 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/builtin"
@@ -326,10 +326,15 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 		Options: n.Options, Command: argv, Env: nodeEnv, SourceDateEpoch: sde,
 		Network: n.Network, Chroot: chroot,
 	}
+	var journal string
 	if needBinary {
 		spec.Binary = b.opts.Binary
-		if b.euid != 0 {
-			spec.Env[builtin.OwnerXattrEnv] = "1"
+		if journal, err = b.builtinChannel(ctx, n, dir, base, &spec); err != nil {
+			return out, err
+		}
+	} else if b.euid != 0 {
+		if err := b.rootlessCommandCheck(ctx, n, base); err != nil {
+			return out, err
 		}
 	}
 	if len(spec.Options) == 0 {
@@ -338,9 +343,9 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	if out, err = b.sandboxed(ctx, t, host, dir, spec); err != nil {
 		return out, err
 	}
-	var owners map[string][2]int
-	if b.euid != 0 {
-		if owners, err = recordedOwners(upper); err != nil {
+	var recs builtin.Records
+	if journal != "" {
+		if recs, err = builtin.ReadRecordsFile(journal); err != nil {
 			return out, err
 		}
 	}
@@ -358,12 +363,12 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	if d, err = b.normalizeOwners(ctx, nt, d); err != nil {
 		return out, err
 	}
-	if len(owners) > 0 {
-		for i := range nt.Entries {
-			if o, ok := owners[nt.Entries[i].Path]; ok {
-				nt.Entries[i].UID, nt.Entries[i].GID = o[0], o[1]
-			}
+	if b.euid != 0 && base != nil && keepBaseOwners(nt, base, recs) {
+		if d, err = st.PutTree(ctx, nt); err != nil {
+			return out, err
 		}
+	}
+	if recs.Apply(nt) {
 		if d, err = st.PutTree(ctx, nt); err != nil {
 			return out, err
 		}
@@ -372,29 +377,114 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 	return out, nil
 }
 
-// recordedOwners collects the owners built-in stages recorded in the
-// builtin.OwnerXattr attribute because the sandbox could not set them (see
-// builtin.OwnerXattrEnv), by tree path.
-func recordedOwners(upper string) (map[string][2]int, error) {
-	owners := map[string][2]int{}
-	buf := make([]byte, 64)
-	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == upper || d.Type()&fs.ModeSymlink != 0 {
+// builtinChannel sets spec up for a built-in stage to say what its sandbox
+// cannot hold (builtin.RecordsEnv): an empty journal bound read-write, and the
+// manifests of its tree and inputs bound read-only, so the stage reads owners
+// as the store holds them. It returns the journal's host path.
+func (b *builder) builtinChannel(ctx context.Context, n *plan.Node, dir string, base *tree.Tree, spec *sandbox.Spec) (string, error) {
+	journal := filepath.Join(dir, "records")
+	if err := os.WriteFile(journal, nil, 0o600); err != nil {
+		return "", err
+	}
+	man := filepath.Join(dir, "manifests")
+	if err := os.MkdirAll(filepath.Join(man, "inputs"), 0o755); err != nil {
+		return "", err
+	}
+	write := func(p string, t *tree.Tree) error {
+		data, err := t.Encode()
+		if err != nil {
 			return err
 		}
-		n, err := unix.Lgetxattr(p, builtin.OwnerXattr, buf)
+		return os.WriteFile(p, data, 0o444)
+	}
+	if base != nil {
+		if err := write(filepath.Join(man, "tree.json"), base); err != nil {
+			return "", err
+		}
+	}
+	for name, id := range n.Inputs.Mounts {
+		d, err := b.treeDigest(ctx, id)
 		if err != nil {
-			return nil
+			return "", err
 		}
-		var uid, gid int
-		if _, err := fmt.Sscanf(string(buf[:n]), "%d:%d", &uid, &gid); err != nil {
-			return nil
+		t, err := b.opts.Store.GetTree(ctx, d)
+		if err != nil {
+			return "", err
 		}
-		rel, _ := filepath.Rel(upper, p)
-		owners[filepath.ToSlash(rel)] = [2]int{uid, gid}
-		return nil
-	})
-	return owners, err
+		if err := write(filepath.Join(man, "inputs", name+".json"), t); err != nil {
+			return "", err
+		}
+	}
+	spec.Binds = append(spec.Binds,
+		sandbox.Bind{Source: journal, Target: builtin.RecordsPath, Writable: true},
+		sandbox.Bind{Source: man, Target: builtin.ManifestsDir})
+	spec.Env[builtin.RecordsEnv] = builtin.RecordsPath
+	return journal, nil
+}
+
+// rootlessCommandCheck refuses a command stage (strata.run, a stage module)
+// that a build without root cannot run as a root build would: in a user
+// namespace that maps one id, every file of its trees looks like root's, so a
+// command reading owners (tar, find -user, a package manager) would see other
+// bytes than the same command as root, and the same key would stand for
+// different content.
+func (b *builder) rootlessCommandCheck(ctx context.Context, n *plan.Node, base *tree.Tree) error {
+	trees := map[string]*tree.Tree{"its tree": base}
+	if br := n.Inputs.BuildRoot; br != "" && br != plan.HostRoot {
+		d, err := b.treeDigest(ctx, br)
+		if err != nil {
+			return err
+		}
+		if trees["its build root"], err = b.opts.Store.GetTree(ctx, d); err != nil {
+			return err
+		}
+	}
+	for name, id := range n.Inputs.Mounts {
+		d, err := b.treeDigest(ctx, id)
+		if err != nil {
+			return err
+		}
+		if trees["input "+name], err = b.opts.Store.GetTree(ctx, d); err != nil {
+			return err
+		}
+	}
+	for _, what := range slices.Sorted(maps.Keys(trees)) {
+		t := trees[what]
+		if t == nil {
+			continue
+		}
+		for _, e := range t.Entries {
+			if e.UID != 0 || e.GID != 0 {
+				return fmt.Errorf("%w: in %s, /%s belongs to %d:%d, and without root the command would see it as root's; build as root, or set such owners after the commands (strata.files, strata.copy with owner)",
+					ErrRootlessOwners, what, e.Path, e.UID, e.GID)
+			}
+		}
+	}
+	return nil
+}
+
+// ErrRootlessOwners is wrapped when a command stage cannot run without root
+// and give what it gives as root.
+var ErrRootlessOwners = errors.New("a build without root cannot run this command as root would")
+
+// keepBaseOwners gives the entries of nt that are in base with the same type,
+// and whose owner the stage did not record, the base's owner. Without root a
+// stage's copy-up (a directory it wrote into, a whole tree with copy staging)
+// belongs to the user strata runs as, which normalizeOwners made root; as root
+// copy-up keeps owners. It reports whether it changed nt.
+func keepBaseOwners(nt, base *tree.Tree, recs builtin.Records) bool {
+	changed := false
+	for i := range nt.Entries {
+		e := &nt.Entries[i]
+		if r, ok := recs[e.Path]; ok && r.Owner != nil {
+			continue
+		}
+		if be, ok := base.Lookup(e.Path); ok && be.Type == e.Type && (be.UID != e.UID || be.GID != e.GID) {
+			e.UID, e.GID = be.UID, be.GID
+			changed = true
+		}
+	}
+	return changed
 }
 
 // normalizeOwners maps the ids of the user strata runs as to 0 when it is not

@@ -44,11 +44,9 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 	out := nodeOutput{exit: -1}
 	st := b.opts.Store
 	name, _ := outputName(n, "")
-	var o plan.OutputOptions
-	if len(n.Options) > 0 {
-		if err := json.Unmarshal(n.Options, &o); err != nil {
-			return out, fmt.Errorf("output options: %w", err)
-		}
+	po, err := output.DecodePlanOptions(n.Options)
+	if err != nil {
+		return out, err
 	}
 	format := output.Format(n.Type)
 	if format.MediaType() == "" {
@@ -92,7 +90,8 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 		return out, err
 	}
 	defer forceRemoveAll(dir)
-	opts := output.Options{Format: format, SourceDateEpoch: sde, Size: o.Size, Checkout: co, TempDir: dir}
+	opts := output.Options{Format: format, SourceDateEpoch: sde, Checkout: co, TempDir: dir}
+	po.Apply(&opts)
 	if n.Platform != nil {
 		opts.Platform = output.Platform{OS: n.Platform.OS, Architecture: n.Platform.Arch}
 	}
@@ -111,12 +110,9 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 		}
 		out.tree = ld
 	} else {
-		f, err := os.Open(dst)
-		if err != nil {
-			return out, err
-		}
-		d, _, err := st.PutBlob(ctx, f)
-		f.Close()
+		// Linked, not copied: an artifact is often large, and an ext4 image
+		// sparse.
+		d, _, err := st.LinkFile(ctx, dst, 0o444, 0, 0)
 		if err != nil {
 			return out, fmt.Errorf("store %s: %w", name, err)
 		}

@@ -110,7 +110,24 @@ type Output struct {
 	Type string `json:"type"`
 	Name string `json:"name"`
 	Size int64  `json:"size,omitempty"`
-	Pos  Pos    `json:"pos"`
+	// Compression (squashfs, erofs, oci), Label and InodesExtra (ext4) and
+	// Config (oci) are format options, with the schema's defaults.
+	Compression string     `json:"compression,omitempty"`
+	Label       string     `json:"label,omitempty"`
+	InodesExtra int64      `json:"inodes_extra,omitempty"`
+	Config      *OCIConfig `json:"config,omitempty"`
+	Pos         Pos        `json:"pos"`
+}
+
+// OCIConfig is the image config of an oci output.
+type OCIConfig struct {
+	Entrypoint   []string          `json:"entrypoint,omitempty"`
+	Cmd          []string          `json:"cmd,omitempty"`
+	Env          []string          `json:"env,omitempty"`
+	User         string            `json:"user,omitempty"`
+	WorkDir      string            `json:"workdir,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	ExposedPorts []string          `json:"exposed_ports,omitempty"`
 }
 
 // Stage is one step of an image. Options are the stage's options as JSON with the

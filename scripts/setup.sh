@@ -15,6 +15,9 @@ have zstd         || need_pkgs+=(zstd)
 have git          || need_pkgs+=(git)
 have setpriv      || need_pkgs+=(util-linux)
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+# Independent readers of the oci output in the output tests.
+have skopeo       || need_pkgs+=(skopeo)
+have umoci        || need_pkgs+=(umoci)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

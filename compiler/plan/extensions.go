@@ -36,7 +36,7 @@ var (
 		{"strata.files", 1},
 		{"strata.hostname", 1},
 		{"strata.run", 1},
-		{"strata.users", 1},
+		{"strata.users", 2}, // 2: primary groups, no lastchg of 0
 	}
 	OutputFormats = []OutputFormat{
 		{"tree", 1, "application/vnd.strata.tree.v1+json"},
@@ -44,8 +44,10 @@ var (
 		{"tar.zst", 1, "application/vnd.strata.tar+zstd"},
 		{"squashfs", 1, "application/vnd.strata.squashfs"},
 		{"ext4", 1, "application/vnd.strata.ext4"},
-		{"erofs", 1, "application/vnd.strata.erofs"},
-		{"oci", 1, "application/vnd.oci.image.manifest.v1+json"},
+		// erofs 2: entries named lost+found* are no longer dropped.
+		{"erofs", 2, "application/vnd.strata.erofs"},
+		// oci 2: the reference is named after the version, which is annotated.
+		{"oci", 2, "application/vnd.oci.image.manifest.v1+json"},
 	}
 )
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+
+	"github.com/strata-build/strata/executor/tree"
 )
 
 // Fixed paths inside the sandbox, shared with the executor that sets it up.
@@ -25,6 +27,8 @@ const (
 // Default extraction limits, used when the corresponding [Env] field is zero.
 const (
 	// DefaultMaxExtractBytes caps the uncompressed size of an archive (64 GiB).
+	// The cap is lowered to 9/10 of the free space of the tree's filesystem
+	// when that is smaller.
 	DefaultMaxExtractBytes int64 = 64 << 30
 	// DefaultMaxExtractEntries caps the number of entries in an archive.
 	DefaultMaxExtractEntries int64 = 10_000_000
@@ -64,6 +68,18 @@ type Env struct {
 	// MaxExtractEntries caps the entries strata.extract reads; zero means
 	// DefaultMaxExtractEntries.
 	MaxExtractEntries int64
+	// Records, when set, receives the journal of owners and devices the stage
+	// means for the tree (see RecordsEnv); nil means the sandbox can set
+	// them itself, or the stage fails.
+	Records io.Writer
+	// TreeManifest and InputManifests are the manifests of the tree and of
+	// each input as the store holds them: owners come from them, since a
+	// sandbox without root shows every file as root's. Nil means the files'
+	// own owners are true.
+	TreeManifest   *tree.Tree
+	InputManifests map[string]*tree.Tree
+
+	journal *journal
 }
 
 // StageInfo describes a built-in stage type.
@@ -83,7 +99,7 @@ type stage struct {
 
 // stages is the immutable table of built-in types.
 var stages = map[string]stage{
-	"strata.files": {StageInfo{Doc: "Create directories, files and symbolic links with modes and owners."}, runFiles},
+	"strata.files": {StageInfo{Doc: "Create directories, files, symbolic links and device nodes with modes and owners."}, runFiles},
 	"strata.copy":  {StageInfo{Doc: "Copy a file or directory from an input into the tree, keeping modes and symbolic links."}, runCopy},
 	"strata.extract": {StageInfo{Doc: "Extract a tar, tar.gz or tar.zst archive from an input into the tree, refusing entries that escape it."},
 		runExtract},
@@ -134,6 +150,9 @@ func Run(ctx context.Context, typ string, options []byte, env Env) error {
 	}
 	if env.Stderr == nil {
 		env.Stderr = io.Discard
+	}
+	if env.Records != nil {
+		env.journal = newJournal(env.Records)
 	}
 	if err := s.run(ctx, options, env); err != nil {
 		return fmt.Errorf("%s: %w", typ, err)

@@ -102,7 +102,7 @@ func runBusybox(ctx context.Context, options []byte, env Env) error {
 	slices.Sort(links)
 	links = slices.Compact(links)
 
-	t, err := openFsys(env.Tree)
+	t, err := openTree(env)
 	if err != nil {
 		return fmt.Errorf("open tree: %w", err)
 	}
@@ -139,6 +139,9 @@ func runBusybox(ctx context.Context, options []byte, env Env) error {
 		}
 		if err := t.root.Symlink(target, lfull); err != nil {
 			return fmt.Errorf("applet %s: %w", show(rel), err)
+		}
+		if err := t.lchown(lfull, rootOwner); err != nil {
+			return err
 		}
 	}
 	return ctx.Err()

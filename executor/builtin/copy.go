@@ -7,22 +7,44 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/strata-build/strata/executor/tree"
 )
 
 // copyOptions are the options of strata.copy:
 //
-//	{"input": "name", "src": "/", "dst": "/"}
+//	{"input": "name", "src": "/", "dst": "/", "owner": "0:0", "mode": 420}
 //
 // input is required; src (a path inside the input) and dst (a tree path)
 // default to "/". A directory src is merged into the directory dst (like
 // "cp -a src/. dst/"); a file or symbolic link src is copied to the path dst.
 // When the input itself is a file, src must be "/".
+//
+// owner ("uid:gid") and mode (permission bits, at most 07777) are applied to
+// every entry copied, directories and files alike, as Dockerfile's COPY
+// --chown and --chmod do (symbolic links take the owner only); when absent,
+// each entry keeps the input's. The tree root keeps its own when dst is "/".
+// An owner asked for here must be settable, like the owners of strata.files.
 type copyOptions struct {
-	Input string `json:"input"`
-	Src   string `json:"src"`
-	Dst   string `json:"dst"`
+	Input string  `json:"input"`
+	Src   string  `json:"src"`
+	Dst   string  `json:"dst"`
+	Owner *string `json:"owner"`
+	Mode  *uint32 `json:"mode"`
+}
+
+// parseOwner parses a "uid:gid" option.
+func parseOwner(field, s string) (owner, error) {
+	u, g, ok := strings.Cut(s, ":")
+	uid, err1 := strconv.ParseUint(u, 10, 32)
+	gid, err2 := strconv.ParseUint(g, 10, 32)
+	if !ok || err1 != nil || err2 != nil || uid > maxID || gid > maxID {
+		return owner{}, fmt.Errorf("%s: %q is not \"uid:gid\" with numeric ids", field, s)
+	}
+	return owner{int(uid), int(gid), true}, nil
 }
 
 func runCopy(ctx context.Context, options []byte, env Env) error {
@@ -48,7 +70,21 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 	if err != nil {
 		return err
 	}
-	t, err := openFsys(env.Tree)
+	var c copier
+	if o.Owner != nil {
+		own, err := parseOwner("owner", *o.Owner)
+		if err != nil {
+			return err
+		}
+		c.owner = &own
+	}
+	if o.Mode != nil {
+		if *o.Mode > 0o7777 {
+			return fmt.Errorf("mode: %#o is not a permission mode (at most 07777)", *o.Mode)
+		}
+		c.mode = o.Mode
+	}
+	t, err := openTree(env)
 	if err != nil {
 		return fmt.Errorf("open tree: %w", err)
 	}
@@ -80,7 +116,8 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 		if err := t.clearForFile(full); err != nil {
 			return fmt.Errorf("dst: %w", err)
 		}
-		return t.writeFile(full, f, unixMode(fi.Mode()), ownerOf(fi))
+		c.single = fileOwner(env.InputManifests[o.Input])
+		return t.writeFile(full, f, c.modeOf(fi), c.ownerOf(".", fi))
 	}
 
 	in, err := openFsys(inPath)
@@ -88,6 +125,7 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 		return fmt.Errorf("input %q: %w", o.Input, err)
 	}
 	defer in.Close()
+	in.man = env.InputManifests[o.Input]
 	src := "."
 	if srcRel != "." {
 		if src, err = in.locate(srcRel, false); err != nil {
@@ -98,7 +136,7 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 	if err != nil {
 		return fmt.Errorf("src: input %q: %w", o.Input, err)
 	}
-	c := copier{ctx: ctx, in: in, out: t, input: o.Input}
+	c.ctx, c.in, c.out, c.input = ctx, in, t, o.Input
 	if sfi.IsDir() {
 		dst, err := t.resolveDir(dstRel, true)
 		if err != nil {
@@ -111,7 +149,7 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 			// The tree root keeps its own mode and owner.
 			return nil
 		}
-		return t.setAttrs(dst, unixMode(sfi.Mode()), ownerOf(sfi))
+		return t.setAttrs(dst, c.modeOf(sfi), c.ownerOf(src, sfi))
 	}
 	if dstRel == "." {
 		return fmt.Errorf("dst: src %q is not a directory, so dst must name the destination (got \"/\")", o.Src)
@@ -123,12 +161,17 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 	return c.entry(src, full, sfi)
 }
 
-// ownerOf returns the owner of fi, applied where permitted.
-func ownerOf(fi fs.FileInfo) owner {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return owner{int(st.Uid), int(st.Gid), false}
+// fileOwner is the owner of a single-file input: its manifest's only file.
+func fileOwner(m *tree.Tree) *owner {
+	if m == nil {
+		return nil
 	}
-	return rootOwner
+	for _, e := range m.Entries {
+		if e.Type == tree.File {
+			return &owner{e.UID, e.GID, false}
+		}
+	}
+	return nil
 }
 
 // clearForFile removes a non-directory at full; a directory is an error.
@@ -148,6 +191,37 @@ type copier struct {
 	in    *fsys
 	out   *fsys
 	input string
+	// owner and mode, when set, replace every copied entry's.
+	owner *owner
+	mode  *uint32
+	// single is the owner of a single-file input, from its manifest.
+	single *owner
+}
+
+// ownerOf is the owner the copy of the input entry src gets: the option's,
+// else the input's (from its manifest: a sandbox without root shows every
+// file as root's).
+func (c *copier) ownerOf(src string, fi fs.FileInfo) owner {
+	switch {
+	case c.owner != nil:
+		return *c.owner
+	case c.single != nil:
+		return *c.single
+	case c.in != nil:
+		return c.in.ownerOf(src, fi)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return rootOwner
+	}
+	return owner{int(st.Uid), int(st.Gid), false}
+}
+
+func (c *copier) modeOf(fi fs.FileInfo) uint32 {
+	if c.mode != nil {
+		return *c.mode
+	}
+	return unixMode(fi.Mode())
 }
 
 // dir copies the children of the input directory src into the existing,
@@ -193,7 +267,11 @@ func (c *copier) entry(src, full string, fi fs.FileInfo) error {
 		if err := c.out.root.Symlink(target, full); err != nil {
 			return fmt.Errorf("symlink %s: %w", show(full), err)
 		}
-		return c.out.lchown(full, ownerOf(fi))
+		// A symbolic link's owner is kept where permitted, never required:
+		// without root it could not be recorded (no user xattrs on links).
+		own := c.ownerOf(src, fi)
+		own.strict = false
+		return c.out.lchown(full, own)
 	case fi.Mode().IsRegular():
 		f, err := c.in.root.Open(src)
 		if err != nil {
@@ -203,7 +281,7 @@ func (c *copier) entry(src, full string, fi fs.FileInfo) error {
 		if err := c.out.clearForFile(full); err != nil {
 			return err
 		}
-		return c.out.writeFile(full, f, unixMode(fi.Mode()), ownerOf(fi))
+		return c.out.writeFile(full, f, c.modeOf(fi), c.ownerOf(src, fi))
 	case fi.IsDir():
 		dfi, err := c.out.root.Lstat(full)
 		switch {
@@ -236,7 +314,7 @@ func (c *copier) entry(src, full string, fi fs.FileInfo) error {
 		if err := c.dir(src, full); err != nil {
 			return err
 		}
-		return c.out.setAttrs(full, unixMode(fi.Mode()), ownerOf(fi))
+		return c.out.setAttrs(full, c.modeOf(fi), c.ownerOf(src, fi))
 	default:
 		return fmt.Errorf("input %q: %s: unsupported file type %s (devices, fifos and sockets are not copied)", c.input, show(src), fi.Mode().Type())
 	}

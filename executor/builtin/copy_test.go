@@ -3,6 +3,7 @@ package builtin
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -127,4 +128,70 @@ func TestCopyErrors(t *testing.T) {
 		t.Errorf("confined copy: %v", err)
 	}
 	check()
+}
+
+// TestCopyOwnerMode: owner and mode replace those of every copied entry,
+// directories and files alike; links take the owner; the tree root keeps its
+// own; bad values are errors naming the option.
+func TestCopyOwnerMode(t *testing.T) {
+	in := makeInput(t)
+	tree := t.TempDir()
+	env := Env{Tree: tree, Inputs: map[string]string{"src": in}}
+	opts := map[string]any{"input": "src", "src": "/app", "dst": "/opt/app", "owner": "123:456", "mode": 0o750}
+	if err := runStage(t, "strata.copy", opts, env); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"/opt":              "dir 0755 0:0",
+		"/opt/app":          "dir 0750 123:456",
+		"/opt/app/bin":      "dir 0750 123:456",
+		"/opt/app/bin/conf": "link ../etc/conf",
+		"/opt/app/bin/ro":   `file 0750 123:456 "ro"`,
+		"/opt/app/bin/tool": `file 0750 123:456 "tool"`,
+		"/opt/app/empty":    "dir 0750 123:456",
+		"/opt/app/etc":      "dir 0750 123:456",
+		"/opt/app/etc/conf": `file 0750 123:456 "conf"`,
+		"/opt/app/passwd":   "link /etc/passwd",
+	}
+	if diff := cmp.Diff(want, snapshot(t, tree)); diff != "" {
+		t.Errorf("tree (-want +got):\n%s", diff)
+	}
+	if os.Geteuid() == 0 {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(tree, "opt/app/passwd"), &st); err != nil || st.Uid != 123 || st.Gid != 456 {
+			t.Errorf("link owner %d:%d (%v), want 123:456", st.Uid, st.Gid, err)
+		}
+	}
+
+	// A single file, and only the mode.
+	tree = t.TempDir()
+	env.Tree = tree
+	if err := runStage(t, "strata.copy", map[string]any{"input": "src", "src": "/app/etc/conf", "dst": "/etc/conf", "mode": 0o600}, env); err != nil {
+		t.Fatal(err)
+	}
+	if got := snapshot(t, tree)["/etc/conf"]; got != `file 0600 5:6 "conf"` {
+		t.Errorf("/etc/conf: %s", got)
+	}
+
+	// The root keeps its mode and owner when dst is "/".
+	tree = t.TempDir()
+	env.Tree = tree
+	if err := runStage(t, "strata.copy", map[string]any{"input": "src", "src": "/app/etc", "owner": "7:7", "mode": 0o700}, env); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(tree); err != nil || fi.Mode().Perm() == 0o700 {
+		t.Errorf("tree root took the copy's mode: %v %v", fi.Mode(), err)
+	}
+
+	for _, tc := range []struct {
+		opts map[string]any
+		err  string
+	}{
+		{map[string]any{"input": "src", "owner": "root"}, `owner: "root" is not "uid:gid"`},
+		{map[string]any{"input": "src", "owner": "1:-2"}, `owner: "1:-2" is not "uid:gid"`},
+		{map[string]any{"input": "src", "mode": 0o10000}, "mode: 010000 is not a permission mode"},
+	} {
+		env.Tree = t.TempDir()
+		wantErr(t, runStage(t, "strata.copy", tc.opts, env), tc.err)
+	}
 }

@@ -31,8 +31,12 @@
 // directory; device nodes and fifos are rejected; setuid, setgid and sticky bits
 // are kept because they are part of images; a duplicate entry replaces the
 // earlier one. Total uncompressed bytes, entry count and name lengths are capped
-// (see [DefaultMaxExtractBytes], [DefaultMaxExtractEntries]); exceeding a cap
-// stops extraction with an error wrapping [ErrLimit].
+// (see [DefaultMaxExtractBytes], [DefaultMaxExtractEntries]); the byte cap is
+// lowered to 9/10 of the free space of the tree's filesystem, so a large
+// archive fails with a clear error instead of filling the disk. Past
+// [RatioMinBytes], an archive may not expand more than max_ratio times
+// ([DefaultMaxRatio]) the compressed bytes read, which stops decompression
+// bombs early. Exceeding a cap stops extraction with an error wrapping [ErrLimit].
 //
 // # Ownership
 //

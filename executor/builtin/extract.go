@@ -14,25 +14,49 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 // extractOptions are the options of strata.extract:
 //
-//	{"input": "name", "path": "", "dst": "/", "format": "auto", "strip_components": 0}
+//	{"input": "name", "path": "", "dst": "/", "format": "auto", "strip_components": 0,
+//	 "max_ratio": 1000}
 //
 // input is required. path names the archive inside the input when the input
 // is a directory, and is empty (the default) when the input is the archive
 // file itself. dst defaults to "/". format is "auto" (the default, detected
 // from magic bytes), "tar", "tar.gz" or "tar.zst". strip_components (default
 // 0) drops that many leading components from entry names and hard link
-// targets, skipping entries that have no more, like GNU tar.
+// targets, skipping entries that have no more, like GNU tar. max_ratio
+// (default DefaultMaxRatio, 0 for none) is the largest expansion allowed:
+// once more than RatioMinBytes are extracted, the uncompressed bytes may not
+// exceed max_ratio times the archive bytes read.
 type extractOptions struct {
 	Input           string `json:"input"`
 	Path            string `json:"path"`
 	Dst             string `json:"dst"`
 	Format          string `json:"format"`
 	StripComponents int    `json:"strip_components"`
+	MaxRatio        *int64 `json:"max_ratio"`
 }
+
+// Compression-ratio check of strata.extract.
+const (
+	// DefaultMaxRatio is the default max_ratio. Real archives expand 2-20
+	// times (a Debian root as tar.zst about 4); deflate cannot exceed about
+	// 1032:1, and zstd passes 1000:1 only on long runs of one byte, which is
+	// what a bomb is made of (a 150 KB tar.zst expanded to 4 GiB: 28000:1).
+	DefaultMaxRatio int64 = 1000
+	// RatioMinBytes is how much an archive may expand before its ratio is
+	// checked (64 MiB): below it even a bomb costs little disk, and small
+	// archives of zeros, such as an empty filesystem image, stay legal.
+	RatioMinBytes int64 = 64 << 20
+)
+
+// freeSpaceShare is the part of the tree filesystem's free space (9/10) an
+// archive may fill: the cap is met with a clear error before the disk is
+// full, and the commit that follows still has room.
+const freeSpaceShare = 0.9
 
 // zstdMaxWindow bounds the zstd decoder's window (128 MiB, zstd's default
 // limit for --long), and so its memory.
@@ -57,6 +81,10 @@ func runExtract(ctx context.Context, options []byte, env Env) error {
 	if o.StripComponents < 0 || o.StripComponents > maxPathLen {
 		return fmt.Errorf("strip_components: %d is out of range", o.StripComponents)
 	}
+	ratio := or(o.MaxRatio, DefaultMaxRatio)
+	if ratio < 0 {
+		return fmt.Errorf("max_ratio: %d is negative (0 turns the check off)", ratio)
+	}
 	dstRel, err := treePath("dst", o.Dst)
 	if err != nil {
 		return err
@@ -71,7 +99,7 @@ func runExtract(ctx context.Context, options []byte, env Env) error {
 	}
 	defer f.Close()
 
-	t, err := openFsys(env.Tree)
+	t, err := openTree(env)
 	if err != nil {
 		return fmt.Errorf("open tree: %w", err)
 	}
@@ -80,19 +108,24 @@ func runExtract(ctx context.Context, options []byte, env Env) error {
 	if err != nil {
 		return fmt.Errorf("dst: %w", err)
 	}
-	dr, err := t.root.OpenRoot(dst)
+	x, err := t.sub(dst)
 	if err != nil {
 		return fmt.Errorf("dst: %w", err)
 	}
-	x := &fsys{root: dr}
 	defer x.Close()
 
-	r, closeR, err := decompress(f, o.Format)
+	compressed := &byteCounter{r: f}
+	r, closeR, err := decompress(compressed, o.Format)
 	if err != nil {
 		return fmt.Errorf("input %q: %w", o.Input, err)
 	}
 	defer closeR()
-	lim := limits{bytes: env.MaxExtractBytes, entries: env.MaxExtractEntries}
+	lim := limits{bytes: env.MaxExtractBytes, entries: env.MaxExtractEntries, ratio: ratio, compressed: compressed}
+	var st unix.Statfs_t
+	if err := unix.Statfs(env.Tree, &st); err != nil {
+		return fmt.Errorf("free space of the tree: %w", err)
+	}
+	lim.free = int64(float64(st.Bavail) * float64(st.Bsize) * freeSpaceShare)
 	if err := extractTar(ctx, r, x, lim, o.StripComponents); err != nil {
 		return fmt.Errorf("input %q: %w", o.Input, err)
 	}
@@ -195,15 +228,37 @@ func decompress(r io.Reader, format string) (io.Reader, func(), error) {
 type limits struct {
 	bytes   int64
 	entries int64
+	// free is the share of the tree filesystem's free space the archive may
+	// fill; zero means unknown.
+	free int64
+	// ratio is the largest expansion over compressed's count; zero turns
+	// the check off.
+	ratio      int64
+	compressed *byteCounter
 }
 
-// countingReader fails once more than limit bytes have been read, and when
-// ctx is done.
+// byteCounter counts the bytes read through it.
+type byteCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *byteCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// countingReader fails once more than limit bytes have been read, when the
+// expansion over compressed passes ratio, and when ctx is done.
 type countingReader struct {
-	ctx   context.Context
-	r     io.Reader
-	n     int64
-	limit int64
+	ctx        context.Context
+	r          io.Reader
+	n          int64
+	limit      int64
+	limitWhy   string
+	ratio      int64
+	compressed *byteCounter
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -213,7 +268,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	if c.n > c.limit {
-		return 0, fmt.Errorf("%w: more than %d uncompressed bytes", ErrLimit, c.limit)
+		return 0, fmt.Errorf("%w: more than %d uncompressed bytes%s", ErrLimit, c.limit, c.limitWhy)
+	}
+	if c.ratio > 0 && c.compressed != nil && c.n > RatioMinBytes && c.n/c.ratio > c.compressed.n {
+		return 0, fmt.Errorf("%w: the archive expands more than %d:1 (%d bytes from the first %d); set max_ratio higher, or 0, if that is expected",
+			ErrLimit, c.ratio, c.n, c.compressed.n)
 	}
 	return n, err
 }
@@ -226,7 +285,12 @@ func extractTar(ctx context.Context, r io.Reader, x *fsys, lim limits, strip int
 	if lim.entries <= 0 {
 		lim.entries = DefaultMaxExtractEntries
 	}
-	cr := &countingReader{ctx: ctx, r: r, limit: lim.bytes}
+	why := ""
+	if lim.free > 0 && lim.free < lim.bytes {
+		lim.bytes = lim.free
+		why = fmt.Sprintf(" (%.0f%% of the free space on the tree's filesystem)", freeSpaceShare*100)
+	}
+	cr := &countingReader{ctx: ctx, r: r, limit: lim.bytes, limitWhy: why, ratio: lim.ratio, compressed: lim.compressed}
 	tr := tar.NewReader(cr)
 	var entries, declared int64
 	for {
@@ -246,7 +310,7 @@ func extractTar(ctx context.Context, r io.Reader, x *fsys, lim limits, strip int
 		}
 		// Declared sizes count too: a sparse entry expands beyond what is read.
 		if hdr.Size < 0 || hdr.Size > lim.bytes-declared {
-			return fmt.Errorf("entry %s: %w: declares %d bytes, beyond the %d uncompressed bytes allowed", quoteName(hdr.Name), ErrLimit, hdr.Size, lim.bytes)
+			return fmt.Errorf("entry %s: %w: declares %d bytes, beyond the %d uncompressed bytes allowed%s", quoteName(hdr.Name), ErrLimit, hdr.Size, lim.bytes, why)
 		}
 		declared += hdr.Size
 		if err := extractEntry(tr, hdr, x, strip); err != nil {

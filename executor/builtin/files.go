@@ -6,22 +6,44 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"os"
+	"path"
 	"slices"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/executor/tree"
 )
 
 // filesOptions are the options of strata.files:
 //
 //	{"dirs": {"/path": {"mode": 493, "uid": 0, "gid": 0}},
 //	 "files": {"/path": {"content": "text", "mode": 420, "uid": 0, "gid": 0}},
-//	 "symlinks": {"/path": "target"}}
+//	 "symlinks": {"/path": "target"},
+//	 "devices": {"/dev/null": {"type": "char", "major": 1, "minor": 3, "mode": 438, "uid": 0, "gid": 0}}}
 //
-// Directory mode defaults to 0755, file mode to 0644, owners to 0:0, content
-// to "".
+// Directory mode defaults to 0755, file mode to 0644, device mode to 0600,
+// owners to 0:0, content to "". A device's type is "char", "block" or "fifo";
+// major and minor (default 0) are for char and block only, and a char device
+// 0:0 is refused (overlayfs reads it as a deletion). In a sandbox the executor
+// set up, device nodes are recorded (see [RecordsEnv]) and the executor puts
+// them in the manifest; otherwise they are made with mknod.
 type filesOptions struct {
-	Dirs     map[string]dirSpec  `json:"dirs"`
-	Files    map[string]fileSpec `json:"files"`
-	Symlinks map[string]string   `json:"symlinks"`
+	Dirs     map[string]dirSpec    `json:"dirs"`
+	Files    map[string]fileSpec   `json:"files"`
+	Symlinks map[string]string     `json:"symlinks"`
+	Devices  map[string]deviceSpec `json:"devices"`
+}
+
+type deviceSpec struct {
+	Type  string  `json:"type"`
+	Major uint32  `json:"major"`
+	Minor uint32  `json:"minor"`
+	Mode  *uint32 `json:"mode"`
+	UID   *uint32 `json:"uid"`
+	GID   *uint32 `json:"gid"`
 }
 
 type dirSpec struct {
@@ -63,7 +85,7 @@ func runFiles(ctx context.Context, options []byte, env Env) error {
 	if err := decode(options, &o); err != nil {
 		return err
 	}
-	t, err := openFsys(env.Tree)
+	t, err := openTree(env)
 	if err != nil {
 		return fmt.Errorf("open tree: %w", err)
 	}
@@ -129,7 +151,84 @@ func runFiles(ctx context.Context, options []byte, env Env) error {
 			return fmt.Errorf("%s: %w", field, err)
 		}
 	}
+	for _, p := range slices.Sorted(maps.Keys(o.Devices)) {
+		d := o.Devices[p]
+		field := fmt.Sprintf("devices[%q]", p)
+		rel, err := treePath(field, p)
+		if err != nil {
+			return err
+		}
+		if rel == "." {
+			return fmt.Errorf("%s: the tree root cannot be a device", field)
+		}
+		mode := or(d.Mode, 0o600)
+		own, err := checkAttrs(field, mode, or(d.UID, 0), or(d.GID, 0))
+		if err != nil {
+			return err
+		}
+		var typ uint32
+		switch d.Type {
+		case "char":
+			typ = unix.S_IFCHR
+			if d.Major == 0 && d.Minor == 0 {
+				return fmt.Errorf("%s: a char device 0:0 is overlayfs's mark of a deleted file and cannot be in a tree", field)
+			}
+		case "block":
+			typ = unix.S_IFBLK
+		case "fifo":
+			typ = unix.S_IFIFO
+			if d.Major != 0 || d.Minor != 0 {
+				return fmt.Errorf("%s: a fifo has no major or minor number", field)
+			}
+		default:
+			return fmt.Errorf("%s.type: %q is not char, block or fifo", field, d.Type)
+		}
+		if d.Major >= 1<<12 || d.Minor >= 1<<20 {
+			return fmt.Errorf("%s: %d:%d is beyond Linux's 12-bit major and 20-bit minor numbers", field, d.Major, d.Minor)
+		}
+		full, err := t.locate(rel, true)
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if err := t.clearForFile(full); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if err := t.mknod(full, typ, d.Major, d.Minor); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if err := t.setAttrs(full, mode, own); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+	}
 	return ctx.Err()
+}
+
+// mknod creates the device node or fifo full. With a journal a device is
+// an empty file and a record (a user namespace cannot make devices, so root
+// and rootless builds do the same): the executor makes it a device entry.
+func (t *fsys) mknod(full string, typ, major, minor uint32) error {
+	if t.rec != nil && typ != unix.S_IFIFO {
+		f, err := t.root.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		kind := tree.CharDev
+		if typ == unix.S_IFBLK {
+			kind = tree.BlockDev
+		}
+		return t.rec.record(Record{Path: t.treeRel(full), Device: &Device{Kind: kind, Major: major, Minor: minor}})
+	}
+	dir, base := path.Split(full)
+	d, err := t.root.Open(joinRel(strings.TrimSuffix(dir, "/"), "."))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Mknodat(int(d.Fd()), base, typ|0o600, int(unix.Mkdev(major, minor))); err != nil {
+		return fmt.Errorf("mknod %s: %w", show(full), err)
+	}
+	return nil
 }
 
 // makeDir creates the directory rel (parents 0755) or updates an existing
@@ -176,5 +275,5 @@ func (t *fsys) symlink(rel, target string) error {
 	if err := t.root.Symlink(target, full); err != nil {
 		return fmt.Errorf("symlink %s: %w", show(full), err)
 	}
-	return nil
+	return t.lchown(full, rootOwner)
 }

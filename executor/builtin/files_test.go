@@ -1,11 +1,18 @@
 package builtin
 
 import (
+	"bytes"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/executor/tree"
 )
 
 const filesHappy = `{
@@ -135,5 +142,75 @@ func TestFilesEscape(t *testing.T) {
 	}
 	if fi, err := os.Lstat(filepath.Join(tree, rel(outside), "d")); err != nil || !fi.IsDir() {
 		t.Errorf("confined dir: %v", err)
+	}
+}
+
+// TestFilesDevices: with a journal (as the executor runs built-ins, root or
+// not) devices are empty files and records that become device entries, with
+// their modes and owners; without one, as root, they are made with mknod.
+func TestFilesDevices(t *testing.T) {
+	const opts = `{"devices": {
+		"/dev/null": {"type": "char", "major": 1, "minor": 3, "mode": 438},
+		"/dev/sda1": {"type": "block", "major": 8, "minor": 1, "mode": 432, "gid": 6},
+		"/run/initctl": {"type": "fifo"}}}`
+	dir := t.TempDir()
+	var journal bytes.Buffer
+	if err := runStage(t, "strata.files", opts, Env{Tree: dir, Records: &journal}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadRecords(&journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &tree.Tree{Entries: []tree.Entry{
+		{Path: "dev", Type: tree.Dir, Mode: 0o755},
+		{Path: "dev/null", Type: tree.File, Mode: 0o666, Digest: digest.FromString("")},
+		{Path: "dev/sda1", Type: tree.File, Mode: 0o660, Digest: digest.FromString("")},
+	}}
+	if !recs.Apply(tr) {
+		t.Fatal("no records applied")
+	}
+	want := []tree.Entry{
+		{Path: "dev", Type: tree.Dir, Mode: 0o755},
+		{Path: "dev/null", Type: tree.CharDev, Mode: 0o666, Major: 1, Minor: 3},
+		{Path: "dev/sda1", Type: tree.BlockDev, Mode: 0o660, GID: 6, Major: 8, Minor: 1},
+	}
+	if diff := cmp.Diff(want, tr.Entries); diff != "" {
+		t.Errorf("entries with records (-want +got):\n%s", diff)
+	}
+	if err := tr.Validate(); err != nil {
+		t.Error(err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "run/initctl")); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
+		t.Errorf("fifo: %v %v", fi, err)
+	}
+
+	for _, tc := range []struct{ opts, err string }{
+		{`{"devices": {"/dev/x": {"type": "char"}}}`, "a char device 0:0 is overlayfs's mark"},
+		{`{"devices": {"/dev/x": {"type": "fifo", "major": 1}}}`, "a fifo has no major or minor number"},
+		{`{"devices": {"/dev/x": {"type": "socket"}}}`, `devices["/dev/x"].type: "socket" is not char, block or fifo`},
+		{`{"devices": {"/dev/x": {"type": "block", "major": 4096}}}`, "beyond Linux's 12-bit major"},
+		{`{"devices": {"/": {"type": "fifo"}}}`, "the tree root cannot be a device"},
+	} {
+		wantErr(t, runStage(t, "strata.files", tc.opts, Env{Tree: t.TempDir()}), tc.err)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("not root: mknod")
+	}
+	dir = t.TempDir()
+	if err := runStage(t, "strata.files", opts, Env{Tree: dir}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"dev/null": "c 1:3 0666 0:0", "dev/sda1": "b 8:1 0660 0:6", "run/initctl": "p 0:0 0600 0:0"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		kind := map[uint32]string{unix.S_IFCHR: "c", unix.S_IFBLK: "b", unix.S_IFIFO: "p"}[st.Mode&unix.S_IFMT]
+		got := fmt.Sprintf("%s %d:%d %04o %d:%d", kind, unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Mode&0o7777, st.Uid, st.Gid)
+		if got != want {
+			t.Errorf("%s: %s, want %s", p, got, want)
+		}
 	}
 }

@@ -57,7 +57,7 @@ func runHostname(ctx context.Context, options []byte, env Env) error {
 	if err := checkHostname(o.Hostname); err != nil {
 		return err
 	}
-	t, err := openFsys(env.Tree)
+	t, err := openTree(env)
 	if err != nil {
 		return fmt.Errorf("open tree: %w", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/strata-build/strata/executor/tree"
 )
 
 // maxSymlinkHops bounds symbolic link resolution, like the kernel's ELOOP.
@@ -29,6 +29,13 @@ const maxID = 1<<32 - 2
 // of intermediate symbolic links.
 type fsys struct {
 	root *os.Root
+	// rec, when set, receives the owners and devices meant for the tree
+	// (see RecordsEnv); man is the manifest of the tree as the store holds
+	// it, the truth about owners the sandbox cannot show; prefix is where
+	// root is in both (an extraction directory, say).
+	rec    *journal
+	man    *tree.Tree
+	prefix string
 }
 
 func openFsys(dir string) (*fsys, error) {
@@ -37,6 +44,55 @@ func openFsys(dir string) (*fsys, error) {
 		return nil, err
 	}
 	return &fsys{root: r}, nil
+}
+
+// openTree opens the stage's target tree with its journal and manifest.
+func openTree(env Env) (*fsys, error) {
+	t, err := openFsys(env.Tree)
+	if err != nil {
+		return nil, err
+	}
+	t.rec, t.man = env.journal, env.TreeManifest
+	return t, nil
+}
+
+// sub returns the directory full of t as an fsys of its own, sharing the
+// journal and manifest.
+func (t *fsys) sub(full string) (*fsys, error) {
+	r, err := t.root.OpenRoot(full)
+	if err != nil {
+		return nil, err
+	}
+	return &fsys{root: r, rec: t.rec, man: t.man, prefix: t.treeRel(full)}, nil
+}
+
+// treeRel is the tree path of full, a path of t.
+func (t *fsys) treeRel(full string) string {
+	if t.prefix == "" {
+		return path.Clean(full)
+	}
+	return path.Join(t.prefix, full)
+}
+
+// ownerOf is the owner of the entry full of t, described by fi: the one this
+// stage recorded for it, else the manifest's, else the one the sandbox shows
+// (which, without root, is root for everything). Applied where permitted.
+func (t *fsys) ownerOf(full string, fi fs.FileInfo) owner {
+	rel := t.treeRel(full)
+	if t.rec != nil {
+		if o, ok := t.rec.owner(rel); ok {
+			return owner{o[0], o[1], false}
+		}
+	}
+	if t.man != nil {
+		if e, ok := t.man.Lookup(rel); ok {
+			return owner{e.UID, e.GID, false}
+		}
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return owner{int(st.Uid), int(st.Gid), false}
+	}
+	return rootOwner
 }
 
 func (t *fsys) Close() error { return t.root.Close() }
@@ -175,7 +231,13 @@ func (t *fsys) clear(full string) (isDir bool, err error) {
 	if fi.IsDir() {
 		return true, nil
 	}
-	return false, t.root.Remove(full)
+	if err := t.root.Remove(full); err != nil {
+		return false, err
+	}
+	if t.rec != nil {
+		return false, t.rec.forget(t.treeRel(full))
+	}
+	return false, nil
 }
 
 // owner is a requested owner. Strict owners must be applied; others are
@@ -188,7 +250,15 @@ type owner struct {
 var rootOwner = owner{0, 0, false}
 
 // lchown sets the owner of full without following a final symbolic link.
+// With a journal the owner is recorded whatever the kernel allows: a user
+// namespace maps too few ids to set most owners, and the record is what
+// the tree gets.
 func (t *fsys) lchown(full string, o owner) error {
+	if t.rec != nil {
+		if err := t.rec.record(Record{Path: t.treeRel(full), Owner: &[2]int{o.uid, o.gid}}); err != nil {
+			return fmt.Errorf("record owner of %s: %w", show(full), err)
+		}
+	}
 	if fi, err := t.root.Lstat(full); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == o.uid && int(st.Gid) == o.gid {
 			return nil
@@ -199,10 +269,7 @@ func (t *fsys) lchown(full string, o owner) error {
 		return nil
 	}
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) {
-		if !o.strict || (o.uid == 0 && o.gid == 0) {
-			return nil
-		}
-		if os.Getenv(OwnerXattrEnv) == "1" && t.recordOwner(full, o) == nil {
+		if t.rec != nil || !o.strict || (o.uid == 0 && o.gid == 0) {
 			return nil
 		}
 		return fmt.Errorf("set owner of %s to %d:%d: not permitted here (the sandbox must map this id): %w", show(full), o.uid, o.gid, err)
@@ -280,9 +347,7 @@ func (t *fsys) replaceFile(rel string, data []byte, mode uint32, o owner, keep b
 	}
 	if fi, err := t.root.Lstat(full); err == nil && keep && fi.Mode().IsRegular() {
 		mode = unixMode(fi.Mode())
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			o = owner{int(st.Uid), int(st.Gid), false}
-		}
+		o = t.ownerOf(full, fi)
 	}
 	isDir, err := t.clear(full)
 	if err != nil {
@@ -352,23 +417,4 @@ func treePathLoose(p string) (string, error) {
 		return "", errors.New("symbolic link to the tree root")
 	}
 	return rel, nil
-}
-
-// OwnerXattrEnv is the environment variable that, set to "1" (by an executor
-// running without root, whose sandbox maps a single id), makes an owner the
-// kernel refuses be recorded in the OwnerXattr extended attribute of the path
-// instead of failing the stage. The executor applies it to the committed tree.
-const OwnerXattrEnv = "STRATA_OWNER_XATTR"
-
-// OwnerXattr holds "uid:gid" for an owner that could not be set; see OwnerXattrEnv.
-const OwnerXattr = "user.strata.owner"
-
-// recordOwner stores o in the OwnerXattr attribute of full (not a symlink).
-func (t *fsys) recordOwner(full string, o owner) error {
-	f, err := t.root.OpenFile(full, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Fsetxattr(int(f.Fd()), OwnerXattr, []byte(fmt.Sprintf("%d:%d", o.uid, o.gid)), 0)
 }

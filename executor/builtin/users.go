@@ -23,6 +23,13 @@ import (
 // uid, home to "/home/NAME" ("/root" for root), shell to "/bin/sh", groups
 // (supplementary groups, which must exist in /etc/group or in groups) to [],
 // and password (the /etc/shadow hash; "!" locks the account) to "!".
+//
+// A user whose gid no group has gets its primary group, named after the user
+// (as useradd's user private groups), so /etc/passwd never names a gid
+// /etc/group lacks. The shadow lastchg field is the day of SOURCE_DATE_EPOCH,
+// so images do not depend on the day they were built; before the first day
+// it is empty (no password aging) rather than 0, which would force a
+// password change at the first login.
 type usersOptions struct {
 	Groups map[string]groupSpec `json:"groups"`
 	Users  map[string]userSpec  `json:"users"`
@@ -135,15 +142,15 @@ func runUsers(ctx context.Context, options []byte, env Env) error {
 		users = append(users, u)
 	}
 
-	t, err := openFsys(env.Tree)
+	t, err := openTree(env)
 	if err != nil {
 		return fmt.Errorf("open tree: %w", err)
 	}
 	defer t.Close()
 
 	lastchg := ""
-	if env.SourceDateEpoch > 0 {
-		lastchg = strconv.FormatInt(env.SourceDateEpoch/86400, 10)
+	if days := env.SourceDateEpoch / 86400; days > 0 {
+		lastchg = strconv.FormatInt(days, 10)
 	}
 	passwd, err := loadDB(t, "etc/passwd", []string{rootPasswd})
 	if err != nil {
@@ -174,6 +181,19 @@ func runUsers(ctx context.Context, options []byte, env Env) error {
 			if gshadow.fields(name, 4) == nil {
 				gshadow.put(name, gid, []string{name, "!", "", ""})
 			}
+		}
+	}
+	for _, u := range users {
+		if group.hasID(u.gid) {
+			continue
+		}
+		if f := group.fields(u.name, 4); f != nil {
+			return fmt.Errorf("users[%q].gid: no group has gid %d, and the group %q that would be its primary group has gid %s; add a group with gid %d",
+				u.name, u.gid, u.name, f[2], u.gid)
+		}
+		group.put(u.name, u.gid, []string{u.name, "x", strconv.FormatUint(uint64(u.gid), 10), ""})
+		if gshadow.exists && gshadow.fields(u.name, 4) == nil {
+			gshadow.put(u.name, u.gid, []string{u.name, "!", "", ""})
 		}
 	}
 	for _, u := range users {
@@ -293,6 +313,26 @@ func loadDB(t *fsys, rel string, initial []string) (*db, error) {
 }
 
 func (d *db) empty() bool { return len(d.lines) == 0 && len(d.added) == 0 }
+
+// hasID reports whether an entry has the numeric id (third field) id.
+func (d *db) hasID(id uint32) bool {
+	want := strconv.FormatUint(uint64(id), 10)
+	match := func(line string) bool {
+		f := strings.SplitN(line, ":", 4)
+		return len(f) >= 3 && f[2] == want && !strings.HasPrefix(line, "#")
+	}
+	for _, l := range d.lines {
+		if match(l) {
+			return true
+		}
+	}
+	for _, a := range d.added {
+		if match(a.line) {
+			return true
+		}
+	}
+	return false
+}
 
 // fields returns the fields of name's entry, padded to at least n, or nil.
 func (d *db) fields(name string, n int) []string {

@@ -47,7 +47,10 @@ func TestUsersFresh(t *testing.T) {
 			"bob:x:1001:100::/srv/bob:/bin/bash\n",
 		"etc/group": "root:x:0:\n" +
 			"wheel:x:10:alice,bob\n" +
-			"staff:x:50:alice\n",
+			"staff:x:50:alice\n" +
+			"bob:x:100:\n" +
+			"svc:x:999:\n" +
+			"alice:x:1000:\n",
 		"etc/shadow": "root:*:19723:0:99999:7:::\n" +
 			"svc:!:19723:0:99999:7:::\n" +
 			"alice:$6$salt$hash:19723:0:99999:7:::\n" +
@@ -105,14 +108,16 @@ func TestUsersExisting(t *testing.T) {
 		"etc/group": "root:x:0:\n" +
 			"wheel:x:10:root,alice\n" +
 			"users:x:100:carol\n" +
-			"staff:x:50:alice\n",
+			"staff:x:50:alice\n" +
+			"alice:x:1000:\n",
 		"etc/shadow": "root:*:19000:0:99999:7:::\n" +
 			"alice:!::0:99999:7:::\n" +
 			"carol:!::0:99999:7:::\n",
 		"etc/gshadow": "root:*::\n" +
 			"wheel:*::root,alice\n" +
 			"staff:!::alice\n" +
-			"users:!::carol\n",
+			"users:!::carol\n" +
+			"alice:!::\n",
 	}
 	if diff := cmp.Diff(want, readTree(t, tree, "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow")); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
@@ -156,4 +161,51 @@ func TestUsersEscape(t *testing.T) {
 		t.Errorf("passwd not confined: %v", err)
 	}
 	check()
+}
+
+// TestUsersPrimaryGroup: a user whose gid no group has gets a group of its
+// own name; an existing group with that gid is used as is; a group of the
+// user's name with another gid is an error naming both.
+func TestUsersPrimaryGroup(t *testing.T) {
+	tree := t.TempDir()
+	writeFile(t, filepath.Join(tree, "etc/group"), "root:x:0:\nusers:x:100:\n", 0o644)
+	writeFile(t, filepath.Join(tree, "etc/gshadow"), "root:*::\nusers:*::\n", 0o600)
+	opts := `{"users": {"alice": {"uid": 1000}, "bob": {"uid": 1001, "gid": 100}}}`
+	if err := runStage(t, "strata.users", opts, Env{Tree: tree, SourceDateEpoch: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"etc/group":   "root:x:0:\nusers:x:100:\nalice:x:1000:\n",
+		"etc/gshadow": "root:*::\nusers:*::\nalice:!::\n",
+	}
+	if diff := cmp.Diff(want, readTree(t, tree, "etc/group", "etc/gshadow")); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	tree = t.TempDir()
+	writeFile(t, filepath.Join(tree, "etc/group"), "root:x:0:\ncarol:x:2000:\n", 0o644)
+	err := runStage(t, "strata.users", `{"users": {"carol": {"uid": 1002}}}`, Env{Tree: tree})
+	wantErr(t, err, `no group has gid 1002, and the group "carol" that would be its primary group has gid 2000`)
+}
+
+// TestUsersLastChange: lastchg is the day of SOURCE_DATE_EPOCH, and never 0
+// (a forced password change at the first login).
+func TestUsersLastChange(t *testing.T) {
+	for _, tc := range []struct {
+		epoch int64
+		want  string
+	}{
+		{epoch, "alice:!:19723:0:99999:7:::"},
+		{86400*3 + 5, "alice:!:3:0:99999:7:::"},
+		{1, "alice:!::0:99999:7:::"},
+		{0, "alice:!::0:99999:7:::"},
+	} {
+		tree := t.TempDir()
+		if err := runStage(t, "strata.users", `{"users": {"alice": {"uid": 1000}}}`, Env{Tree: tree, SourceDateEpoch: tc.epoch}); err != nil {
+			t.Fatal(err)
+		}
+		shadow := readTree(t, tree, "etc/shadow")["etc/shadow"]
+		if !strings.Contains(shadow, "\n"+tc.want+"\n") {
+			t.Errorf("epoch %d: shadow\n%s\nwant a line %q", tc.epoch, shadow, tc.want)
+		}
+	}
 }

@@ -58,8 +58,11 @@
 // unset). mkfs.ext4 copies owners, modes and times from the source inodes, so
 // debugfs -w then sets uid, gid, mode and a/m/c/crtime of every inode from the
 // manifest; this works without root. Paths containing a double quote, a backslash
-// or a line break cannot be named to debugfs and are rejected with ErrUnsupported,
-// as is a tree with its own lost+found. Without Options.Size the size is computed
+// or a line break cannot be named to debugfs and are rejected with ErrUnsupported.
+// A tree's own lost+found directory becomes the filesystem's (with the
+// manifest's mode and owner); a lost+found that is not a directory is
+// rejected with ErrUnsupported. Device nodes and fifos are made by debugfs
+// mknod, never staged, so no root is needed. Without Options.Size the size is computed
 // from the tree (blocks of data and directories plus 10%, the inode table, the
 // journal and 4 MiB, rounded up to a MiB) and grown by half, up to four times,
 // when mkfs.ext4 runs out of space.
@@ -67,8 +70,18 @@
 // The erofs image is made by mkfs.erofs --quiet -x -1 -T EPOCH -U UUID from a
 // staging copy whose files carry the manifest's modes and owners, because
 // mkfs.erofs 1.5 has no way to take them from a list. Staging other owners than
-// 0:0 needs root: without it, a tree owned entirely by 0:0 is made with
-// --all-root and any other tree fails with ErrUnsupported.
+// 0:0, and device nodes, needs root: without it, a tree owned entirely by 0:0
+// is made with --all-root and any other tree fails with ErrUnsupported.
+// mkfs.erofs 1.5 silently skips every name that starts with "lost+found", at
+// any depth; such entries are staged under a placeholder of the same length
+// that sorts at the same place ("lost+founc..."), and the real names are then
+// written over the placeholders in the image's directory blocks (and the
+// superblock checksum updated). It also fails on names of 255 bytes, which
+// are rejected with ErrUnsupported.
+//
+// Device nodes and fifos are written by every format: tar headers of type
+// char, block and fifo; squashfs pseudo definitions (c, b, and i ... f);
+// debugfs mknod for ext4; staged nodes for erofs.
 //
 // The oci layout holds oci-layout, index.json and blobs/sha256: one layer (the tar
 // stream, gzip-compressed with a zero header by default, or zstd), a config with

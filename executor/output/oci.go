@@ -8,8 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -19,8 +23,11 @@ import (
 	"github.com/strata-build/strata/executor/tree"
 )
 
-// defaultEnv is the image environment when Options.Env is nil.
+// defaultEnv starts the image environment unless Options.Env sets PATH.
 var defaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+// exposedPort is an image config ExposedPorts key, without or with protocol.
+var exposedPort = regexp.MustCompile(`^[0-9]{1,5}(/(tcp|udp|sctp))?$`)
 
 // countingWriter counts the bytes written through it.
 type countingWriter struct {
@@ -52,11 +59,37 @@ func writeOCI(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst s
 	}
 	name := opts.Name
 	if name == "" {
+		name = opts.Version
+	}
+	if name == "" {
 		name = "latest"
 	}
 	env := opts.Env
-	if env == nil {
-		env = defaultEnv
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		env = append(slices.Clone(defaultEnv), env...)
+	}
+	var ports map[string]struct{}
+	for _, p := range opts.ExposedPorts {
+		if !exposedPort.MatchString(p) {
+			return Result{}, fmt.Errorf("%w: oci exposed port %q (want PORT or PORT/tcp, /udp or /sctp)", ErrInvalidOptions, p)
+		}
+		if !strings.Contains(p, "/") {
+			p += "/tcp" // the image spec's default protocol, written out
+		}
+		if ports == nil {
+			ports = map[string]struct{}{}
+		}
+		ports[p] = struct{}{}
+	}
+	var annotations map[string]string
+	if len(opts.Annotations) > 0 || opts.Version != "" {
+		annotations = maps.Clone(opts.Annotations)
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		if opts.Version != "" {
+			annotations[ocispec.AnnotationVersion] = opts.Version
+		}
 	}
 
 	tmp, err := os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
@@ -86,10 +119,13 @@ func writeOCI(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst s
 		Created:  &created,
 		Platform: plat,
 		Config: ocispec.ImageConfig{
-			Env:        env,
-			Entrypoint: opts.Entrypoint,
-			Cmd:        opts.Cmd,
-			WorkingDir: opts.WorkingDir,
+			User:         opts.User,
+			ExposedPorts: ports,
+			Env:          env,
+			Entrypoint:   opts.Entrypoint,
+			Cmd:          opts.Cmd,
+			WorkingDir:   opts.WorkingDir,
+			Labels:       opts.Labels,
 		},
 		RootFS:  ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 		History: []ocispec.History{{Created: &created, CreatedBy: "strata"}},
@@ -99,10 +135,11 @@ func writeOCI(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst s
 		return Result{}, err
 	}
 	manifest := ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    configDesc,
-		Layers:    []ocispec.Descriptor{layer},
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Config:      configDesc,
+		Layers:      []ocispec.Descriptor{layer},
+		Annotations: annotations,
 	}
 	manDesc, err := writeJSONBlob(blobs, ocispec.MediaTypeImageManifest, manifest)
 	if err != nil {
@@ -110,7 +147,11 @@ func writeOCI(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst s
 	}
 	refDesc := manDesc
 	refDesc.Platform = &plat
-	refDesc.Annotations = map[string]string{ocispec.AnnotationRefName: name}
+	refDesc.Annotations = maps.Clone(annotations)
+	if refDesc.Annotations == nil {
+		refDesc.Annotations = map[string]string{}
+	}
+	refDesc.Annotations[ocispec.AnnotationRefName] = name
 	index := ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex,

@@ -77,6 +77,9 @@ var (
 	// ErrUnsupported is returned when the format cannot represent the tree in this
 	// environment, such as erofs with several owners when not running as root.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrTooLarge is returned when an artifact would exceed a size limit, such as
+	// an ext4 size beyond MaxExt4Size or the destination's free space.
+	ErrTooLarge = errors.New("output too large")
 )
 
 // Contents gives access to the file contents a tree refers to by digest. The
@@ -110,11 +113,18 @@ type Options struct {
 	// to 0 (1970-01-01T00:00:00Z) and must not be negative.
 	SourceDateEpoch int64
 	// Name is the OCI reference name (annotation org.opencontainers.image.ref.name,
-	// default "latest") and the ext4 volume label (at most 16 bytes, default none).
+	// default "latest").
 	Name string
-	// Size is the ext4 image size in bytes, a multiple of 4096. Zero, the default,
-	// computes a size from the tree. Other formats ignore it.
+	// Label is the ext4 volume label (at most 16 bytes, default none).
+	Label string
+	// Size is the ext4 image size in bytes, a multiple of 4096 and at most
+	// MaxExt4Size. Zero, the default, computes a size from the tree. Other
+	// formats ignore it.
 	Size int64
+	// InodesExtra is the number of free inodes an ext4 image has beyond those
+	// the tree uses (default 0, besides a fixed slack of 21), for images that
+	// are written to after they are made.
+	InodesExtra int
 	// Compression selects the compressor:
 	//   - tar.zst: "fastest", "default" (the default), "better" or "best" zstd level;
 	//   - squashfs: a mksquashfs compressor, default "zstd";
@@ -124,12 +134,21 @@ type Options struct {
 	Compression string
 	// Platform is the OCI image platform.
 	Platform Platform
-	// Entrypoint, Cmd, Env and WorkingDir go into the OCI image config. Env defaults
-	// to a single standard PATH when nil.
-	Entrypoint []string
-	Cmd        []string
-	Env        []string
-	WorkingDir string
+	// Entrypoint, Cmd, Env, User, WorkingDir, Labels and ExposedPorts (such as
+	// "8080/tcp") go into the OCI image config. Env starts with a standard PATH
+	// unless it sets PATH itself.
+	Entrypoint   []string
+	Cmd          []string
+	Env          []string
+	User         string
+	WorkingDir   string
+	Labels       map[string]string
+	ExposedPorts []string
+	// Version, when set, is the OCI image's version: the reference name
+	// (unless Name is set) and the org.opencontainers.image.version annotation.
+	Version string
+	// Annotations go on the OCI image manifest and its index entry.
+	Annotations map[string]string
 	// Checkout is an optional directory already holding the tree as files, such as
 	// a read-only hardlink farm of the store. Filesystem formats read file data from
 	// it instead of materializing the tree; metadata always comes from the manifest.

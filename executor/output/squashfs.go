@@ -32,7 +32,9 @@ func pseudoName(p string) (string, error) {
 }
 
 // squashfsPseudo returns pseudo file definitions that set every entry's mode and
-// owner ("path m mode uid gid"), overriding the source directory's inodes.
+// owner ("path m mode uid gid"), overriding the source directory's inodes, and
+// create the device nodes ("path c|b mode uid gid major minor") and fifos
+// ("path i mode uid gid f"), which the source directory does not hold.
 func squashfsPseudo(t *tree.Tree) ([]byte, error) {
 	var b strings.Builder
 	for _, e := range t.Entries {
@@ -40,7 +42,17 @@ func squashfsPseudo(t *tree.Tree) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&b, "%s m %s %d %d\n", name, formatOctal(e.Mode), e.UID, e.GID)
+		mode := formatOctal(e.Mode)
+		switch e.Type {
+		case tree.CharDev:
+			fmt.Fprintf(&b, "%s c %s %d %d %d %d\n", name, mode, e.UID, e.GID, e.Major, e.Minor)
+		case tree.BlockDev:
+			fmt.Fprintf(&b, "%s b %s %d %d %d %d\n", name, mode, e.UID, e.GID, e.Major, e.Minor)
+		case tree.Fifo:
+			fmt.Fprintf(&b, "%s i %s %d %d f\n", name, mode, e.UID, e.GID)
+		default:
+			fmt.Fprintf(&b, "%s m %s %d %d\n", name, mode, e.UID, e.GID)
+		}
 	}
 	return []byte(b.String()), nil
 }

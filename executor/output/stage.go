@@ -31,7 +31,9 @@ var errSharedInodes = errors.New("checkout has hardlinked files")
 
 // checkCheckout verifies that dir holds exactly the tree: the same paths with the
 // same types, file sizes and symlink targets. Ownership, modes, times and xattrs
-// are not compared: every format takes them from the manifest. It returns
+// are not compared: every format takes them from the manifest, and device nodes
+// and fifos too, so whatever non-directory stands in for one (a checkout made
+// without root cannot hold a device) is accepted. It returns
 // errSharedInodes (after the full check) when two files are one inode, which is
 // common in a store's hardlink farm when two files have the same content.
 func checkCheckout(ctx context.Context, t *tree.Tree, dir string) error {
@@ -66,6 +68,7 @@ func checkCheckout(ctx context.Context, t *tree.Tree, dir string) error {
 			return err
 		}
 		switch {
+		case e.Type.IsDevice() && !fi.IsDir():
 		case e.Type == tree.Dir && fi.Mode().IsDir():
 		case e.Type == tree.File && fi.Mode().IsRegular():
 			if fi.Size() != e.Size {
@@ -103,8 +106,24 @@ func checkCheckout(ctx context.Context, t *tree.Tree, dir string) error {
 	return nil
 }
 
+// hasDevices reports whether t holds a device node or a fifo.
+func hasDevices(t *tree.Tree) bool {
+	for _, e := range t.Entries {
+		if e.Type.IsDevice() {
+			return true
+		}
+	}
+	return false
+}
+
 // stageMode says how stage fills a directory.
 type stageMode struct {
+	// devices creates device nodes and fifos; without it they are left out, for
+	// tools that are given them another way (squashfs pseudo files, debugfs).
+	devices bool
+	// rename maps a tree path to the path it is staged at; nil stages every
+	// entry at its own path.
+	rename func(string) string
 	// link allows hardlinking a source file when no other entry uses its inode;
 	// the staged inode's metadata is then left alone.
 	link bool
@@ -113,13 +132,15 @@ type stageMode struct {
 	chown bool
 }
 
-// sourceDir returns a directory holding the tree's data for a tool that overrides
-// all metadata itself: opts.Checkout when it is suitable, otherwise a staging
+// sourceDir returns a directory holding the tree's data, without its device
+// nodes and fifos, for a tool that overrides all metadata itself and is given
+// the devices another way: opts.Checkout when it is suitable, otherwise a staging
 // directory made with hardlinks where possible. Unless sharedOK (the tool ignores
-// hardlinks), a suitable directory has one inode per file. The returned function
-// removes whatever was made.
+// hardlinks), a suitable directory has one inode per file; a checkout is never
+// suitable for a tree with devices, which the tool must not read from it. The
+// returned function removes whatever was made.
 func sourceDir(ctx context.Context, t *tree.Tree, c Contents, opts Options, sharedOK bool) (string, func(), error) {
-	if opts.Checkout != "" {
+	if opts.Checkout != "" && !hasDevices(t) {
 		err := checkCheckout(ctx, t, opts.Checkout)
 		if err == nil || sharedOK && errors.Is(err, errSharedInodes) {
 			return opts.Checkout, func() {}, nil
@@ -133,7 +154,7 @@ func sourceDir(ctx context.Context, t *tree.Tree, c Contents, opts Options, shar
 
 // stagedDir materializes t in a new temporary directory.
 func stagedDir(ctx context.Context, t *tree.Tree, c Contents, opts Options, mode stageMode) (string, func(), error) {
-	if opts.Checkout != "" && mode.meta {
+	if opts.Checkout != "" && (mode.meta || hasDevices(t)) {
 		if err := checkCheckout(ctx, t, opts.Checkout); err != nil && !errors.Is(err, errSharedInodes) {
 			return "", nil, err
 		}
@@ -157,11 +178,18 @@ func stage(ctx context.Context, t *tree.Tree, c Contents, opts Options, root str
 		return err
 	}
 	used := map[inodeKey]bool{}
+	staged := func(e tree.Entry) string {
+		p := e.Path
+		if mode.rename != nil {
+			p = mode.rename(p)
+		}
+		return filepath.Join(root, filepath.FromSlash(p))
+	}
 	for _, e := range t.Entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p := filepath.Join(root, filepath.FromSlash(e.Path))
+		p := staged(e)
 		var err error
 		switch e.Type {
 		case tree.Dir:
@@ -170,6 +198,10 @@ func stage(ctx context.Context, t *tree.Tree, c Contents, opts Options, root str
 			err = os.Symlink(e.Target, p)
 		case tree.File:
 			err = stageFile(c, opts, e, p, mode, used)
+		case tree.CharDev, tree.BlockDev, tree.Fifo:
+			if mode.devices {
+				err = mknod(p, e)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("%q: %w", e.Path, err)
@@ -180,12 +212,32 @@ func stage(ctx context.Context, t *tree.Tree, c Contents, opts Options, root str
 	}
 	for i := len(t.Entries) - 1; i >= 0; i-- {
 		e := t.Entries[i]
-		p := filepath.Join(root, filepath.FromSlash(e.Path))
+		if e.Type.IsDevice() && !mode.devices {
+			continue
+		}
+		p := staged(e)
 		if err := setMeta(p, e.Type == tree.Symlink, e.UID, e.GID, e.Mode, mode.chown); err != nil {
 			return fmt.Errorf("%q: %w", e.Path, err)
 		}
 	}
 	return setMeta(root, false, 0, 0, 0o755, mode.chown)
+}
+
+// mknod creates the device node or fifo e at p, mode 0600 until setMeta.
+func mknod(p string, e tree.Entry) error {
+	var typ uint32
+	switch e.Type {
+	case tree.CharDev:
+		typ = unix.S_IFCHR
+	case tree.BlockDev:
+		typ = unix.S_IFBLK
+	default:
+		typ = unix.S_IFIFO
+	}
+	if err := unix.Mknod(p, typ|0o600, int(unix.Mkdev(e.Major, e.Minor))); err != nil {
+		return &os.PathError{Op: "mknod", Path: p, Err: err}
+	}
+	return nil
 }
 
 // setMeta sets owner (when chown) and then mode, since chown clears setuid bits.

@@ -37,6 +37,14 @@ func tarHeader(e tree.Entry, mtime time.Time) (*tar.Header, error) {
 	case tree.Symlink:
 		h.Typeflag = tar.TypeSymlink
 		h.Linkname = e.Target
+	case tree.CharDev:
+		h.Typeflag = tar.TypeChar
+		h.Devmajor, h.Devminor = int64(e.Major), int64(e.Minor)
+	case tree.BlockDev:
+		h.Typeflag = tar.TypeBlock
+		h.Devmajor, h.Devminor = int64(e.Major), int64(e.Minor)
+	case tree.Fifo:
+		h.Typeflag = tar.TypeFifo
 	default:
 		return nil, fmt.Errorf("%q: unknown entry type %q", e.Path, e.Type)
 	}

@@ -56,8 +56,9 @@ func derivedUUID(t *tree.Tree, opts Options, purpose string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The label took Name's place here when it became its own field.
 	h := sha256.Sum256(fmt.Appendf(nil, "strata output uuid\x00%s\x00%s\x00%d\x00%s\x00%s",
-		opts.Format, td, opts.SourceDateEpoch, opts.Name, purpose))
+		opts.Format, td, opts.SourceDateEpoch, opts.Label, purpose))
 	u := h[:16]
 	u[6] = u[6]&0x0f | 0x80 // version 8
 	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant

@@ -94,6 +94,13 @@ func bwrapArgs(spec *Spec, tree, options string, statusFD int, realRoot bool) ([
 			a = append(a, "--ro-bind", spec.Outputs[n], OutputsPath+"/"+n)
 		}
 	}
+	for _, b := range spec.Binds {
+		if b.Writable {
+			a = append(a, "--bind", b.Source, b.Target)
+		} else {
+			a = append(a, "--ro-bind", b.Source, b.Target)
+		}
+	}
 	a = append(a, "--ro-bind", options, OptionsPath)
 	if spec.Binary != "" {
 		a = append(a, "--ro-bind", spec.Binary, BinaryPath)

@@ -86,6 +86,9 @@ type Spec struct {
 	// Binary is the path of a static strata binary bound read-only at
 	// BinaryPath, for built-in stages. Empty binds nothing.
 	Binary string
+	// Binds are further host paths bound below /run/strata (a built-in
+	// stage's journal and the manifests of its trees).
+	Binds []Bind
 
 	// Command is the program and arguments to run; required. The working
 	// directory is TreePath, or / with Chroot.
@@ -129,6 +132,15 @@ type Spec struct {
 	KillGrace time.Duration
 }
 
+// Bind is a host path bound into the sandbox.
+type Bind struct {
+	// Source is an absolute host path; Target a path below /run/strata/
+	// other than the sandbox's own (TreePath, InputsPath, ...).
+	Source, Target string
+	// Writable binds read-write; the default is read-only.
+	Writable bool
+}
+
 func (s *Spec) validate() error {
 	if len(s.Command) == 0 || s.Command[0] == "" {
 		return errors.New("sandbox: spec: empty command")
@@ -167,6 +179,14 @@ func (s *Spec) validate() error {
 		}
 		if !filepath.IsAbs(src) {
 			return fmt.Errorf("sandbox: spec: output %q: path %q is not absolute", name, src)
+		}
+	}
+	for _, b := range s.Binds {
+		t := filepath.Clean(b.Target)
+		if !filepath.IsAbs(b.Source) || !strings.HasPrefix(t, "/run/strata/") || t != b.Target ||
+			t == TreePath || t == OptionsPath || strings.HasPrefix(t+"/", InputsPath+"/") ||
+			strings.HasPrefix(t+"/", OutputsPath+"/") || strings.HasPrefix(t+"/", "/run/strata/bin/") {
+			return fmt.Errorf("sandbox: spec: bind %q at %q: the target must be a free path below /run/strata/", b.Source, b.Target)
 		}
 	}
 	if s.MaxOutput < 0 || s.TmpSize < 0 || s.KillGrace < 0 || s.MaxProcs < 0 {

@@ -290,10 +290,49 @@ func (b *BlobReader) CopyTo(dst *os.File) error {
 		}
 		return nil
 	}
-	_, err := io.Copy(dst, readerOnly{b})
-	return err
+	sw := &sparseWriter{f: dst}
+	if _, err := io.CopyBuffer(sw, readerOnly{b}, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	return sw.finish()
 }
 
 // readerOnly hides other methods of a reader from io.Copy, so the bytes go
 // through its Read (and its hash).
 type readerOnly struct{ io.Reader }
+
+// sparseWriter writes to f, skipping blocks of zeros so they stay holes (an
+// ext4 image of a small tree is mostly holes).
+type sparseWriter struct {
+	f   *os.File
+	off int64
+}
+
+const sparseBlock = 4096
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), sparseBlock)
+		if !allZero(p[:k]) {
+			if _, err := w.f.WriteAt(p[:k], w.off); err != nil {
+				return n - len(p), err
+			}
+		}
+		w.off += int64(k)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// finish gives f its full size when it ends in a hole.
+func (w *sparseWriter) finish() error { return w.f.Truncate(w.off) }
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

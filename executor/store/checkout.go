@@ -120,6 +120,10 @@ func (s *Store) buildCheckout(ctx context.Context, t *tree.Tree, dir string) err
 					return err
 				}
 			}
+		case tree.CharDev, tree.BlockDev, tree.Fifo:
+			if err := s.mknod(dst, e); err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
 		default:
 			return fmt.Errorf("%w: %s: type %q", ErrUnsupported, e.Path, e.Type)
 		}
@@ -139,6 +143,23 @@ func (s *Store) buildCheckout(ctx context.Context, t *tree.Tree, dir string) err
 		}
 	}
 	return os.Chmod(dir, 0o755)
+}
+
+// mknod makes the device node or fifo e at dst. Without root a device cannot
+// be made: the checkout gets an empty 0600 file in its place, which is never
+// read (the manifest says what the entry is; outputs take it from there).
+func (s *Store) mknod(dst string, e tree.Entry) error {
+	if !s.root {
+		return os.WriteFile(dst, nil, 0o600)
+	}
+	typ := map[tree.Kind]uint32{tree.CharDev: unix.S_IFCHR, tree.BlockDev: unix.S_IFBLK, tree.Fifo: unix.S_IFIFO}[e.Type]
+	if err := unix.Mknod(dst, typ|e.Mode, int(unix.Mkdev(e.Major, e.Minor))); err != nil {
+		return &os.PathError{Op: "mknod", Path: dst, Err: err}
+	}
+	if err := os.Lchown(dst, e.UID, e.GID); err != nil {
+		return err
+	}
+	return unix.Chmod(dst, e.Mode) // after chown, and not filtered by the umask
 }
 
 // CheckCheckout compares the checkout of the tree d with its manifest: the same
@@ -190,7 +211,11 @@ func (s *Store) checkCheckout(ctx context.Context, d digest.Digest, content bool
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, e.Path, err)
 		}
 		bad := func(what string) error { return fmt.Errorf("%w: %s: %s differs from its tree", ErrCorrupt, e.Path, what) }
-		want := map[tree.Kind]uint32{tree.File: unix.S_IFREG, tree.Dir: unix.S_IFDIR, tree.Symlink: unix.S_IFLNK}[e.Type]
+		want := map[tree.Kind]uint32{tree.File: unix.S_IFREG, tree.Dir: unix.S_IFDIR, tree.Symlink: unix.S_IFLNK,
+			tree.CharDev: unix.S_IFCHR, tree.BlockDev: unix.S_IFBLK, tree.Fifo: unix.S_IFIFO}[e.Type]
+		if e.Type.IsDevice() && !s.root {
+			want, e.Mode = unix.S_IFREG, 0o600 // the placeholder mknod made
+		}
 		switch {
 		case st.Mode&unix.S_IFMT != want:
 			return bad("type")
@@ -198,6 +223,8 @@ func (s *Store) checkCheckout(ctx context.Context, d digest.Digest, content bool
 			return bad("mode")
 		case s.root && (int(st.Uid) != e.UID || int(st.Gid) != e.GID):
 			return bad("owner")
+		case (e.Type == tree.CharDev || e.Type == tree.BlockDev) && s.root && uint64(st.Rdev) != unix.Mkdev(e.Major, e.Minor):
+			return bad("device number")
 		}
 		switch e.Type {
 		case tree.Symlink:

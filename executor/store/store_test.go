@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,17 +223,32 @@ func TestCommitDirCheckoutReuse(t *testing.T) {
 	}
 }
 
-func TestCommitDirRejectsSpecialFiles(t *testing.T) {
+// TestCommitDirSpecialFiles: fifos and device nodes are tree entries (as root
+// a stage makes them for real); sockets are refused, naming the path.
+func TestCommitDirSpecialFiles(t *testing.T) {
 	s := newStore(t)
 	src := t.TempDir()
 	fifo := filepath.Join(src, "sub", "pipe")
 	os.Mkdir(filepath.Dir(fifo), 0o755)
-	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+	if err := unix.Mkfifo(fifo, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := s.CommitDir(context.Background(), src)
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), fifo) {
-		t.Fatalf("CommitDir with a fifo = %v, want ErrUnsupported naming %s", err, fifo)
+	tr, _, err := s.CommitDir(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := tr.Lookup("sub/pipe"); !ok || e.Type != tree.Fifo || e.Mode != 0o640 {
+		t.Fatalf("fifo entry %+v", e)
+	}
+	sock := filepath.Join(src, "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, _, err = s.CommitDir(context.Background(), src)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), sock) {
+		t.Fatalf("CommitDir with a socket = %v, want ErrUnsupported naming %s", err, sock)
 	}
 }
 

@@ -92,8 +92,18 @@ func statEntry(path, rel string, st *unix.Stat_t) (tree.Entry, error) {
 			return e, err
 		}
 		e.Target = target
+	case unix.S_IFCHR, unix.S_IFBLK:
+		// Only a root build (real mknod) gets here; a rootless one records its
+		// devices (see executor/builtin.Records).
+		e.Type = tree.CharDev
+		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			e.Type = tree.BlockDev
+		}
+		e.Major, e.Minor = unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+	case unix.S_IFIFO:
+		e.Type = tree.Fifo
 	default:
-		return e, fmt.Errorf("%w: %s: type %#o is not a file, directory or symlink", ErrUnsupported, path, st.Mode&unix.S_IFMT)
+		return e, fmt.Errorf("%w: %s: type %#o is not a file, directory, symlink, device or fifo", ErrUnsupported, path, st.Mode&unix.S_IFMT)
 	}
 	return e, nil
 }

@@ -15,13 +15,22 @@ import (
 // Kind is the type of a tree entry.
 type Kind string
 
-// The kinds of entry a tree holds. Device nodes and sockets are deliberately absent:
-// build roots get /dev from the sandbox, never from an image tree.
+// The kinds of entry a tree holds. Device nodes and fifos are recorded so that
+// images can ship them (/dev/console, /dev/null for an initramfs); build roots
+// still get /dev from the sandbox. Sockets are deliberately absent: they are
+// runtime objects, never content.
 const (
-	File    Kind = "file"
-	Dir     Kind = "dir"
-	Symlink Kind = "symlink"
+	File     Kind = "file"
+	Dir      Kind = "dir"
+	Symlink  Kind = "symlink"
+	CharDev  Kind = "chardev"
+	BlockDev Kind = "blockdev"
+	Fifo     Kind = "fifo"
 )
+
+// IsDevice reports whether k is a device node or a fifo: an entry with no
+// content whose identity is its type and, for devices, its numbers.
+func (k Kind) IsDevice() bool { return k == CharDev || k == BlockDev || k == Fifo }
 
 // Entry is one path in a tree.
 type Entry struct {
@@ -39,6 +48,9 @@ type Entry struct {
 	Digest digest.Digest `json:"digest,omitempty"`
 	// Target is set for symlinks only.
 	Target string `json:"target,omitempty"`
+	// Major and Minor are the device numbers of a CharDev or BlockDev; zero otherwise.
+	Major uint32 `json:"major,omitempty"`
+	Minor uint32 `json:"minor,omitempty"`
 }
 
 // Tree is a manifest: entries sorted by Path, each path once.
@@ -71,6 +83,9 @@ func (t *Tree) Validate() error {
 		if e.Mode&^0o7777 != 0 {
 			return fmt.Errorf("%w: %q: mode %o has bits beyond 07777", ErrInvalid, e.Path, e.Mode)
 		}
+		if (e.Major != 0 || e.Minor != 0) && e.Type != CharDev && e.Type != BlockDev {
+			return fmt.Errorf("%w: %q: device numbers on a %s", ErrInvalid, e.Path, e.Type)
+		}
 		switch e.Type {
 		case File:
 			if !IsSHA256(e.Digest) {
@@ -84,6 +99,10 @@ func (t *Tree) Validate() error {
 		case Symlink:
 			if e.Target == "" {
 				return fmt.Errorf("%w: %q: symlink without target", ErrInvalid, e.Path)
+			}
+		case CharDev, BlockDev, Fifo:
+			if e.Size != 0 || e.Digest != "" || e.Target != "" {
+				return fmt.Errorf("%w: %q: a %s has no size, digest or target", ErrInvalid, e.Path, e.Type)
 			}
 		default:
 			return fmt.Errorf("%w: %q: unknown type %q", ErrInvalid, e.Path, e.Type)

@@ -64,6 +64,9 @@ func TestValidateRejects(t *testing.T) {
 		"mode bits":         {{Path: "x", Type: Dir, Mode: 0o170000}},
 		"unknown type":      {{Path: "x", Type: "device"}},
 		"negative size":     {{Path: "x", Type: File, Digest: hello, Size: -1}},
+		"fifo with numbers": {{Path: "x", Type: Fifo, Major: 1}},
+		"file with numbers": {{Path: "x", Type: File, Digest: hello, Minor: 3}},
+		"device with data":  {{Path: "x", Type: CharDev, Major: 1, Minor: 3, Digest: hello}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tr := &Tree{Entries: entries}
@@ -99,3 +102,39 @@ func TestIsSHA256(t *testing.T) {
 		}
 	}
 }
+
+// TestDevices checks that device nodes and fifos are entries, and that trees
+// without them encode exactly as before (the new fields are omitted).
+func TestDevices(t *testing.T) {
+	tr := &Tree{Entries: []Entry{
+		{Path: "dev", Type: Dir, Mode: 0o755},
+		{Path: "dev/fifo", Type: Fifo, Mode: 0o600},
+		{Path: "dev/null", Type: CharDev, Mode: 0o666, Major: 1, Minor: 3},
+		{Path: "dev/sda", Type: BlockDev, Mode: 0o660, GID: 6, Major: 8},
+	}}
+	b, err := tr.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"entries":[{"path":"dev","type":"dir","mode":493,"uid":0,"gid":0},` +
+		`{"path":"dev/fifo","type":"fifo","mode":384,"uid":0,"gid":0},` +
+		`{"path":"dev/null","type":"chardev","mode":438,"uid":0,"gid":0,"major":1,"minor":3},` +
+		`{"path":"dev/sda","type":"blockdev","mode":432,"uid":0,"gid":6,"major":8}]}`
+	if string(b) != want {
+		t.Errorf("encoding\n got %s\nwant %s", b, want)
+	}
+	back, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := back.Lookup("dev/null"); !e.Type.IsDevice() || e.Major != 1 || e.Minor != 3 {
+		t.Errorf("dev/null decoded as %+v", e)
+	}
+	if d, _ := sample().Digest(); d != digest.FromString(sampleEncoding) {
+		t.Errorf("a tree without devices no longer encodes as before")
+	}
+}
+
+const sampleEncoding = `{"entries":[{"path":"etc","type":"dir","mode":493,"uid":0,"gid":0},` +
+	`{"path":"etc/hostname","type":"file","mode":420,"uid":0,"gid":0,"size":5,"digest":"sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},` +
+	`{"path":"sbin","type":"symlink","mode":511,"uid":0,"gid":0,"target":"bin"}]}`
