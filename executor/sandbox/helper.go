@@ -37,10 +37,11 @@ type helperConfig struct {
 	Probe bool `json:"probe,omitempty"`
 	// Argv is the bwrap command line to exec after mounting (argv[0] = path).
 	Argv []string `json:"argv,omitempty"`
-	// Cgroup is a cgroup.procs file the helper moves itself into before
-	// anything else, so that no process of the sandbox can start outside it
-	// (cgroup v1 has no way to start a process inside a cgroup).
-	Cgroup string `json:"cgroup,omitempty"`
+	// Cgroups are cgroup.procs files (one per v1 hierarchy) the helper moves
+	// itself into before anything else, so that no process of the sandbox can
+	// start outside them (cgroup v1 has no way to start a process inside a
+	// cgroup).
+	Cgroups []string `json:"cgroups,omitempty"`
 }
 
 // MaybeRunHelper must be called first thing in main (and in TestMain) of any
@@ -65,8 +66,8 @@ func runHelper(arg string) error {
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)
 	}
-	if cfg.Cgroup != "" {
-		if err := os.WriteFile(cfg.Cgroup, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	for _, procs := range cfg.Cgroups {
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			return fmt.Errorf("join cgroup: %w", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,13 +26,14 @@ const drainTimeout = 10 * time.Second
 // the command's exit code. A non-zero exit of the command is not an error: err
 // is nil and exitCode is the command's status (128+n when killed by signal n),
 // as bwrap reports it on its --json-status-fd.
-// err is non-nil when the sandbox could not be set up (ErrSetup), the output
-// cap was hit (ErrOutputLimit), or ctx was cancelled (ctx.Err()); exitCode is
-// then -1. All output is delivered to spec.Stdout/Stderr before Run returns.
+// err is non-nil when the sandbox could not be set up (ErrSetup), a limit was
+// hit (ErrOutputLimit, ErrProcessLimit, ErrMemoryLimit, ErrTimeout), or ctx
+// was cancelled (ctx.Err()); exitCode is then -1. All output is delivered to
+// spec.Stdout/Stderr before Run returns.
 //
-// On cancellation the process group is sent SIGTERM, then SIGKILL after
-// spec.KillGrace; bwrap's --die-with-parent and its pid namespace take every
-// process of the stage with it.
+// On cancellation or timeout the process group is sent SIGTERM, then SIGKILL
+// after spec.KillGrace; bwrap's --die-with-parent and its pid namespace take
+// every process of the stage with it.
 func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if host == nil || host.Bwrap.Path == "" {
 		return -1, errors.New("sandbox: run: no bubblewrap detected")
@@ -42,11 +44,17 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if err := ctx.Err(); err != nil {
 		return -1, fmt.Errorf("sandbox: run %s: %w", spec.Command[0], err)
 	}
-	tmp, err := os.MkdirTemp("", "strata-run-")
+	timeout := spec.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrTimeout)
+	defer cancel()
+	tmp, cleanup, err := lockedTempDir()
 	if err != nil {
 		return -1, fmt.Errorf("sandbox: run: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer cleanup()
 
 	options := filepath.Join(tmp, "options.json")
 	data := spec.Options
@@ -57,7 +65,6 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		return -1, fmt.Errorf("sandbox: run: write options: %w", err)
 	}
 
-	const statusFD = 3
 	tree := spec.Tree
 	overlay := tree == "" && host.Staging == StagingOverlay
 	var cfg helperConfig
@@ -82,39 +89,93 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		}
 		tree = spec.Upper
 	}
+	if spec.Chroot {
+		made := missingMountPoints(&spec)
+		defer func() {
+			if rmErr := removeMountPoints(&spec, made); rmErr != nil && err == nil {
+				exitCode, err = -1, rmErr
+			}
+		}()
+	}
 
-	args, err := bwrapArgs(&spec, tree, options, statusFD, host.Root)
+	// Descriptors for bwrap after its status fd (3), in ExtraFiles order.
+	fds := bwrapFDs{status: 3}
+	var extra []*os.File
+	addFD := func(f *os.File) int {
+		extra = append(extra, f)
+		return 3 + len(extra)
+	}
+	if host.Root && host.UserNamespaces {
+		ns, err := identityUserns()
+		if err != nil {
+			return -1, err
+		}
+		fds.userns = addFD(ns)
+	}
+	prog, err := seccompProgram()
 	if err != nil {
 		return -1, err
+	}
+	if prog != nil {
+		r, err := bytesPipe(prog)
+		if err != nil {
+			return -1, fmt.Errorf("sandbox: run: seccomp: %w", err)
+		}
+		defer r.Close()
+		fds.seccomp = addFD(r)
 	}
 	maxProcs := spec.MaxProcs
 	if maxProcs == 0 {
 		maxProcs = DefaultMaxProcs
 	}
-	cg, err := newPidsCgroup(maxProcs)
+	maxMemory := spec.MaxMemory
+	if maxMemory == 0 {
+		maxMemory = DefaultMaxMemory()
+	}
+	cg, err := newCgroup(findCgroupParents(), maxProcs, maxMemory)
 	if err != nil {
 		return -1, err
 	}
 	defer cg.remove()
+	var nproc *rlimitProcs
+	if !host.Root && !cg.limitsProcs() {
+		if nproc, err = newRlimitProcs(maxProcs); err != nil {
+			return -1, err
+		}
+		defer nproc.close()
+		fds.block = addFD(nproc.r)
+	}
+
+	args, err := bwrapArgs(&spec, tree, options, fds, host.Root)
+	if err != nil {
+		return -1, err
+	}
 	// cgroup v1 cannot start a process inside a cgroup, so whatever starts
 	// bwrap joins it first: the helper (which also mounts the overlay), or for a
 	// plain tree a shell, which costs ~1 ms where re-executing strata costs ~10.
 	var cmd *exec.Cmd
 	sh, _ := exec.LookPath("sh")
-	if cg.needsHelper() && !overlay && sh == "" && helperInstalled.Load() {
+	if cg.needsJoin() && !overlay && sh == "" && helperInstalled.Load() {
 		overlay = true
 	}
 	switch {
 	case overlay:
-		if cg.needsHelper() {
-			cfg.Cgroup = cg.procs()
+		if cg.needsJoin() {
+			cfg.Cgroups = cg.procs()
 		}
 		cfg.Argv = append([]string{host.Bwrap.Path}, args...)
 		if cmd, err = helperCommand(host, cfg); err != nil {
 			return -1, err
 		}
-	case cg.needsHelper() && sh != "":
-		cmd = exec.Command(sh, append([]string{"-c", `echo $$ > "$0" && exec "$@"`, cg.procs(), host.Bwrap.Path}, args...)...)
+	case cg.needsJoin() && sh != "":
+		procs := cg.procs()
+		script := ""
+		for i := range procs {
+			script += fmt.Sprintf(`echo $$ > "$%d" && `, i+1)
+		}
+		script += fmt.Sprintf(`shift %d && exec "$@"`, len(procs))
+		argv := append(append([]string{"-c", script, "strata-sandbox"}, procs...), host.Bwrap.Path)
+		cmd = exec.Command(sh, append(argv, args...)...)
 	default:
 		cmd = exec.Command(host.Bwrap.Path, args...)
 	}
@@ -123,16 +184,57 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	cg.prepare(cmd.SysProcAttr)
-	code, err := run(ctx, cmd, &spec)
-	if cg.hitLimit() {
+	var onChild func(pid, parent int) error
+	if nproc != nil {
+		onChild = nproc.apply
+	}
+	code, err := run(ctx, cmd, &spec, timeout, extra, onChild)
+	switch {
+	case cg.oomKilled():
+		return -1, fmt.Errorf("sandbox: run %s: %w: the stage needed more than %s of memory and was killed", spec.Command[0], ErrMemoryLimit, formatBytes(maxMemory))
+	case cg.hitProcessLimit():
 		return -1, fmt.Errorf("sandbox: run %s: %w: the stage tried to run more than %d processes", spec.Command[0], ErrProcessLimit, maxProcs)
 	}
 	return code, err
 }
 
-// run starts cmd with its output pipes and status pipe, supervises it and
-// returns after the process exited and its output was drained.
-func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
+// bytesPipe returns the read end of a pipe that holds b and then EOF (b must
+// fit the pipe buffer, 64 KiB).
+func bytesPipe(b []byte) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	_, err = w.Write(b)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// formatBytes writes n in the largest IEC unit that divides it, e.g. "512MiB".
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// run starts cmd with its output pipes, its status pipe (fd 3) and extra
+// (fd 4 on), supervises it and returns after the process exited and its output
+// was drained. onChild, when set, is called with the sandbox's first process
+// as soon as bwrap reports it, and cmd's pid; an error from it kills the
+// sandbox.
+func run(ctx context.Context, cmd *exec.Cmd, spec *Spec, timeout time.Duration, extra []*os.File, onChild func(pid, parent int) error) (int, error) {
 	name := spec.Command[0]
 	limitHit := make(chan struct{})
 	out := &output{limit: spec.MaxOutput, onLimit: func() { close(limitHit) }}
@@ -175,7 +277,7 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	cmd.ExtraFiles = []*os.File{statusW} // fd 3
+	cmd.ExtraFiles = append([]*os.File{statusW}, extra...) // fd 3, 4, ...
 
 	if err := cmd.Start(); err != nil {
 		return -1, fmt.Errorf("sandbox: run %s: start %s: %w", name, cmd.Path, err)
@@ -200,10 +302,17 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 	var status bwrapStatus
 	var childPid atomic.Int64
 	childKnown := make(chan struct{})
+	var childErr error
+	childFailed := make(chan struct{})
 	drain.Add(1)
 	go func() {
 		defer drain.Done()
 		status = readStatus(statusR, func(p int) {
+			if onChild != nil {
+				if childErr = onChild(p, pid); childErr != nil {
+					close(childFailed)
+				}
+			}
 			childPid.Store(int64(p))
 			close(childKnown)
 		})
@@ -226,6 +335,8 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 		case <-ctx.Done():
 			kill()
 		case <-limitHit:
+			kill()
+		case <-childFailed:
 			kill()
 		case <-exited:
 		}
@@ -250,6 +361,10 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 	switch {
 	case out.exceeded.Load():
 		return -1, fmt.Errorf("sandbox: run %s: %w: more than %d bytes of output, process killed", name, ErrOutputLimit, spec.MaxOutput)
+	case childErr != nil:
+		return -1, fmt.Errorf("sandbox: run %s: %w: %v", name, ErrSetup, childErr)
+	case ctx.Err() != nil && context.Cause(ctx) == ErrTimeout:
+		return -1, fmt.Errorf("sandbox: run %s: %w after %s", name, ErrTimeout, timeout)
 	case ctx.Err() != nil:
 		return -1, fmt.Errorf("sandbox: run %s: %w", name, ctx.Err())
 	case !status.exited:
