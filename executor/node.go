@@ -524,6 +524,7 @@ func (b *builder) sandboxed(ctx context.Context, t *task, host *sandbox.Host, di
 		return out, err
 	}
 	spec.Stdout, spec.Stderr, spec.MaxOutput = lw, lw, b.opts.MaxLogBytes
+	b.applyLimits(t.n, &spec)
 	code, runErr := sandbox.Run(ctx, host, spec)
 	logD, tail, err := lw.finish(ctx, b.opts.Store)
 	out.log, out.tail, out.exit = logD, tail, code

@@ -31,6 +31,7 @@ type buildFlags struct {
 	keepGoing bool
 	explain   bool
 	outDir    string
+	timeout   time.Duration
 }
 
 func newBuildCmd(g *globals) *cobra.Command {
@@ -56,6 +57,7 @@ Path sources in a plan file are read relative to -C DIR.`,
 	fl.BoolVar(&f.keepGoing, "keep-going", false, "keep building what does not depend on a failed node")
 	fl.BoolVar(&f.explain, "explain", false, "say why each rebuilt node is not cached")
 	fl.StringVar(&f.outDir, "out-dir", "", "where outputs are put (default <cache dir>/out)")
+	fl.DurationVar(&f.timeout, "timeout", 0, "cap on every stage's, job's and hook's run time, below its own timeout (default 1h); e.g. 30m")
 	return cmd
 }
 
@@ -128,6 +130,9 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	if f.jobs < 0 {
 		return &usageError{fmt.Errorf("-j must be positive")}
 	}
+	if f.timeout < 0 {
+		return &usageError{fmt.Errorf("--timeout must be positive")}
+	}
 	st, err := g.openStore()
 	if err != nil {
 		return err
@@ -143,6 +148,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	res, err := executor.Build(ctx, p, executor.Options{
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
+		Timeout: f.timeout,
 	})
 	r.close()
 	if res == nil {
