@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +48,8 @@ func TestToolDiesWithStrata(t *testing.T) {
 	if _, err := exec.LookPath("sleep"); err != nil {
 		t.Skip("no sleep")
 	}
-	const marker = "86421"
+	// Markers unique to this test process: another test run may be going on.
+	marker, marker2 := fmt.Sprintf("86421%d", os.Getpid()), fmt.Sprintf("86422%d", os.Getpid())
 	cmd := exec.Command(os.Args[0], "-test.run=^TestToolDiesWithStrata$")
 	cmd.Env = append(os.Environ(), toolChildEnv+"=tool:"+marker)
 	if err := cmd.Start(); err != nil {
@@ -62,13 +64,13 @@ func TestToolDiesWithStrata(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := runTool(ctx, nil, "sh", "-c", "sleep 86422; true")
+		_, err := runTool(ctx, nil, "sh", "-c", "sleep "+marker2+"; true")
 		done <- err
 	}()
-	waitTool(t, "86422", true)
+	waitTool(t, marker2, true)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled tool: %v, want context.Canceled", err)
 	}
-	waitTool(t, "86422", false)
+	waitTool(t, marker2, false)
 }

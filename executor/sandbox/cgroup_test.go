@@ -36,7 +36,7 @@ func TestProcessLimit(t *testing.T) {
 			var out bytes.Buffer
 			spec.Stdout, spec.Stderr = &out, &out
 			// A bounded fork storm: 300 sleepers against a limit of 32.
-			spec.Command = []string{"/bin/sh", "-c", `i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done; kill $(jobs -p) 2>/dev/null; exit 0`}
+			spec.Command = []string{"/bin/sh", "-c", `i=0; while [ $i -lt 300 ]; do sleep ` + sleepMarker + ` & i=$((i+1)); done; kill $(jobs -p) 2>/dev/null; exit 0`}
 			code, err := Run(context.Background(), h, spec)
 			if !errors.Is(err, ErrProcessLimit) {
 				t.Fatalf("Run = %d, %v; want ErrProcessLimit\n%s", code, err, out.String())
@@ -49,7 +49,7 @@ func TestProcessLimit(t *testing.T) {
 	if left := ownCgroups(t); len(left) > 0 {
 		t.Errorf("sandbox cgroups left behind: %v", left)
 	}
-	waitGone(t, "sleep\x0030\x00")
+	waitGone(t, "sleep\x00"+sleepMarker+"\x00")
 }
 
 // ownCgroups lists the sandbox cgroups this test process still has: only its
@@ -71,7 +71,7 @@ func ownCgroups(t *testing.T) []string {
 // forkStorm starts up to 300 sleepers from a subshell (a shell exits when it
 // cannot fork) and prints how many processes its pid namespace then holds,
 // counted by the shell's own glob, which needs no fork at the limit.
-const forkStorm = `(i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null
+var forkStorm = `(i=0; while [ $i -lt 300 ]; do sleep ` + sleepMarker + ` & i=$((i+1)); done) 2>/dev/null
 set -- /proc/[0-9]*; echo "processes $#"; kill -9 -1; exit 0`
 
 // countedProcesses runs forkStorm and returns the count it printed.

@@ -640,7 +640,14 @@ func TestSetupError(t *testing.T) {
 	}
 }
 
-// marker makes a stage's processes findable in /proc.
+// uniqueMarker is a sleep duration in seconds that names one test's processes
+// in /proc and no other test run's on the machine.
+func uniqueMarker(test, i int) string { return fmt.Sprintf("%d%d%d", test, i, os.Getpid()) }
+
+// sleepMarker is what the fork-storm tests sleep for.
+var sleepMarker = uniqueMarker(3000, 0)
+
+// processesWith lists the processes whose command line contains marker.
 func processesWith(marker string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
@@ -690,7 +697,7 @@ func TestCancel(t *testing.T) {
 	for i, c := range []struct {
 		staged, early bool
 	}{{false, false}, {true, false}, {false, true}, {true, true}} {
-		marker := fmt.Sprintf("9876%d", 50+i)
+		marker := uniqueMarker(9876, i)
 		spec := Spec{Root: root, Command: []string{"sh", "-c", "sleep " + marker + "; sleep " + marker}, KillGrace: 500 * time.Millisecond}
 		if c.staged {
 			spec.Lower, spec.Upper = []string{t.TempDir()}, t.TempDir()
@@ -740,7 +747,7 @@ func TestParentKilled(t *testing.T) {
 	host(t)
 	tmp := t.TempDir()
 	for _, staged := range []string{"0", "1"} {
-		marker := "87654" + staged
+		marker := uniqueMarker(8765, int(staged[0]-'0'))
 		cmd := exec.Command(os.Args[0], "-test.run=^TestParentKilled$")
 		cmd.Env = append(os.Environ(), childEnv+"=killed:"+marker, "STAGED="+staged, "TMPDIR="+tmp)
 		must(t, cmd.Start())
@@ -782,7 +789,7 @@ func TestParentKilled(t *testing.T) {
 func TestSecurityRow34Timeout(t *testing.T) {
 	h, root := host(t), busyboxRoot(t)
 	for i, staged := range []bool{false, true} {
-		marker := fmt.Sprintf("7654%d", i)
+		marker := uniqueMarker(7654, i)
 		spec := Spec{Root: root, Timeout: 2 * time.Second, Command: []string{"sh", "-c", "echo started; sleep " + marker}}
 		if staged {
 			spec.Lower, spec.Upper = []string{t.TempDir()}, t.TempDir()
