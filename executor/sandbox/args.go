@@ -22,17 +22,19 @@ var (
 type bwrapFDs struct {
 	// status is where bwrap reports its JSON status (always given).
 	status int
+	// options holds the stage options (always given).
+	options int
 	// userns is the identity user namespace to enter (root only).
 	userns int
 	// seccomp is the compiled filter.
 	seccomp int
-	// block holds the sandbox back until Run has set its RLIMIT_NPROC.
+	// block holds the sandbox back until Run has limited it (see gate).
 	block int
 }
 
 // bwrapArgs builds the bwrap arguments (without argv[0]) for spec, with tree
-// the host directory to use as the target tree, options the options file and
-// fds the descriptors bwrap gets.
+// the host directory to use as the target tree and fds the descriptors bwrap
+// gets.
 //
 // When strata runs as real root (realRoot), every uid and gid a tree uses
 // stays a real id so that stages can set owners (strata.users, strata.files,
@@ -42,7 +44,7 @@ type bwrapFDs struct {
 // needed to manage file ownership (CAP_CHOWN, CAP_FOWNER, CAP_FSETID,
 // CAP_DAC_OVERRIDE), which hold only inside that user namespace. Otherwise
 // every namespace is unshared and the stage has no capabilities.
-func bwrapArgs(spec *Spec, tree, options string, fds bwrapFDs, realRoot bool) ([]string, error) {
+func bwrapArgs(spec *Spec, tree string, fds bwrapFDs, realRoot bool) ([]string, error) {
 	var a []string
 	if realRoot {
 		if fds.userns > 0 {
@@ -118,7 +120,7 @@ func bwrapArgs(spec *Spec, tree, options string, fds bwrapFDs, realRoot bool) ([
 			a = append(a, "--ro-bind", spec.Outputs[n], OutputsPath+"/"+n)
 		}
 	}
-	a = append(a, "--ro-bind", options, OptionsPath)
+	a = append(a, "--ro-bind-data", strconv.Itoa(fds.options), OptionsPath)
 	if spec.Binary != "" {
 		a = append(a, "--ro-bind", spec.Binary, BinaryPath)
 	}

@@ -243,8 +243,8 @@ func (c *cgroup) prepare(attr *syscall.SysProcAttr) {
 	}
 }
 
-// needsJoin reports whether whatever starts bwrap must move itself into the
-// cgroup first (v1 cannot start a process inside a cgroup).
+// needsJoin reports whether the sandbox must be moved into the cgroup after it
+// started (v1 cannot start a process inside a cgroup).
 func (c *cgroup) needsJoin() bool { return c != nil && !c.v2 }
 
 // procs are the cgroup.procs files to join.

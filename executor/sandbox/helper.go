@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -37,11 +36,6 @@ type helperConfig struct {
 	Probe bool `json:"probe,omitempty"`
 	// Argv is the bwrap command line to exec after mounting (argv[0] = path).
 	Argv []string `json:"argv,omitempty"`
-	// Cgroups are cgroup.procs files (one per v1 hierarchy) the helper moves
-	// itself into before anything else, so that no process of the sandbox can
-	// start outside them (cgroup v1 has no way to start a process inside a
-	// cgroup).
-	Cgroups []string `json:"cgroups,omitempty"`
 }
 
 // MaybeRunHelper must be called first thing in main (and in TestMain) of any
@@ -65,11 +59,6 @@ func runHelper(arg string) error {
 	var cfg helperConfig
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)
-	}
-	for _, procs := range cfg.Cgroups {
-		if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-			return fmt.Errorf("join cgroup: %w", err)
-		}
 	}
 	// Die with the parent even if it is killed with SIGKILL; this survives exec.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {

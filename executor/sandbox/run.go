@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // drainTimeout bounds how long Run waits for the output pipes to reach EOF
@@ -50,35 +52,25 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrTimeout)
 	defer cancel()
-	tmp, cleanup, err := lockedTempDir()
-	if err != nil {
-		return -1, fmt.Errorf("sandbox: run: %w", err)
-	}
-	defer cleanup()
-
-	options := filepath.Join(tmp, "options.json")
-	data := spec.Options
-	if data == nil {
-		data = []byte("{}")
-	}
-	if err := os.WriteFile(options, data, 0o444); err != nil {
-		return -1, fmt.Errorf("sandbox: run: write options: %w", err)
-	}
 
 	tree := spec.Tree
 	overlay := tree == "" && host.Staging == StagingOverlay
 	var cfg helperConfig
 	switch {
 	case overlay:
+		// The work and mount-point directories sit next to the upper one (the
+		// same filesystem, the caller's to clean up), so a run makes nothing
+		// in /tmp that a killed strata could leave behind. The overlay is
+		// mounted in the helper's mount namespace only.
 		work, err := os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-work-")
 		if err != nil {
 			return -1, fmt.Errorf("sandbox: run: overlay work dir: %w", err)
 		}
 		defer removeAllForce(work)
-		tree = filepath.Join(tmp, "merged")
-		if err := os.Mkdir(tree, 0o755); err != nil {
-			return -1, fmt.Errorf("sandbox: run: %w", err)
+		if tree, err = os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-merged-"); err != nil {
+			return -1, fmt.Errorf("sandbox: run: overlay mount point: %w", err)
 		}
+		defer os.Remove(tree)
 		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root}
 	case tree == "":
 		// Copy staging: lowest layer first, so upper layers overwrite.
@@ -105,6 +97,16 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		extra = append(extra, f)
 		return 3 + len(extra)
 	}
+	data := spec.Options
+	if data == nil {
+		data = []byte("{}")
+	}
+	opts, err := memfile("strata-options", data)
+	if err != nil {
+		return -1, fmt.Errorf("sandbox: run: options: %w", err)
+	}
+	defer opts.Close()
+	fds.options = addFD(opts)
 	if host.Root && host.UserNamespaces {
 		ns, err := identityUserns()
 		if err != nil {
@@ -117,12 +119,12 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		return -1, err
 	}
 	if prog != nil {
-		r, err := bytesPipe(prog)
+		f, err := memfile("strata-seccomp", prog)
 		if err != nil {
 			return -1, fmt.Errorf("sandbox: run: seccomp: %w", err)
 		}
-		defer r.Close()
-		fds.seccomp = addFD(r)
+		defer f.Close()
+		fds.seccomp = addFD(f)
 	}
 	maxProcs := spec.MaxProcs
 	if maxProcs == 0 {
@@ -137,56 +139,43 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		return -1, err
 	}
 	defer cg.remove()
-	var nproc *rlimitProcs
-	if !host.Root && !cg.limitsProcs() {
-		if nproc, err = newRlimitProcs(maxProcs); err != nil {
+	// cgroup v1 cannot start a process inside a cgroup, and RLIMIT_NPROC must
+	// be set inside the sandbox's user namespace: either way bwrap holds the
+	// sandbox back until Run has done it.
+	var g *gate
+	if cg.needsJoin() || (!host.Root && !cg.limitsProcs()) {
+		if g, err = newGate(); err != nil {
 			return -1, err
 		}
-		defer nproc.close()
-		fds.block = addFD(nproc.r)
+		defer g.close()
+		if cg.needsJoin() {
+			g.cgroups = cg.procs()
+		}
+		if !host.Root && !cg.limitsProcs() {
+			g.nproc = maxProcs
+		}
+		fds.block = addFD(g.r)
 	}
 
-	args, err := bwrapArgs(&spec, tree, options, fds, host.Root)
+	args, err := bwrapArgs(&spec, tree, fds, host.Root)
 	if err != nil {
 		return -1, err
 	}
-	// cgroup v1 cannot start a process inside a cgroup, so whatever starts
-	// bwrap joins it first: the helper (which also mounts the overlay), or for a
-	// plain tree a shell, which costs ~1 ms where re-executing strata costs ~10.
 	var cmd *exec.Cmd
-	sh, _ := exec.LookPath("sh")
-	if cg.needsJoin() && !overlay && sh == "" && helperInstalled.Load() {
-		overlay = true
-	}
-	switch {
-	case overlay:
-		if cg.needsJoin() {
-			cfg.Cgroups = cg.procs()
-		}
+	if overlay {
 		cfg.Argv = append([]string{host.Bwrap.Path}, args...)
 		if cmd, err = helperCommand(host, cfg); err != nil {
 			return -1, err
 		}
-	case cg.needsJoin() && sh != "":
-		procs := cg.procs()
-		script := ""
-		for i := range procs {
-			script += fmt.Sprintf(`echo $$ > "$%d" && `, i+1)
-		}
-		script += fmt.Sprintf(`shift %d && exec "$@"`, len(procs))
-		argv := append(append([]string{"-c", script, "strata-sandbox"}, procs...), host.Bwrap.Path)
-		cmd = exec.Command(sh, append(argv, args...)...)
-	default:
+	} else {
 		cmd = exec.Command(host.Bwrap.Path, args...)
-	}
-	if cmd.SysProcAttr == nil {
 		cmd.Env = []string{}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	cg.prepare(cmd.SysProcAttr)
 	var onChild func(pid, parent int) error
-	if nproc != nil {
-		onChild = nproc.apply
+	if g != nil {
+		onChild = g.open
 	}
 	code, err := run(ctx, cmd, &spec, timeout, extra, onChild)
 	switch {
@@ -198,22 +187,79 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	return code, err
 }
 
-// bytesPipe returns the read end of a pipe that holds b and then EOF (b must
-// fit the pipe buffer, 64 KiB).
-func bytesPipe(b []byte) (*os.File, error) {
+// memfile returns a memory file holding b, positioned at its start, for bwrap
+// to read (--ro-bind-data, --seccomp): no temporary file, no size limit.
+func memfile(name string, b []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// gate holds the sandbox's first process on bwrap's --block-fd until Run has
+// moved it into its cgroups (v1) and set its RLIMIT_NPROC (rootless without a
+// pids cgroup: see [Host.ProcessLimit]). Every process of the stage descends
+// from it, so none runs outside the limits.
+//
+// RLIMIT_NPROC counts the processes of a user, but since Linux 5.14 the count
+// is kept per user namespace: a process of the sandbox is charged to its uid
+// in the sandbox's user namespace, checked against its own RLIMIT_NPROC, and
+// to the real uid outside, checked only against the limit the namespace's
+// creator (bwrap) had when it made the namespace. So the limit is set on the
+// sandbox's first process, inside the namespace, and the user's other
+// processes on the host neither count nor are limited. (Set on bwrap before it
+// starts, it would count every process the user runs on the host, and fail at
+// once for a user with many.) Real root is exempt from RLIMIT_NPROC and relies
+// on the cgroup.
+type gate struct {
+	r, w    *os.File
+	cgroups []string // cgroup.procs files to move the process into
+	nproc   int      // RLIMIT_NPROC to set; 0 for none
+}
+
+func newGate() (*gate, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sandbox: run: %w", err)
 	}
-	_, err = w.Write(b)
-	if cerr := w.Close(); err == nil {
-		err = cerr
+	return &gate{r: r, w: w}, nil
+}
+
+// open limits the sandbox's first process (pid, a child of bwrap, parent)
+// and lets it go on. On an error the sandbox stays blocked; the caller kills it.
+func (g *gate) open(pid, parent int) error {
+	if pp := parentPid(pid); pp != parent {
+		return fmt.Errorf("limit the sandbox: process %d is not bwrap's child (parent %d, bwrap %d)", pid, pp, parent)
 	}
-	if err != nil {
-		r.Close()
-		return nil, err
+	for _, procs := range g.cgroups {
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
 	}
-	return r, nil
+	if g.nproc > 0 {
+		lim := unix.Rlimit{Cur: uint64(g.nproc), Max: uint64(g.nproc)}
+		if err := unix.Prlimit(pid, unix.RLIMIT_NPROC, &lim, nil); err != nil {
+			return fmt.Errorf("set process limit: %w", err)
+		}
+	}
+	_, err := g.w.Write([]byte{0})
+	g.w.Close()
+	return err
+}
+
+func (g *gate) close() {
+	g.r.Close()
+	g.w.Close()
 }
 
 // formatBytes writes n in the largest IEC unit that divides it, e.g. "512MiB".

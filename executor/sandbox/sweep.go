@@ -10,7 +10,7 @@ import (
 )
 
 // runDirPrefix starts the name of every temporary directory the package makes
-// (per run, and for the overlay probe): strata-run-<pid>-<random>. The owner
+// (the overlay probe's): strata-run-<pid>-<random>. The owner
 // holds an flock on the directory for as long as it uses it, so a directory
 // whose owner is gone (kill -9) can be told from one in use even when pids are
 // reused or belong to another pid namespace.

@@ -6,8 +6,6 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // As real root the sandbox keeps every uid and gid real, so stages can set
@@ -52,50 +50,3 @@ var identityUserns = sync.OnceValues(func() (*os.File, error) {
 	}
 	return ns, nil
 })
-
-// rlimitProcs caps a rootless sandbox's processes where no pids cgroup can.
-//
-// RLIMIT_NPROC counts the processes of a user, but since Linux 5.14 the count
-// is kept per user namespace: a process of the sandbox is charged to its uid
-// in the sandbox's user namespace, checked against its own RLIMIT_NPROC, and
-// to the real uid outside, checked only against the limit the namespace's
-// creator (bwrap) had when it made the namespace. So the limit must be set
-// inside the namespace, after bwrap made it: bwrap holds the sandbox back on
-// --block-fd, Run sets RLIMIT_NPROC on the sandbox's first process with
-// prlimit(2) and releases it. Every process of the stage descends from it, and
-// the user's other processes on the host neither count nor are limited. (Set
-// on bwrap before it starts, the limit would count every process the user runs
-// on the host, and fail at once for a user with many.) Real root is exempt from
-// RLIMIT_NPROC, so root relies on the cgroup.
-type rlimitProcs struct {
-	max  int
-	r, w *os.File
-}
-
-func newRlimitProcs(max int) (*rlimitProcs, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: run: %w", err)
-	}
-	return &rlimitProcs{max: max, r: r, w: w}, nil
-}
-
-// apply limits the sandbox's first process (pid, a child of bwrap, parent)
-// and lets it go on. On an error the sandbox stays blocked; the caller kills it.
-func (l *rlimitProcs) apply(pid, parent int) error {
-	if pp := parentPid(pid); pp != parent {
-		return fmt.Errorf("set process limit: process %d is not bwrap's child (parent %d, bwrap %d)", pid, pp, parent)
-	}
-	lim := unix.Rlimit{Cur: uint64(l.max), Max: uint64(l.max)}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NPROC, &lim, nil); err != nil {
-		return fmt.Errorf("set process limit: %w", err)
-	}
-	_, err := l.w.Write([]byte{0})
-	l.w.Close()
-	return err
-}
-
-func (l *rlimitProcs) close() {
-	l.r.Close()
-	l.w.Close()
-}
