@@ -237,8 +237,27 @@ func newGate() (*gate, error) {
 
 // open limits the sandbox's first process (pid, a child of bwrap, parent)
 // and lets it go on. On an error the sandbox stays blocked; the caller kills it.
+// A process that is already gone (its set-up failed, and bwrap says why) is
+// not an error: nothing of the stage ran.
 func (g *gate) open(pid, parent int) error {
-	if pp := parentPid(pid); pp != parent {
+	err := g.limit(pid, parent)
+	if errors.Is(err, syscall.ESRCH) {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = g.w.Write([]byte{0})
+	g.w.Close()
+	return err
+}
+
+func (g *gate) limit(pid, parent int) error {
+	switch pp := parentPid(pid); pp {
+	case parent:
+	case -1:
+		return syscall.ESRCH
+	default:
 		return fmt.Errorf("limit the sandbox: process %d is not bwrap's child (parent %d, bwrap %d)", pid, pp, parent)
 	}
 	for _, procs := range g.cgroups {
@@ -252,9 +271,7 @@ func (g *gate) open(pid, parent int) error {
 			return fmt.Errorf("set process limit: %w", err)
 		}
 	}
-	_, err := g.w.Write([]byte{0})
-	g.w.Close()
-	return err
+	return nil
 }
 
 func (g *gate) close() {
