@@ -2,7 +2,7 @@
 // arguments that are harmless where a call is allowed, and prints one line per
 // call: "name errno" (errno 0 when the call succeeded). The sandbox tests build
 // it static (CGO_ENABLED=0), for the host's architecture and for 386, and run
-// it inside real sandboxes.
+// it inside real sandboxes. A call the architecture lacks prints "name absent".
 package main
 
 import (
@@ -21,6 +21,10 @@ func str(s string) uintptr {
 	b, _ := unix.BytePtrFromString(s)
 	return uintptr(unsafe.Pointer(b))
 }
+
+// absent marks a call this architecture does not have (kexec_file_load on
+// 32-bit ones).
+const absent = syscall.Errno(1 << 20)
 
 // neg is -n as a system call argument (a special key ring id).
 func neg(n int) uintptr { return uintptr(-n) }
@@ -59,6 +63,13 @@ func main() {
 		}},
 		{"io_uring_setup", func() syscall.Errno { _, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 0, 0, 0); return e }},
 		{"kexec_load", func() syscall.Errno { _, _, e := unix.Syscall6(unix.SYS_KEXEC_LOAD, 0, 0, 0, 0, 0, 0); return e }},
+		{"kexec_file_load", func() syscall.Errno {
+			if sysKexecFileLoad < 0 {
+				return absent
+			}
+			_, _, e := unix.Syscall6(uintptr(sysKexecFileLoad), neg(1), neg(1), 0, 0, 0, 0)
+			return e
+		}},
 		{"init_module", func() syscall.Errno { _, _, e := unix.Syscall(unix.SYS_INIT_MODULE, 0, 0, str("")); return e }},
 		{"finit_module", func() syscall.Errno { _, _, e := unix.Syscall(unix.SYS_FINIT_MODULE, neg(1), str(""), 0); return e }},
 		{"delete_module", func() syscall.Errno {
@@ -107,7 +118,11 @@ func main() {
 		}},
 	}
 	for _, c := range calls {
-		fmt.Printf("%s %d\n", c.name, int(c.call()))
+		if e := c.call(); e == absent {
+			fmt.Printf("%s absent\n", c.name)
+		} else {
+			fmt.Printf("%s %d\n", c.name, int(e))
+		}
 	}
 	status, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(status), "\n") {
