@@ -150,9 +150,9 @@ type Spec struct {
 	// /tmp also count against MaxMemory where a memory cgroup exists.
 	TmpSize int64
 	// MaxMemory caps the memory of all the sandbox's processes together, in
-	// bytes (a memory cgroup with no swap beyond it, where the host offers one:
-	// see [Host.MemoryLimit]); 0 means DefaultMaxMemory(). When the kernel
-	// kills a process for it, Run returns ErrMemoryLimit.
+	// bytes (a memory cgroup, swap included, where the host offers one: see
+	// [Host.MemoryLimit]); 0 means DefaultMaxMemory(). When the kernel kills a
+	// process for it, Run returns ErrMemoryLimit.
 	MaxMemory int64
 	// Timeout bounds the sandbox's run time, set-up included; 0 means
 	// DefaultTimeout. Beyond it the sandbox is killed as on cancellation and
