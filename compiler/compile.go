@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gowebpki/jcs"
 
@@ -142,6 +143,7 @@ func (c *compiler) add(n *plan.Node, d dep) error {
 	if same, dup := c.byID[n.ID]; dup {
 		// The same work reached from another place: one node, another name.
 		same.Aliases = append(same.Aliases, plan.Alias{Name: n.Name, Origin: n.Origin})
+		same.Limits = mergeLimits(same.Limits, n.Limits)
 		c.byName[n.Name] = same
 		return nil
 	}
@@ -328,7 +330,7 @@ func (c *compiler) image(img *lang.Image) error {
 			Kind: plan.KindStage, Name: fmt.Sprintf("%s.stages[%d]", prefix, i), Type: st.Type,
 			ModuleDigest: c.modules[st.Type], Options: opts, Command: st.Command,
 			Network: st.Network, Platform: platform, Env: env, Requires: caps(img.Requires),
-			Origin: st.Pos.String(), Deps: preBuild,
+			Origin: st.Pos.String(), Deps: preBuild, Limits: limits(st.Limits),
 		}
 		d := dep{tree: tree, buildroot: c.buildRoot(br)}
 		if len(st.Inputs) > 0 {
@@ -425,6 +427,7 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 		n := &plan.Node{
 			Kind: plan.KindHook, Name: prefix + ".hooks." + hn, Type: h.On, Command: h.Command,
 			Env: hookEnv(img, outputs), Origin: h.Pos.String(),
+			Limits: limits(h.Limits),
 		}
 		opts, err := canonical(map[string]any{"on_failure": h.OnFailure})
 		if err != nil {
@@ -482,6 +485,7 @@ func (c *compiler) job(j *lang.Job) error {
 		Kind: plan.KindJob, Name: "jobs." + j.Name, Type: "job", Command: j.Command,
 		Network: j.Network, Requires: caps(j.Requires),
 		Env: map[string]string{"SOURCE_DATE_EPOCH": SourceDateEpoch}, Origin: j.Pos.String(),
+		Limits: limits(j.Limits),
 	}
 	if len(j.Outputs) > 0 {
 		opts, err := canonical(map[string]any{"outputs": j.Outputs})
@@ -538,6 +542,31 @@ func (c *compiler) publish(img *lang.Image) error {
 	}
 	pi.Publish = n.ID
 	return nil
+}
+
+// limits turns a stage's, job's or hook's limits into the plan's (nil when all
+// are the defaults). They stay out of the key documents.
+func limits(l lang.Limits) *plan.Limits {
+	if l == (lang.Limits{}) {
+		return nil
+	}
+	return &plan.Limits{TimeoutSeconds: int64(l.Timeout / time.Second), Memory: l.Memory, TmpSize: l.TmpSize}
+}
+
+// mergeLimits gives one node reached from two places the larger of each limit
+// written for it (an unset one is the executor's default, which the plan does
+// not know).
+func mergeLimits(a, b *plan.Limits) *plan.Limits {
+	if a == nil || b == nil {
+		if a == nil {
+			return b
+		}
+		return a
+	}
+	return &plan.Limits{
+		TimeoutSeconds: max(a.TimeoutSeconds, b.TimeoutSeconds),
+		Memory:         max(a.Memory, b.Memory), TmpSize: max(a.TmpSize, b.TmpSize),
+	}
 }
 
 func caps(cp *lang.Capabilities) *plan.Capabilities {

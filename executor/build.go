@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -81,6 +82,10 @@ type Options struct {
 	OutDir string
 	// MaxLogBytes caps one node's output; default DefaultMaxLogBytes.
 	MaxLogBytes int64
+	// Timeout caps the run time of every stage, job and hook, below their own
+	// timeout (default sandbox.DefaultTimeout, 1h); 0 adds no cap. A node that
+	// runs out of time fails with sandbox.ErrTimeout, its log kept.
+	Timeout time.Duration
 }
 
 // Node statuses in a Result.

@@ -336,11 +336,16 @@ func (b *builder) runStage(ctx context.Context, t *task) (nodeOutput, error) {
 		if err := b.rootlessCommandCheck(ctx, n, base); err != nil {
 			return out, err
 		}
+		spec.WatchOwners = true
 	}
 	if len(spec.Options) == 0 {
 		spec.Options = []byte("{}")
 	}
 	if out, err = b.sandboxed(ctx, t, host, dir, spec); err != nil {
+		var oc *sandbox.OwnerChangeError
+		if errors.As(err, &oc) {
+			err = fmt.Errorf("%w: %v", ErrRootlessOwners, oc)
+		}
 		return out, err
 	}
 	var recs builtin.Records
@@ -631,6 +636,7 @@ func (b *builder) sandboxed(ctx context.Context, t *task, host *sandbox.Host, di
 		return out, err
 	}
 	spec.Stdout, spec.Stderr, spec.MaxOutput = lw, lw, b.opts.MaxLogBytes
+	b.applyLimits(t.n, &spec)
 	code, runErr := sandbox.Run(ctx, host, spec)
 	logD, tail, err := lw.finish(ctx, b.opts.Store)
 	out.log, out.tail, out.exit = logD, tail, code

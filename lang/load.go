@@ -395,6 +395,17 @@ func (l *loader) decodeHooks() {
 			continue
 		}
 		h.Name, h.Pos = f.name, l.index.at(path, Pos{})
+		var rl rawLimits
+		if err := f.v.Decode(&rl); err != nil {
+			l.c.addCUE(err, path)
+			l.failed[path] = true
+			continue
+		}
+		var ok bool
+		if h.Limits, ok = l.decodeLimits(rl, path, path, h.Pos); !ok {
+			l.failed[path] = true
+			continue
+		}
 		l.ws.Hooks[f.name] = h
 	}
 }
@@ -480,6 +491,7 @@ type rawStage struct {
 	Type    string            `json:"type"`
 	Inputs  map[string]string `json:"inputs"`
 	Network bool              `json:"network"`
+	rawLimits
 }
 
 func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
@@ -489,6 +501,10 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		return Stage{}, false
 	}
 	st := Stage{Type: raw.Type, Inputs: raw.Inputs, Network: raw.Network, Pos: l.index.at(posPath, Pos{File: "."})}
+	var ok bool
+	if st.Limits, ok = l.decodeLimits(raw.rawLimits, path, posPath, st.Pos); !ok {
+		return Stage{}, false
+	}
 	m, ok := l.modules[raw.Type]
 	if !ok {
 		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)", raw.Type, strings.Join(l.moduleNames(), ", "))
@@ -626,6 +642,7 @@ type rawJob struct {
 	Requires  *Capabilities `json:"requires"`
 	Outputs   []string      `json:"outputs"`
 	Network   bool          `json:"network"`
+	rawLimits
 }
 
 func (l *loader) decodeJobs() {
@@ -650,10 +667,15 @@ func (l *loader) decodeJob(name string, v cue.Value, path, posPath string) *Job 
 	if raw.Needs == nil {
 		raw.Needs = []string{}
 	}
+	pos := l.index.at(posPath, Pos{File: "."})
+	lim, ok := l.decodeLimits(raw.rawLimits, path, posPath, pos)
+	if !ok {
+		return nil
+	}
 	return &Job{
 		Name: name, Image: raw.Image, BuildRoot: raw.BuildRoot, Command: raw.Command,
 		Needs: raw.Needs, Requires: raw.Requires, Outputs: raw.Outputs, Network: raw.Network,
-		Pos: l.index.at(posPath, Pos{File: "."}),
+		Limits: lim, Pos: pos,
 	}
 }
 

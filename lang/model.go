@@ -3,6 +3,7 @@ package lang
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Pos is a position in a workspace file; File is relative to the workspace directory
@@ -139,7 +140,17 @@ type Stage struct {
 	Command []string          `json:"command,omitempty"`
 	Inputs  map[string]string `json:"inputs,omitempty"`
 	Network bool              `json:"network"`
+	Limits  Limits            `json:"limits,omitzero"`
 	Pos     Pos               `json:"pos"`
+}
+
+// Limits bound how a stage, job or hook runs: executor policy, not part of any
+// key. Zero means the executor's default.
+type Limits struct {
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Memory and TmpSize are in bytes.
+	Memory  int64 `json:"memory,omitempty"`
+	TmpSize int64 `json:"tmp_size,omitempty"`
 }
 
 // Instance records which template record produced an image or job.
@@ -180,6 +191,7 @@ type Job struct {
 	Requires  *Capabilities `json:"requires,omitempty"`
 	Outputs   []string      `json:"outputs,omitempty"`
 	Network   bool          `json:"network"`
+	Limits    Limits        `json:"limits,omitzero"`
 	Instance  *Instance     `json:"instance,omitempty"`
 	Pos       Pos           `json:"pos"`
 }
@@ -191,6 +203,7 @@ type Hook struct {
 	BuildRoot string   `json:"buildroot"`
 	Command   []string `json:"command"`
 	OnFailure string   `json:"on_failure"`
+	Limits    Limits   `json:"limits,omitzero"`
 	Pos       Pos      `json:"pos"`
 }
 

@@ -37,6 +37,7 @@ type buildFlags struct {
 	keepGoing bool
 	explain   bool
 	outDir    string
+	timeout   time.Duration
 }
 
 func newBuildCmd(g *globals) *cobra.Command {
@@ -76,6 +77,7 @@ and strata exits 130 (143 for SIGTERM); the next build resumes from the cache.`,
 	fl.BoolVar(&f.keepGoing, "keep-going", false, "keep building what does not depend on a failed node")
 	fl.BoolVar(&f.explain, "explain", false, "say why each rebuilt node is not cached")
 	fl.StringVar(&f.outDir, "out-dir", "", "where outputs are exported (default: the workspace's out/)")
+	fl.DurationVar(&f.timeout, "timeout", 0, "cap on every stage's, job's and hook's run time, below its own timeout (default 1h); e.g. 30m")
 	return cmd
 }
 
@@ -172,6 +174,9 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	if f.jobs < 0 {
 		return &usageError{errJobs}
 	}
+	if f.timeout < 0 {
+		return &usageError{fmt.Errorf("--timeout must be positive")}
+	}
 	st, err := g.openStore()
 	if err != nil {
 		return err
@@ -187,6 +192,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	res, err := executor.Build(ctx, v, executor.Options{
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
+		Timeout: f.timeout,
 	})
 	r.close()
 	if res == nil {
@@ -211,7 +217,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		}
 		fmt.Fprintf(g.stderr, "strata: %s in %.2fs\n", r.summary(res), elapsed.Seconds())
 		if err != nil {
-			fmt.Fprintln(g.stderr, "strata: "+terminalSafe(err.Error()))
+			fmt.Fprintln(g.stderr, "strata: "+terminalSafeLines(err.Error()))
 		}
 	}
 	if err == nil {
@@ -443,6 +449,16 @@ func terminalSafe(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// terminalSafeLines is terminalSafe for text of several lines: strata's own
+// line breaks stay, every line is made safe.
+func terminalSafeLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = terminalSafe(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // clipRunes cuts s to at most n runes, never inside a UTF-8 sequence.

@@ -482,7 +482,9 @@ images: good: {
 	if r := runCLI(t, ws, cache, "logs", "images.bad.stages[0]"); r.stdout != "first line\nboom\n" {
 		t.Errorf("logs of the failed stage: %q %s", r.stdout, r.stderr)
 	}
-	var doc struct{ Logs []struct{ Name, Origin, Log string } }
+	var doc struct {
+		Logs []struct{ Name, Origin, Log string }
+	}
 	r = runCLI(t, ws, cache, "--output", "json", "logs", "images.bad.stages[0]")
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Logs) != 1 || doc.Logs[0].Log != "first line\nboom\n" || doc.Logs[0].Origin != "ws.cue:6:3" {
 		t.Errorf("logs --output json: %+v, %v\n%s", doc, err, r.stdout)

@@ -74,10 +74,16 @@ func writeDoctor(g *globals, h *sandbox.Host) {
 		fmt.Fprintf(w, "staging:          %s (copy-on-write, O(changes))\n", h.Staging)
 	}
 	if h.ProcessLimit != "" {
-		fmt.Fprintf(w, "process limit:    %s pids.max (%d per stage)\n", h.ProcessLimit, sandbox.DefaultMaxProcs)
+		fmt.Fprintf(w, "process limit:    %s (%d per stage)\n", h.ProcessLimit, sandbox.DefaultMaxProcs)
 	} else {
 		fmt.Fprintf(w, "process limit:    none — no writable pids cgroup; a fork bomb in a stage is not contained\n")
 	}
+	if h.MemoryLimit != "" {
+		fmt.Fprintf(w, "memory limit:     %s (default half the RAM per stage)\n", h.MemoryLimit)
+	} else {
+		fmt.Fprintf(w, "memory limit:     none — no writable memory cgroup; only /tmp is bounded\n")
+	}
+	fmt.Fprintf(w, "seccomp filter:   %s\n", yesNo(h.Seccomp))
 	var bf []string
 	for _, b := range h.Binfmt {
 		s := b.Arch

@@ -130,6 +130,10 @@ type Node struct {
 	Env      map[string]string `json:"env,omitempty"`
 	Requires *Capabilities     `json:"requires,omitempty"`
 	Source   *Source           `json:"source,omitempty"`
+	// Limits bound how a stage, job or hook runs. They are executor policy and
+	// not part of any key: the same work under other limits gives the same
+	// result or fails. Nil means the executor's defaults.
+	Limits *Limits `json:"limits,omitempty"`
 	// Origin is the CUE position (file:line:col) the node comes from. It is not part
 	// of any key.
 	Origin string `json:"origin"`
@@ -137,6 +141,16 @@ type Node struct {
 	// same key): a content-addressed plan holds each piece of work once, as
 	// BuildKit's graph does, and every name still resolves to it.
 	Aliases []Alias `json:"aliases,omitempty"`
+}
+
+// Limits bound a node's sandbox; a zero field means the executor's default.
+type Limits struct {
+	// TimeoutSeconds is how long the node may run.
+	TimeoutSeconds int64 `json:"timeout_seconds,omitempty"`
+	// Memory caps the memory of its processes, /tmp included, in bytes.
+	Memory int64 `json:"memory,omitempty"`
+	// TmpSize caps its /tmp, in bytes.
+	TmpSize int64 `json:"tmp_size,omitempty"`
 }
 
 // Alias is another name and origin of a node.

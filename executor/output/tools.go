@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/strata-build/strata/executor/tree"
@@ -28,9 +29,16 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 // runTool runs an external tool with a minimal, fixed environment (PATH, LC_ALL=C and
 // env) so that host settings such as SOURCE_DATE_EPOCH cannot change its output. It
 // returns the tool's stderr and, on failure, a *ToolError with the tail of its output.
+//
+// The tool runs in a process group of its own that dies with strata: the kernel
+// sends it SIGKILL when strata exits, even by kill -9 (an orphaned mksquashfs
+// would otherwise keep writing for minutes), and cancelling ctx kills the whole
+// group, helpers the tool started included.
 func runTool(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C"}, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	stdout := &tailBuffer{max: 16 << 10}
 	stderr := &tailBuffer{max: 64 << 10}
 	cmd.Stdout = stdout

@@ -17,20 +17,39 @@ var (
 	hostEtc      = []string{"ld.so.cache", "alternatives", "passwd", "group", "nsswitch.conf", "ssl", "ca-certificates"}
 )
 
+// bwrapFDs are the descriptors bwrap is given, as numbers in its process; 0
+// means not given.
+type bwrapFDs struct {
+	// status is where bwrap reports its JSON status (always given).
+	status int
+	// options holds the stage options (always given).
+	options int
+	// userns is the identity user namespace to enter (root only).
+	userns int
+	// seccomp is the compiled filter.
+	seccomp int
+	// block holds the sandbox back until Run has limited it (see gate).
+	block int
+}
+
 // bwrapArgs builds the bwrap arguments (without argv[0]) for spec, with tree
-// the host directory to use as the target tree, options the options file and
-// statusFD the descriptor bwrap reports its JSON status on.
+// the host directory to use as the target tree and fds the descriptors bwrap
+// gets.
 //
-// When strata runs as real root (realRoot), the sandbox gets no user namespace
-// of its own, so every uid and gid a tree uses is a real id and stages can set
-// owners (strata.users, strata.files, package managers), as in osbuild: the
-// namespaces other than the user one are unshared and the capabilities are
-// dropped except those needed to manage file ownership (CAP_CHOWN, CAP_FOWNER,
-// CAP_FSETID, CAP_DAC_OVERRIDE). Otherwise every namespace is unshared and the
-// stage has no capabilities.
-func bwrapArgs(spec *Spec, tree, options string, statusFD int, realRoot bool) ([]string, error) {
+// When strata runs as real root (realRoot), every uid and gid a tree uses
+// stays a real id so that stages can set owners (strata.users, strata.files,
+// package managers), as in osbuild: the sandbox enters the identity user
+// namespace (fds.userns, where the host allows user namespaces) or none, the
+// other namespaces are unshared, and the capabilities are dropped except those
+// needed to manage file ownership (CAP_CHOWN, CAP_FOWNER, CAP_FSETID,
+// CAP_DAC_OVERRIDE), which hold only inside that user namespace. Otherwise
+// every namespace is unshared and the stage has no capabilities.
+func bwrapArgs(spec *Spec, tree string, fds bwrapFDs, realRoot bool) ([]string, error) {
 	var a []string
 	if realRoot {
+		if fds.userns > 0 {
+			a = append(a, "--userns", strconv.Itoa(fds.userns))
+		}
 		a = append(a, "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
 		if !spec.Network {
 			a = append(a, "--unshare-net")
@@ -52,8 +71,14 @@ func bwrapArgs(spec *Spec, tree, options string, statusFD int, realRoot bool) ([
 	a = append(a,
 		"--uid", "0", "--gid", "0",
 		"--hostname", "strata",
-		"--json-status-fd", strconv.Itoa(statusFD),
+		"--json-status-fd", strconv.Itoa(fds.status),
 	)
+	if fds.seccomp > 0 {
+		a = append(a, "--seccomp", strconv.Itoa(fds.seccomp))
+	}
+	if fds.block > 0 {
+		a = append(a, "--block-fd", strconv.Itoa(fds.block))
+	}
 	if spec.Chroot {
 		a = append(a, "--bind", tree, "/")
 	} else {
@@ -67,10 +92,11 @@ func bwrapArgs(spec *Spec, tree, options string, statusFD int, realRoot bool) ([
 		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
 	}
 	a = append(a, "--proc", "/proc", "--dev", "/dev")
-	if spec.TmpSize > 0 {
-		a = append(a, "--size", strconv.FormatInt(spec.TmpSize, 10))
+	tmpSize := spec.TmpSize
+	if tmpSize == 0 {
+		tmpSize = DefaultTmpSize()
 	}
-	a = append(a, "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/run/strata")
+	a = append(a, "--size", strconv.FormatInt(tmpSize, 10), "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/run/strata")
 	if !spec.Chroot {
 		a = append(a, "--bind", tree, TreePath)
 	}
@@ -101,7 +127,7 @@ func bwrapArgs(spec *Spec, tree, options string, statusFD int, realRoot bool) ([
 			a = append(a, "--ro-bind", b.Source, b.Target)
 		}
 	}
-	a = append(a, "--ro-bind", options, OptionsPath)
+	a = append(a, "--ro-bind-data", strconv.Itoa(fds.options), OptionsPath)
 	if spec.Binary != "" {
 		a = append(a, "--ro-bind", spec.Binary, BinaryPath)
 	}
@@ -224,4 +250,46 @@ func hasResolvConf(spec *Spec, tree string) bool {
 		}
 	}
 	return false
+}
+
+// chrootMountPoints are the directories bwrap mounts over in a chrooted tree,
+// creating them when the tree lacks them.
+var chrootMountPoints = []string{"dev", "proc", "run", "tmp"}
+
+// missingMountPoints returns the chrootMountPoints the tree of spec does not
+// have before the run (in Tree, or in Upper and every Lower).
+func missingMountPoints(spec *Spec) []string {
+	dirs := []string{spec.Tree}
+	if spec.Tree == "" {
+		dirs = append([]string{spec.Upper}, spec.Lower...)
+	}
+	var missing []string
+	for _, name := range chrootMountPoints {
+		found := false
+		for _, d := range dirs {
+			if _, err := os.Lstat(filepath.Join(d, name)); err == nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, name)
+		}
+	}
+	return missing
+}
+
+// removeMountPoints removes the empty directories bwrap created for names, so
+// that a chrooted stage leaves only what it wrote in the tree.
+func removeMountPoints(spec *Spec, names []string) error {
+	dir := spec.Tree
+	if dir == "" {
+		dir = spec.Upper
+	}
+	for _, name := range names {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("sandbox: remove the mount point bwrap made: %w", err)
+		}
+	}
+	return nil
 }

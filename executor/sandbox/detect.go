@@ -51,10 +51,18 @@ type Host struct {
 	OverlayXattr string `json:"overlay_xattr,omitempty"`
 	// Staging is StagingOverlay or StagingCopy: how Run stages Lower/Upper.
 	Staging string `json:"staging"`
-	// ProcessLimit is how a sandbox's process count is capped: "cgroup v2",
-	// "cgroup v1", or "" when no writable pids cgroup exists (stages run
-	// unlimited).
+	// ProcessLimit is how a sandbox's process count is capped: "cgroup v2" or
+	// "cgroup v1" (pids.max), "RLIMIT_NPROC" (rootless without a delegated
+	// pids cgroup: set in the sandbox's user namespace), or "" when nothing
+	// does (root without a writable pids cgroup: stages run unlimited).
 	ProcessLimit string `json:"process_limit"`
+	// MemoryLimit is how a sandbox's memory is capped: "cgroup v2"
+	// (memory.max), "cgroup v1" (memory.limit_in_bytes), or "" when no
+	// writable memory cgroup exists (only /tmp is bounded).
+	MemoryLimit string `json:"memory_limit"`
+	// Seccomp reports that stages run under strata's seccomp filter (false on
+	// architectures strata has no system call table for).
+	Seccomp bool `json:"seccomp"`
 	// Executable is the path of this binary, re-executed as the staging helper.
 	Executable string `json:"executable,omitempty"`
 	// Binfmt lists the qemu-user binfmt_misc entries, sorted by arch.
@@ -157,8 +165,10 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 		}
 		h.Tools = append(h.Tools, t)
 	}
-	if dir, v2 := pidsHierarchy(); dir != "" {
-		h.ProcessLimit = map[bool]string{true: "cgroup v2", false: "cgroup v1"}[v2]
+	cgp := findCgroupParents()
+	h.ProcessLimit, h.MemoryLimit = cgp.processLimit(h.Root), cgp.memoryLimit()
+	if prog, err := seccompProgram(); err == nil && prog != nil {
+		h.Seccomp = true
 	}
 	if h.Root {
 		h.OverlayXattr = "trusted.overlay."
@@ -253,11 +263,13 @@ func probeOverlay(ctx context.Context, h *Host) error {
 	if !h.Root && !h.UserNamespaces {
 		return fmt.Errorf("user namespaces are unavailable")
 	}
-	dir, err := os.MkdirTemp("", "strata-overlay-probe-")
+	// Rootless, overlayfs leaves a mode-000 work/work directory that a plain
+	// RemoveAll cannot enter; lockedTempDir's clean-up can.
+	dir, cleanup, err := lockedTempDir()
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer cleanup()
 	lower, upper, work, merged := filepath.Join(dir, "lower"), filepath.Join(dir, "upper"),
 		filepath.Join(dir, "work"), filepath.Join(dir, "merged")
 	for _, d := range []string{lower, filepath.Join(lower, "d"), upper, work, merged} {

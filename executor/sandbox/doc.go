@@ -17,10 +17,18 @@
 //   - /run/strata/options.json holds the stage options, read-only.
 //   - /run/strata/bin/strata is the static strata binary, read-only, when given.
 //   - /proc is a fresh procfs of the sandbox's own pid namespace, /dev is
-//     bwrap's minimal device set, /tmp is an empty tmpfs.
+//     bwrap's minimal device set, /tmp is an empty tmpfs of [Spec.TmpSize].
 //   - Every namespace is unshared (network too, unless [Spec.Network]), the
 //     process runs in a new session as uid 0 with no capabilities, and the
-//     environment is cleared (see [Spec.Env] for what it contains).
+//     environment is cleared (see [Spec.Env] for what it contains). As real
+//     root the user namespace maps every id to itself, so owners are real
+//     while the capabilities kept for them hold only inside it.
+//   - A seccomp filter refuses the system calls listed in docs/security.md
+//     (key rings, bpf, perf, modules, new namespaces, ...) with EPERM.
+//   - Limits: a cgroup with pids.max and a memory limit ([Spec.MaxProcs],
+//     [Spec.MaxMemory]; rootless without a delegated cgroup, RLIMIT_NPROC in
+//     the sandbox's user namespace), a run time ([Spec.Timeout]) and an
+//     output cap ([Spec.MaxOutput]).
 //
 // Copy-on-write staging: when a Spec gives [Spec.Lower] and [Spec.Upper]
 // instead of [Spec.Tree], strata re-executes its own binary as a small helper
@@ -32,6 +40,11 @@
 // tests in TestMain). Where overlayfs is unavailable, [Run] copies the lower
 // directories into the upper one instead and [Host.Staging] says so.
 //
+// Nothing is left behind: a run's temporary directory and cgroup are removed
+// when it ends, and those of a strata process that was killed are swept by the
+// next one.
+//
 // The package does not log. Errors are wrapped with the operation that failed;
-// [ErrOutputLimit] and [ErrSetup] can be tested with errors.Is.
+// [ErrSetup], [ErrOutputLimit], [ErrProcessLimit], [ErrMemoryLimit] and
+// [ErrTimeout] can be tested with errors.Is.
 package sandbox

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -37,10 +36,10 @@ type helperConfig struct {
 	Probe bool `json:"probe,omitempty"`
 	// Argv is the bwrap command line to exec after mounting (argv[0] = path).
 	Argv []string `json:"argv,omitempty"`
-	// Cgroup is a cgroup.procs file the helper moves itself into before
-	// anything else, so that no process of the sandbox can start outside it
-	// (cgroup v1 has no way to start a process inside a cgroup).
-	Cgroup string `json:"cgroup,omitempty"`
+	// OwnerWatch, when not 0, is the descriptor of a unix socket: the helper
+	// installs the owner watch (see Spec.WatchOwners) and sends its
+	// notification descriptor there before it execs bwrap.
+	OwnerWatch int `json:"owner_watch,omitempty"`
 }
 
 // MaybeRunHelper must be called first thing in main (and in TestMain) of any
@@ -64,11 +63,6 @@ func runHelper(arg string) error {
 	var cfg helperConfig
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)
-	}
-	if cfg.Cgroup != "" {
-		if err := os.WriteFile(cfg.Cgroup, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-			return fmt.Errorf("join cgroup: %w", err)
-		}
 	}
 	// Die with the parent even if it is killed with SIGKILL; this survives exec.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
@@ -95,6 +89,17 @@ func runHelper(arg string) error {
 	}
 	if len(cfg.Argv) == 0 {
 		return fmt.Errorf("no command")
+	}
+	if cfg.OwnerWatch != 0 {
+		fd, err := installOwnerWatch()
+		if err != nil {
+			return err
+		}
+		if err := sendFD(cfg.OwnerWatch, fd); err != nil {
+			return fmt.Errorf("send owner watch: %w", err)
+		}
+		unix.Close(fd)
+		unix.Close(cfg.OwnerWatch)
 	}
 	// fd 0-2 and the bwrap status fd (3) are inherited; Go opened everything
 	// else close-on-exec.

@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // drainTimeout bounds how long Run waits for the output pipes to reach EOF
@@ -25,13 +28,14 @@ const drainTimeout = 10 * time.Second
 // the command's exit code. A non-zero exit of the command is not an error: err
 // is nil and exitCode is the command's status (128+n when killed by signal n),
 // as bwrap reports it on its --json-status-fd.
-// err is non-nil when the sandbox could not be set up (ErrSetup), the output
-// cap was hit (ErrOutputLimit), or ctx was cancelled (ctx.Err()); exitCode is
-// then -1. All output is delivered to spec.Stdout/Stderr before Run returns.
+// err is non-nil when the sandbox could not be set up (ErrSetup), a limit was
+// hit (ErrOutputLimit, ErrProcessLimit, ErrMemoryLimit, ErrTimeout), or ctx
+// was cancelled (ctx.Err()); exitCode is then -1. All output is delivered to
+// spec.Stdout/Stderr before Run returns.
 //
-// On cancellation the process group is sent SIGTERM, then SIGKILL after
-// spec.KillGrace; bwrap's --die-with-parent and its pid namespace take every
-// process of the stage with it.
+// On cancellation or timeout the process group is sent SIGTERM, then SIGKILL
+// after spec.KillGrace; bwrap's --die-with-parent and its pid namespace take
+// every process of the stage with it.
 func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if host == nil || host.Bwrap.Path == "" {
 		return -1, errors.New("sandbox: run: no bubblewrap detected")
@@ -42,36 +46,31 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if err := ctx.Err(); err != nil {
 		return -1, fmt.Errorf("sandbox: run %s: %w", spec.Command[0], err)
 	}
-	tmp, err := os.MkdirTemp("", "strata-run-")
-	if err != nil {
-		return -1, fmt.Errorf("sandbox: run: %w", err)
+	timeout := spec.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
 	}
-	defer os.RemoveAll(tmp)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrTimeout)
+	defer cancel()
 
-	options := filepath.Join(tmp, "options.json")
-	data := spec.Options
-	if data == nil {
-		data = []byte("{}")
-	}
-	if err := os.WriteFile(options, data, 0o444); err != nil {
-		return -1, fmt.Errorf("sandbox: run: write options: %w", err)
-	}
-
-	const statusFD = 3
 	tree := spec.Tree
 	overlay := tree == "" && host.Staging == StagingOverlay
 	var cfg helperConfig
 	switch {
 	case overlay:
+		// The work and mount-point directories sit next to the upper one (the
+		// same filesystem, the caller's to clean up), so a run makes nothing
+		// in /tmp that a killed strata could leave behind. The overlay is
+		// mounted in the helper's mount namespace only.
 		work, err := os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-work-")
 		if err != nil {
 			return -1, fmt.Errorf("sandbox: run: overlay work dir: %w", err)
 		}
 		defer removeAllForce(work)
-		tree = filepath.Join(tmp, "merged")
-		if err := os.Mkdir(tree, 0o755); err != nil {
-			return -1, fmt.Errorf("sandbox: run: %w", err)
+		if tree, err = os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-merged-"); err != nil {
+			return -1, fmt.Errorf("sandbox: run: overlay mount point: %w", err)
 		}
+		defer os.Remove(tree)
 		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root}
 	case tree == "":
 		// Copy staging: lowest layer first, so upper layers overwrite.
@@ -82,57 +81,242 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		}
 		tree = spec.Upper
 	}
+	if spec.Chroot {
+		made := missingMountPoints(&spec)
+		defer func() {
+			if rmErr := removeMountPoints(&spec, made); rmErr != nil && err == nil {
+				exitCode, err = -1, rmErr
+			}
+		}()
+	}
 
-	args, err := bwrapArgs(&spec, tree, options, statusFD, host.Root)
+	// Descriptors for bwrap after its status fd (3), in ExtraFiles order.
+	fds := bwrapFDs{status: 3}
+	var extra []*os.File
+	addFD := func(f *os.File) int {
+		extra = append(extra, f)
+		return 3 + len(extra)
+	}
+	data := spec.Options
+	if data == nil {
+		data = []byte("{}")
+	}
+	opts, err := memfile("strata-options", data)
+	if err != nil {
+		return -1, fmt.Errorf("sandbox: run: options: %w", err)
+	}
+	defer opts.Close()
+	fds.options = addFD(opts)
+	if host.Root && host.UserNamespaces {
+		ns, err := identityUserns()
+		if err != nil {
+			return -1, err
+		}
+		fds.userns = addFD(ns)
+	}
+	prog, err := seccompProgram()
 	if err != nil {
 		return -1, err
+	}
+	if prog != nil {
+		f, err := memfile("strata-seccomp", prog)
+		if err != nil {
+			return -1, fmt.Errorf("sandbox: run: seccomp: %w", err)
+		}
+		defer f.Close()
+		fds.seccomp = addFD(f)
 	}
 	maxProcs := spec.MaxProcs
 	if maxProcs == 0 {
 		maxProcs = DefaultMaxProcs
 	}
-	cg, err := newPidsCgroup(maxProcs)
+	maxMemory := spec.MaxMemory
+	if maxMemory == 0 {
+		maxMemory = DefaultMaxMemory()
+	}
+	cg, err := newCgroup(findCgroupParents(), maxProcs, maxMemory)
 	if err != nil {
 		return -1, err
 	}
 	defer cg.remove()
-	// cgroup v1 cannot start a process inside a cgroup, so whatever starts
-	// bwrap joins it first: the helper (which also mounts the overlay), or for a
-	// plain tree a shell, which costs ~1 ms where re-executing strata costs ~10.
-	var cmd *exec.Cmd
-	sh, _ := exec.LookPath("sh")
-	if cg.needsHelper() && !overlay && sh == "" && helperInstalled.Load() {
+	// cgroup v1 cannot start a process inside a cgroup, and RLIMIT_NPROC must
+	// be set inside the sandbox's user namespace: either way bwrap holds the
+	// sandbox back until Run has done it.
+	var g *gate
+	if cg.needsJoin() || (!host.Root && !cg.limitsProcs()) {
+		if g, err = newGate(); err != nil {
+			return -1, err
+		}
+		defer g.close()
+		if cg.needsJoin() {
+			g.cgroups = cg.procs()
+		}
+		if !host.Root && !cg.limitsProcs() {
+			g.nproc = maxProcs
+		}
+		fds.block = addFD(g.r)
+	}
+
+	args, err := bwrapArgs(&spec, tree, fds, host.Root)
+	if err != nil {
+		return -1, err
+	}
+	var watch *ownerWatch
+	if spec.WatchOwners && !host.Root {
+		// Only the helper, started before bwrap, can hold the filter's
+		// notification descriptor: use it even without an overlay.
+		w, helperEnd, err := newOwnerWatch()
+		if err != nil {
+			return -1, err
+		}
+		watch = w
+		defer helperEnd.Close()
+		cfg.OwnerWatch = 3 + len(extra) + 1
+		extra = append(extra, helperEnd)
 		overlay = true
 	}
-	switch {
-	case overlay:
-		if cg.needsHelper() {
-			cfg.Cgroup = cg.procs()
-		}
+	var cmd *exec.Cmd
+	if overlay {
 		cfg.Argv = append([]string{host.Bwrap.Path}, args...)
 		if cmd, err = helperCommand(host, cfg); err != nil {
 			return -1, err
 		}
-	case cg.needsHelper() && sh != "":
-		cmd = exec.Command(sh, append([]string{"-c", `echo $$ > "$0" && exec "$@"`, cg.procs(), host.Bwrap.Path}, args...)...)
-	default:
+	} else {
 		cmd = exec.Command(host.Bwrap.Path, args...)
-	}
-	if cmd.SysProcAttr == nil {
 		cmd.Env = []string{}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	cg.prepare(cmd.SysProcAttr)
-	code, err := run(ctx, cmd, &spec)
-	if cg.hitLimit() {
+	var onChild func(pid, parent int) error
+	if g != nil {
+		onChild = g.open
+	}
+	code, err := run(ctx, cmd, &spec, timeout, extra, onChild)
+	if watch != nil {
+		if werr := watch.close(); werr != nil && err == nil {
+			return -1, werr
+		}
+	}
+	switch {
+	case cg.oomKilled():
+		return -1, fmt.Errorf("sandbox: run %s: %w: the stage needed more than %s of memory and was killed", spec.Command[0], ErrMemoryLimit, formatBytes(maxMemory))
+	case cg.hitProcessLimit():
 		return -1, fmt.Errorf("sandbox: run %s: %w: the stage tried to run more than %d processes", spec.Command[0], ErrProcessLimit, maxProcs)
 	}
 	return code, err
 }
 
-// run starts cmd with its output pipes and status pipe, supervises it and
-// returns after the process exited and its output was drained.
-func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
+// memfile returns a memory file holding b, positioned at its start, for bwrap
+// to read (--ro-bind-data, --seccomp): no temporary file, no size limit.
+func memfile(name string, b []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// gate holds the sandbox's first process on bwrap's --block-fd until Run has
+// moved it into its cgroups (v1) and set its RLIMIT_NPROC (rootless without a
+// pids cgroup: see [Host.ProcessLimit]). Every process of the stage descends
+// from it, so none runs outside the limits.
+//
+// RLIMIT_NPROC counts the processes of a user, but since Linux 5.14 the count
+// is kept per user namespace: a process of the sandbox is charged to its uid
+// in the sandbox's user namespace, checked against its own RLIMIT_NPROC, and
+// to the real uid outside, checked only against the limit the namespace's
+// creator (bwrap) had when it made the namespace. So the limit is set on the
+// sandbox's first process, inside the namespace, and the user's other
+// processes on the host neither count nor are limited. (Set on bwrap before it
+// starts, it would count every process the user runs on the host, and fail at
+// once for a user with many.) Real root is exempt from RLIMIT_NPROC and relies
+// on the cgroup.
+type gate struct {
+	r, w    *os.File
+	cgroups []string // cgroup.procs files to move the process into
+	nproc   int      // RLIMIT_NPROC to set; 0 for none
+}
+
+func newGate() (*gate, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: run: %w", err)
+	}
+	return &gate{r: r, w: w}, nil
+}
+
+// open limits the sandbox's first process (pid, a child of bwrap, parent)
+// and lets it go on. On an error the sandbox stays blocked; the caller kills it.
+// A process that is already gone (its set-up failed, and bwrap says why) is
+// not an error: nothing of the stage ran.
+func (g *gate) open(pid, parent int) error {
+	err := g.limit(pid, parent)
+	if errors.Is(err, syscall.ESRCH) {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = g.w.Write([]byte{0})
+	g.w.Close()
+	return err
+}
+
+func (g *gate) limit(pid, parent int) error {
+	switch pp := parentPid(pid); pp {
+	case parent:
+	case -1:
+		return syscall.ESRCH
+	default:
+		return fmt.Errorf("limit the sandbox: process %d is not bwrap's child (parent %d, bwrap %d)", pid, pp, parent)
+	}
+	for _, procs := range g.cgroups {
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+	}
+	if g.nproc > 0 {
+		lim := unix.Rlimit{Cur: uint64(g.nproc), Max: uint64(g.nproc)}
+		if err := unix.Prlimit(pid, unix.RLIMIT_NPROC, &lim, nil); err != nil {
+			return fmt.Errorf("set process limit: %w", err)
+		}
+	}
+	return nil
+}
+
+func (g *gate) close() {
+	g.r.Close()
+	g.w.Close()
+}
+
+// formatBytes writes n in the largest IEC unit that divides it, e.g. "512MiB".
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// run starts cmd with its output pipes, its status pipe (fd 3) and extra
+// (fd 4 on), supervises it and returns after the process exited and its output
+// was drained. onChild, when set, is called with the sandbox's first process
+// as soon as bwrap reports it, and cmd's pid; an error from it kills the
+// sandbox.
+func run(ctx context.Context, cmd *exec.Cmd, spec *Spec, timeout time.Duration, extra []*os.File, onChild func(pid, parent int) error) (int, error) {
 	name := spec.Command[0]
 	limitHit := make(chan struct{})
 	out := &output{limit: spec.MaxOutput, onLimit: func() { close(limitHit) }}
@@ -175,7 +359,7 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	cmd.ExtraFiles = []*os.File{statusW} // fd 3
+	cmd.ExtraFiles = append([]*os.File{statusW}, extra...) // fd 3, 4, ...
 
 	if err := cmd.Start(); err != nil {
 		return -1, fmt.Errorf("sandbox: run %s: start %s: %w", name, cmd.Path, err)
@@ -200,10 +384,17 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 	var status bwrapStatus
 	var childPid atomic.Int64
 	childKnown := make(chan struct{})
+	var childErr error
+	childFailed := make(chan struct{})
 	drain.Add(1)
 	go func() {
 		defer drain.Done()
 		status = readStatus(statusR, func(p int) {
+			if onChild != nil {
+				if childErr = onChild(p, pid); childErr != nil {
+					close(childFailed)
+				}
+			}
 			childPid.Store(int64(p))
 			close(childKnown)
 		})
@@ -226,6 +417,8 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 		case <-ctx.Done():
 			kill()
 		case <-limitHit:
+			kill()
+		case <-childFailed:
 			kill()
 		case <-exited:
 		}
@@ -250,6 +443,10 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec) (int, error) {
 	switch {
 	case out.exceeded.Load():
 		return -1, fmt.Errorf("sandbox: run %s: %w: more than %d bytes of output, process killed", name, ErrOutputLimit, spec.MaxOutput)
+	case childErr != nil:
+		return -1, fmt.Errorf("sandbox: run %s: %w: %v", name, ErrSetup, childErr)
+	case ctx.Err() != nil && context.Cause(ctx) == ErrTimeout:
+		return -1, fmt.Errorf("sandbox: run %s: %w after %s", name, ErrTimeout, timeout)
 	case ctx.Err() != nil:
 		return -1, fmt.Errorf("sandbox: run %s: %w", name, ctx.Err())
 	case !status.exited:

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HostRoot is the special [Spec.Root] value that builds / from the host: its
@@ -40,6 +42,30 @@ const (
 // DefaultKillGrace is how long Run waits after SIGTERM before SIGKILL.
 const DefaultKillGrace = 2 * time.Second
 
+// DefaultTimeout is how long a sandbox may run when [Spec.Timeout] is 0.
+const DefaultTimeout = time.Hour
+
+// DefaultMaxMemory returns the memory limit of a sandbox when [Spec.MaxMemory]
+// is 0: half of the machine's RAM, so one stage cannot push the host into its
+// OOM killer.
+func DefaultMaxMemory() int64 { return totalRAM() / 2 }
+
+// MaxDefaultTmpSize caps DefaultTmpSize.
+const MaxDefaultTmpSize = 4 << 30
+
+// DefaultTmpSize returns the size of the /tmp tmpfs when [Spec.TmpSize] is 0:
+// a quarter of the machine's RAM, at most MaxDefaultTmpSize (the kernel's own
+// default, half the RAM, is too much where there is no memory cgroup).
+func DefaultTmpSize() int64 { return min(totalRAM()/4, MaxDefaultTmpSize) }
+
+func totalRAM() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil || si.Totalram == 0 {
+		return 4 << 30 // what a small build machine has
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}
+
 var (
 	// ErrOutputLimit is returned (wrapped) when a stage writes more than
 	// [Spec.MaxOutput] bytes; the stage is killed.
@@ -47,6 +73,9 @@ var (
 	// ErrSetup is returned (wrapped, with bwrap's or the helper's message) when
 	// the sandbox could not be set up and the command never started.
 	ErrSetup = errors.New("sandbox: setup failed before the command started")
+	// ErrTimeout is returned (wrapped, "timed out after 30m0s") when the
+	// sandbox ran longer than [Spec.Timeout]; the stage is killed.
+	ErrTimeout = errors.New("timed out")
 )
 
 // Spec describes one sandboxed process. The zero value of every optional field
@@ -86,6 +115,11 @@ type Spec struct {
 	// Binary is the path of a static strata binary bound read-only at
 	// BinaryPath, for built-in stages. Empty binds nothing.
 	Binary string
+	// WatchOwners, without root, refuses and reports a command's attempts to
+	// give a file an owner the sandbox cannot set: Run answers them EPERM and
+	// returns an error wrapping ErrOwnerChange (see ownerwatch.go). As root it
+	// does nothing: the sandbox maps every id.
+	WatchOwners bool
 	// Binds are further host paths bound below /run/strata (a built-in
 	// stage's journal and the manifests of its trees).
 	Binds []Bind
@@ -120,12 +154,21 @@ type Spec struct {
 	// the process is killed and Run returns ErrOutputLimit; the first
 	// MaxOutput bytes are delivered.
 	MaxOutput int64
-	// TmpSize caps the /tmp tmpfs in bytes; 0 leaves the kernel default (half
-	// of RAM).
+	// TmpSize caps the /tmp tmpfs in bytes; 0 means DefaultTmpSize(). Files in
+	// /tmp also count against MaxMemory where a memory cgroup exists.
 	TmpSize int64
+	// MaxMemory caps the memory of all the sandbox's processes together, in
+	// bytes (a memory cgroup, swap included, where the host offers one: see
+	// [Host.MemoryLimit]); 0 means DefaultMaxMemory(). When the kernel kills a
+	// process for it, Run returns ErrMemoryLimit.
+	MaxMemory int64
+	// Timeout bounds the sandbox's run time, set-up included; 0 means
+	// DefaultTimeout. Beyond it the sandbox is killed as on cancellation and
+	// Run returns ErrTimeout.
+	Timeout time.Duration
 	// MaxProcs caps the processes the sandbox may run at once (a pids cgroup,
-	// where the host offers one: see [Host.ProcessLimit]); 0 means
-	// DefaultMaxProcs.
+	// or rootless RLIMIT_NPROC in the sandbox's user namespace: see
+	// [Host.ProcessLimit]); 0 means DefaultMaxProcs.
 	MaxProcs int
 	// KillGrace is the time between SIGTERM and SIGKILL on cancellation;
 	// 0 means DefaultKillGrace.
@@ -189,7 +232,7 @@ func (s *Spec) validate() error {
 			return fmt.Errorf("sandbox: spec: bind %q at %q: the target must be a free path below /run/strata/", b.Source, b.Target)
 		}
 	}
-	if s.MaxOutput < 0 || s.TmpSize < 0 || s.KillGrace < 0 || s.MaxProcs < 0 {
+	if s.MaxOutput < 0 || s.TmpSize < 0 || s.KillGrace < 0 || s.MaxProcs < 0 || s.MaxMemory < 0 || s.Timeout < 0 {
 		return errors.New("sandbox: spec: negative limit")
 	}
 	return nil

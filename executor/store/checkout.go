@@ -210,7 +210,9 @@ func (s *Store) checkCheckout(ctx context.Context, d digest.Digest, content bool
 		if err := unix.Lstat(p, &st); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, e.Path, err)
 		}
-		bad := func(what string) error { return fmt.Errorf("%w: %s: %s differs from its tree", ErrCorrupt, e.Path, what) }
+		bad := func(what string) error {
+			return fmt.Errorf("%w: %s: %s differs from its tree", ErrCorrupt, e.Path, what)
+		}
 		want := map[tree.Kind]uint32{tree.File: unix.S_IFREG, tree.Dir: unix.S_IFDIR, tree.Symlink: unix.S_IFLNK,
 			tree.CharDev: unix.S_IFCHR, tree.BlockDev: unix.S_IFBLK, tree.Fifo: unix.S_IFIFO}[e.Type]
 		if e.Type.IsDevice() && !s.root {

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// rootlessUser is the unprivileged user the rootless tests build as (the one
+// test/rootless.sh uses too).
+const rootlessUser = "strata-test"
+
+// asUser returns the uid and gid of rootlessUser, creating it when missing.
+func asUser(t *testing.T) (int, int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to build as another user")
+	}
+	u, err := user.Lookup(rootlessUser)
+	if err != nil {
+		out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", rootlessUser).CombinedOutput()
+		if err != nil {
+			t.Skipf("useradd %s: %v %s", rootlessUser, err, out)
+		}
+		if u, err = user.Lookup(rootlessUser); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// rootlessCLI runs strata as rootlessUser over a copy of ws that the user
+// owns, with a cache of its own.
+func rootlessCLI(t *testing.T, ws string, args ...string) (cliResult, string) {
+	t.Helper()
+	uid, gid := asUser(t)
+	bin := strataBin(t)
+	top := t.TempDir()
+	must(t, os.Chmod(top, 0o755))
+	for p := filepath.Dir(top); p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		must(t, os.Chmod(p, 0o755))
+	}
+	mine := filepath.Join(top, "ws")
+	if out, err := exec.Command("cp", "-r", ws, mine).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	cache, home := filepath.Join(top, "cache"), filepath.Join(top, "home")
+	must(t, os.Mkdir(cache, 0o700))
+	must(t, os.Mkdir(home, 0o700))
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", uid, gid), mine, cache, home).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	cmd := exec.Command(bin, append([]string{"-C", mine, "--cache-dir", cache, "--no-progress"}, args...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return cliResult{code, out.String(), errb.String()}, mine
+}
+
+const ownersWS = `package test
+
+images: a: {
+	version: "1"
+	stages: [
+		{type: "strata.files", options: {
+			dirs: "/home/u": {uid: 2000, gid: 2000, mode: 0o750}
+			files: "/home/u/profile": {content: "x\n", uid: 2000, gid: 2001}
+			symlinks: "/home/u/link": "profile"
+			devices: "/dev/console": {type: "char", major: 5, minor: 1, mode: 0o620, gid: 5}
+		}},
+		// Writes into /home/u: the copy-up of a directory owned by 2000.
+		{type: "strata.files", options: files: "/home/u/later": content: "y\n"},
+		{type: "strata.users", options: users: admin: uid: 1000},
+	]
+	outputs: [{type: "tar"}, {type: "squashfs"}]
+}
+// The tree of images.a, copied: owners come from the input's manifest.
+images: b: {
+	version: "1"
+	stages: [
+		{type: "strata.copy", options: {input: "a", src: "/home", dst: "/srv"}, inputs: a: "images.a"},
+	]
+	outputs: [{type: "tar"}]
+}
+`
+
+// TestSecurityRow30RootAndRootlessExec: one key means one content everywhere.
+// The same workspace built as root and as an unprivileged user gives
+// byte-identical outputs: owners set by built-in stages, copied from another
+// image, kept over a copy-up, device nodes; a command stage that would see or
+// set owners a build without root cannot show is refused, naming the stage.
+func TestSecurityRow30RootAndRootlessExec(t *testing.T) {
+	ws := writeWS(t, ownersWS)
+	root := buildJSON(t, ws, t.TempDir())
+	if root.code != 0 {
+		t.Fatalf("root build: %s\n%s", root.errText, root.stderr)
+	}
+	r, mine := rootlessCLI(t, ws, "build")
+	if r.code != 0 {
+		t.Fatalf("rootless build: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, name := range []string{"a/a.tar", "a/a.squashfs", "b/b.tar"} {
+		got := fileSHA(t, filepath.Join(mine, "out", name))
+		want := fileSHA(t, filepath.Join(ws, "out", name))
+		if got != want {
+			list, _ := exec.Command("tar", "-tvf", filepath.Join(mine, "out", name)).CombinedOutput()
+			wantList, _ := exec.Command("tar", "-tvf", filepath.Join(ws, "out", name)).CombinedOutput()
+			t.Errorf("%s: rootless %s, root %s\nrootless:\n%s\nroot:\n%s", name, got, want, list, wantList)
+		}
+	}
+	list, err := exec.Command("tar", "-tvf", filepath.Join(mine, "out", "b", "b.tar")).Output()
+	must(t, err)
+	if !strings.Contains(string(list), "2000/2001") {
+		t.Errorf("b.tar lost the owners it copied:\n%s", list)
+	}
+
+	// A command over a tree with other owners, and a command that changes
+	// owners, are refused without root.
+	for _, tc := range []struct{ name, spec, want string }{
+		{"sees owners", `package test
+images: c: {
+	version: "1"
+	stages: [
+		{type: "strata.files", options: files: "/x": {content: "x", uid: 2000, gid: 2000}},
+		{type: "strata.run", options: command: ["/bin/sh", "-c", "ls -ln /run/strata/tree > /run/strata/tree/listing"]},
+	]
+	outputs: [{type: "tar"}]
+}
+`, "images.c.stages[1] (ws.cue:6:3): a build without root cannot run this command as root would: in its tree, /x belongs to 2000:2000"},
+		{"sets owners", `package test
+images: c: {
+	version: "1"
+	stages: [
+		{type: "strata.files", options: files: "/x": content: "x"},
+		{type: "strata.run", options: command: ["/bin/sh", "-c", "chown 3000:3000 /run/strata/tree/x || true"]},
+	]
+	outputs: [{type: "tar"}]
+}
+`, "images.c.stages[1] (ws.cue:6:3): a build without root cannot run this command as root would: it called fchownat with owner 3000:3000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := writeWS(t, tc.spec)
+			if jb := buildJSON(t, ws, t.TempDir()); jb.code != 0 {
+				t.Fatalf("root build: %s", jb.errText)
+			}
+			r, _ := rootlessCLI(t, ws, "build")
+			if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("rootless build: exit %d, want %q in:\n%s", r.code, tc.want, r.stderr)
+			}
+		})
+	}
+}
