@@ -173,7 +173,7 @@ func TestOptionChangeInvalidatesDownstreamOnly(t *testing.T) {
 	s2, w2 := keys(compile(t, writeWorkspace(t, t.TempDir(), changed)))
 
 	const edited = "images.a.stages[1]"
-	downstream := []string{"images.a.stages[2]", "images.a.outputs[0]", "images.a.hooks.check", "images.b.stages[0]", "images.b.outputs[0]"}
+	downstream := []string{"images.a.stages[2]", "images.a.outputs[0]", "hooks.check", "images.b.stages[0]", "images.b.outputs[0]"}
 	upstream := []string{"images.a.stages[0]", "sources.files"}
 	unrelated := []string{"images.c.stages[0]", "images.c.outputs[0]"}
 

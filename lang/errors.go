@@ -458,7 +458,9 @@ func cuePathString(elems []string) string {
 // names (images.fleet-x86-nuc), stage types (acme.motd) and file paths
 // (files./etc/motd) do; labels with spaces or other punctuation are quoted.
 func plainLabel(s string) bool {
-	if s == "" {
+	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, "/") || strings.HasSuffix(s, ".") ||
+		strings.Contains(s, "//") || strings.Contains(s, "/.") || strings.Contains(s, "..") {
+		// Quoted, so that a bad name (a//b, ../x) reads as one label.
 		return false
 	}
 	for _, r := range s {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -79,6 +80,8 @@ type loader struct {
 	modules map[string]module
 	// defined records where each image/job name came from, to report collisions.
 	defined map[string]string
+	// nameRE is the schema's #NamePattern, anchored.
+	nameRE *regexp.Regexp
 	// failed holds the names (images.x, hooks.y…) that are defined but did not
 	// decode; their errors are reported, and references to them are not.
 	failed map[string]bool
@@ -88,6 +91,13 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	l.schema = l.ctx.CompileBytes(schema.Schema, cue.Filename(schemaFilename))
 	if err := l.schema.Err(); err != nil {
 		return fmt.Errorf("embedded schema: %w", err)
+	}
+	pat, err := l.schema.LookupPath(cue.ParsePath("#NamePattern")).String()
+	if err != nil {
+		return fmt.Errorf("embedded schema: #NamePattern: %w", err)
+	}
+	if l.nameRE, err = regexp.Compile("^(?:" + pat + ")$"); err != nil {
+		return fmt.Errorf("embedded schema: #NamePattern: %w", err)
 	}
 	v, err := l.build(dir)
 	if err != nil {

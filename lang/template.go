@@ -3,7 +3,7 @@ package lang
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
+	"strconv"
 	"strings"
 
 	"cuelang.org/go/cue"
@@ -77,8 +77,8 @@ func (l *loader) expandTemplates() {
 				full := "images." + img.name
 				posPath := l.instancePosPath(path+".each.images", img.name)
 				origin.Pos = l.index.at(posPath, t.Pos)
-				if !validName(img.name) {
-					l.c.add(origin.Pos, full, "%s (in the instance for %s)", invalidNameMsg("image", img.name), recPath)
+				if !l.validName(img.name) {
+					l.c.add(origin.Pos, cuePathString([]string{"images", strconv.Quote(img.name)}), "%s (in the instance for %s)", invalidNameMsg("image", img.name), recPath)
 					continue
 				}
 				v := img.v.Unify(imageDef)
@@ -108,8 +108,8 @@ func (l *loader) expandTemplates() {
 				full := "jobs." + job.name
 				posPath := l.instancePosPath(path+".each.jobs", job.name)
 				origin.Pos = l.index.at(posPath, t.Pos)
-				if !validName(job.name) {
-					l.c.add(origin.Pos, full, "%s (in the instance for %s)", invalidNameMsg("job", job.name), recPath)
+				if !l.validName(job.name) {
+					l.c.add(origin.Pos, cuePathString([]string{"jobs", strconv.Quote(job.name)}), "%s (in the instance for %s)", invalidNameMsg("job", job.name), recPath)
 					continue
 				}
 				v := job.v.Unify(jobDef)
@@ -220,12 +220,10 @@ func filterErrMsg(err error) string {
 	return strings.TrimSpace(firstLine(err))
 }
 
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
-
 // validName reports whether s is a #Name. Names a template computes are checked
 // here: the schema's [#Name] pattern only sees the template's own fields.
-func validName(s string) bool { return nameRE.MatchString(s) }
+func (l *loader) validName(s string) bool { return l.nameRE.MatchString(s) }
 
 func invalidNameMsg(kind, name string) string {
-	return fmt.Sprintf("invalid %s name %q: a name starts with a letter or digit and holds only letters, digits, '.', '_' and '-'", kind, name)
+	return fmt.Sprintf("invalid %s name %q: a name is letters, digits, '.', '_' and '-', starting with a letter or digit, in segments joined by '/' (no empty, '.' or '..' segment)", kind, name)
 }
