@@ -335,13 +335,17 @@ func sel(prefix, label string) string {
 // dropped.
 func (l *loader) checkSourceKinds() {
 	for _, f := range fields(l.c.raw.LookupPath(cue.ParsePath("sources"))) {
+		if f.v.IncompleteKind() != cue.StructKind {
+			continue
+		}
+		have := written(f.v)
 		var kinds []string
 		for _, k := range []string{"url", "path", "git"} {
-			if f.v.LookupPath(cue.MakePath(cue.Str(k))).Exists() {
+			if have[k] {
 				kinds = append(kinds, k)
 			}
 		}
-		if len(kinds) == 1 || f.v.IncompleteKind() != cue.StructKind {
+		if len(kinds) == 1 {
 			continue
 		}
 		path := "sources." + f.name
@@ -352,6 +356,29 @@ func (l *loader) checkSourceKinds() {
 		l.c.add(l.index.at(path, Pos{File: "."}), path, "%s", msg)
 		l.c.suppress = append(l.c.suppress, path)
 	}
+}
+
+// written returns the fields of a struct the user wrote, leaving out what the
+// schema adds. Under an embedded strata.#Workspace CUE opens the schema's
+// definitions (an embedding opens them recursively, cue-lang/cue#1576), so a
+// source is still the unresolved disjunction of #Source's alternatives, each
+// unified with the user's fields, and looking a field up in it finds nothing: the
+// user's fields are those of the conjuncts that do not come from the schema.
+func written(v cue.Value) map[string]bool {
+	out := map[string]bool{}
+	conjuncts := []cue.Value{v}
+	if op, args := v.Expr(); op == cue.AndOp {
+		conjuncts = args
+	}
+	for _, c := range conjuncts {
+		if isSchemaFile(c.Pos().Filename()) {
+			continue
+		}
+		for _, f := range fields(c) {
+			out[f.name] = true
+		}
+	}
+	return out
 }
 
 func (l *loader) decodeSources() {

@@ -430,3 +430,46 @@ func TestLoadIgnoresNonSpecData(t *testing.T) {
 		t.Errorf("warnings (-want +got):\n%s", d)
 	}
 }
+
+// TestLoadSourcesUnderEmbeddedSchema: the examples embed strata.#Workspace on a
+// line of its own, which opens the schema's definitions; every kind of source
+// still loads, with and without the embedding.
+func TestLoadSourcesUnderEmbeddedSchema(t *testing.T) {
+	const sources = `
+sources: s: path: "overlay"
+sources: u: {url: "https://example.com/x.tar", sha256: "` + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + `"}
+sources: g: {git: "https://example.com/x.git", commit: "0123456789abcdef0123456789abcdef01234567"}
+images: a: {version: "1", stages: [{type: "strata.copy", inputs: o: "sources.s", options: input: "o"}]}
+`
+	for name, head := range map[string]string{
+		"embedded": "package ok\n\nimport \"strata.build/strata\"\n\nstrata.#Workspace\n",
+		"plain":    "package ok\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ar := &archive{Files: []archiveFile{
+				{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+				{Name: "overlay/f", Data: []byte("x")},
+				{Name: "main.cue", Data: []byte(head + sources)},
+			}}
+			dir, _, _ := extract(t, ar)
+			ws, err := load(t, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]lang.Source{}
+			for n, s := range ws.Sources {
+				s := *s
+				s.Pos = lang.Pos{}
+				got[n] = s
+			}
+			want := map[string]lang.Source{
+				"s": {Name: "s", Path: "overlay"},
+				"u": {Name: "u", URL: "https://example.com/x.tar", SHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+				"g": {Name: "g", Git: "https://example.com/x.git", Commit: "0123456789abcdef0123456789abcdef01234567"},
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("sources (-want +got):\n%s", d)
+			}
+		})
+	}
+}
