@@ -20,8 +20,9 @@ func (l *loader) refs() map[string][]ref {
 	at := func(owner, path string, fallback Pos) Pos {
 		return l.index.at(path, fallback)
 	}
-	for _, name := range sortedKeys(l.ws.Images) {
-		img := l.ws.Images[name]
+	images := merged(l.ws.Images, l.partial.Images)
+	for _, name := range sortedKeys(images) {
+		img := images[name]
 		owner := "images." + name
 		base := owner
 		if img.Instance != nil {
@@ -51,8 +52,9 @@ func (l *loader) refs() map[string][]ref {
 			}
 		}
 	}
-	for _, name := range sortedKeys(l.ws.Jobs) {
-		j := l.ws.Jobs[name]
+	jobs := merged(l.ws.Jobs, l.partial.Jobs)
+	for _, name := range sortedKeys(jobs) {
+		j := jobs[name]
 		owner := "jobs." + name
 		add := func(field, target string, build bool) {
 			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: l.index.at(owner+"."+field, j.Pos), target: target, build: build})
@@ -84,6 +86,18 @@ func (l *loader) refs() map[string][]ref {
 	return out
 }
 
+// merged is a and b in one map; a wins.
+func merged[V any](a, b map[string]V) map[string]V {
+	out := make(map[string]V, len(a)+len(b))
+	for k, v := range b {
+		out[k] = v
+	}
+	for k, v := range a {
+		out[k] = v
+	}
+	return out
+}
+
 func (l *loader) exists(target string) bool {
 	if l.failed[target] {
 		return true
@@ -102,18 +116,34 @@ func (l *loader) exists(target string) bool {
 	return false
 }
 
-func (l *loader) names(kind string) string {
-	var keys []string
+// keysOf lists the names defined in a section (images, sources, jobs, hooks),
+// those that failed to decode included.
+func (l *loader) keysOf(kind string) []string {
+	set := map[string]bool{}
+	for target := range l.failed {
+		if k, name, _ := strings.Cut(target, "."); k == kind {
+			set[name] = true
+		}
+	}
+	var names []string
 	switch kind {
 	case "images":
-		keys = sortedKeys(l.ws.Images)
+		names = sortedKeys(l.ws.Images)
 	case "sources":
-		keys = sortedKeys(l.ws.Sources)
+		names = sortedKeys(l.ws.Sources)
 	case "jobs":
-		keys = sortedKeys(l.ws.Jobs)
+		names = sortedKeys(l.ws.Jobs)
 	case "hooks":
-		keys = sortedKeys(l.ws.Hooks)
+		names = sortedKeys(l.ws.Hooks)
 	}
+	for _, n := range names {
+		set[n] = true
+	}
+	return sortedKeys(set)
+}
+
+func (l *loader) names(kind string) string {
+	keys := l.keysOf(kind)
 	if len(keys) == 0 {
 		return "none are defined"
 	}
@@ -125,8 +155,12 @@ func (l *loader) checkReferences() {
 	for _, owner := range sortedKeys(all) {
 		for _, r := range all[owner] {
 			if !l.exists(r.target) {
-				kind, _, _ := strings.Cut(r.target, ".")
-				l.c.add(r.pos, r.path, "%s is not defined (%s)", r.target, l.names(kind))
+				kind, name, _ := strings.Cut(r.target, ".")
+				hint := ""
+				if n := nearest(name, l.keysOf(kind)); n != "" {
+					hint = "; did you mean " + kind + "." + n + "?"
+				}
+				l.c.add(r.pos, r.path, "%s is not defined (%s)%s", r.target, l.names(kind), hint)
 			}
 		}
 	}

@@ -53,6 +53,8 @@ type collector struct {
 	seen  map[string]bool
 	// raw is the user's value before it is unified with the schema.
 	raw cue.Value
+	// value is the user's value unified with the schema.
+	value cue.Value
 	// suppress lists paths already reported in strata's words; CUE's errors at
 	// or under them are dropped.
 	suppress []string
@@ -61,6 +63,27 @@ type collector struct {
 	// suffix is appended to every message (the template record an instance
 	// comes from, while instances are decoded).
 	suffix string
+}
+
+// suppressReported adds the path of every error reported so far to suppress: a
+// later phase that meets the same problem (decoding a value that failed
+// validation) would report it again, often in other words.
+func (c *collector) suppressReported() {
+	for _, e := range c.errs {
+		if e.Path != "" {
+			c.suppress = append(c.suppress, e.Path)
+		}
+	}
+}
+
+// reportedUnder reports whether an error was reported at or under path.
+func (c *collector) reportedUnder(path string) bool {
+	for _, e := range c.errs {
+		if under(e.Path, path) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *collector) add(pos Pos, path, format string, args ...any) {
@@ -114,9 +137,38 @@ func (c *collector) addCUE(err error, fallbackPath string) {
 		if path == "" {
 			path = fallbackPath
 		}
-		items = append(items, &item{e: e, path: path, pos: c.userPos(e, path), have: c.have(elems)})
+		items = append(items, &item{e: e, path: path, pos: c.userPos(e, path), have: c.have(elems), known: siblings(c.value, elems)})
 	}
 	c.addItems(items)
+}
+
+// siblings returns the names of the fields (optional ones too) of the struct that
+// holds the field at the CUE path elems, in root: what an unknown field's name
+// may have meant.
+func siblings(root cue.Value, elems []string) func() []string {
+	return func() []string {
+		if !root.Exists() || len(elems) == 0 {
+			return nil
+		}
+		var out []string
+		for _, f := range fieldsOpt(lookupElems(root, elems[:len(elems)-1])) {
+			out = append(out, f)
+		}
+		return out
+	}
+}
+
+// fieldsOpt lists the names of v's regular and optional fields.
+func fieldsOpt(v cue.Value) []string {
+	it, err := v.Fields(cue.Optional(true))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for it.Next() {
+		out = append(out, it.Selector().Unquoted())
+	}
+	return out
 }
 
 // have returns the user's own value (before the schema) at the CUE path elems, if
@@ -159,7 +211,9 @@ type item struct {
 	pos  Pos
 	msg  string                   // set when the message was rewritten
 	have func() (cue.Value, bool) // the user's value, if the user wrote the field
-	drop bool
+	// known lists the fields allowed beside the one in error, for suggestions.
+	known func() []string
+	drop  bool
 }
 
 func (it *item) format() (string, []any) { return it.e.Msg() }
@@ -184,15 +238,17 @@ func under(p, q string) bool {
 // the innermost disjunction; when an alternative failed deeper inside the value,
 // report that failure only; otherwise say once which values were allowed.
 func (c *collector) addItems(items []*item) {
+	// Suppressed errors take part in the analysis (an alternative that failed
+	// on a field reported before still got further than the others) but are
+	// not shown.
 	disj := map[string]bool{}
+	var suppressed []*item
 	for _, it := range items {
 		for _, p := range c.suppress {
 			if under(it.path, p) {
-				it.drop = true
+				suppressed = append(suppressed, it)
+				break
 			}
-		}
-		if it.drop {
-			continue
 		}
 		if it.isDisj() {
 			disj[it.path] = true
@@ -252,6 +308,9 @@ func (c *collector) addItems(items []*item) {
 			}
 			same[0].drop, same[0].msg, same[0].pos = false, msg, pos
 		}
+	}
+	for _, it := range suppressed {
+		it.drop = true
 	}
 	for _, it := range items {
 		if it.drop {
@@ -385,7 +444,11 @@ func rewriteMsg(it *item) string {
 			}
 		}
 		if el := lastElem(it.e.Path()); el != "" {
-			return fmt.Sprintf("field %q is not allowed here", el)
+			var known []string
+			if it.known != nil {
+				known = it.known()
+			}
+			return fmt.Sprintf("field %q is not allowed here%s", el, didYouMean(el, known))
 		}
 	case strings.HasPrefix(f, "incompatible list lengths") && strings.HasSuffix(it.path, "command") && len(args) == 2 && fmt.Sprint(args[0]) == "0":
 		return "command must not be empty: the first element is the program to run"

@@ -1,12 +1,14 @@
 package lang
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -80,6 +82,12 @@ type loader struct {
 	modules map[string]module
 	// defined records where each image/job name came from, to report collisions.
 	defined map[string]string
+	// partial holds the images and jobs that did not decode, as far as their
+	// fields decode one by one, so that their references are checked too.
+	partial struct {
+		Images map[string]*Image
+		Jobs   map[string]*Job
+	}
 	// nameRE is the schema's #NamePattern, anchored.
 	nameRE *regexp.Regexp
 	// failed holds the names (images.x, hooks.y…) that are defined but did not
@@ -109,10 +117,14 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	l.c.raw = v
 	l.checkSourceKinds()
 	l.value = v.Unify(l.schema.LookupPath(cue.ParsePath("#Workspace")))
+	l.c.value = l.value
+	// Every phase runs even when an earlier one found errors, so that one run
+	// reports every problem; what a phase reported, later phases do not report
+	// again in other words (see suppressReported).
 	if err := l.value.Validate(); err != nil {
 		l.c.addCUE(err, "")
-		return l.c.err()
 	}
+	l.c.suppressReported()
 	for _, sec := range []string{"sources", "resources", "images", "jobs", "hooks"} {
 		v := l.value.LookupPath(cue.ParsePath(sec))
 		if !v.Exists() {
@@ -122,10 +134,9 @@ func (l *loader) load(ctx context.Context, dir string) error {
 			l.c.addCUE(err, sec)
 		}
 	}
-	if err := l.c.err(); err != nil {
-		return err
-	}
+	l.c.suppressReported()
 	l.failed = map[string]bool{}
+	l.partial.Images, l.partial.Jobs = map[string]*Image{}, map[string]*Job{}
 	l.decodeModules()
 	l.decodeSources()
 	l.decodeResources()
@@ -180,6 +191,7 @@ func (l *loader) build(dir string) (cue.Value, error) {
 		v = l.ctx.BuildInstance(inst)
 		data = inst.OrphanedFiles
 	}
+	l.c.value = v
 	if err := v.Err(); err != nil {
 		l.c.addCUE(err, "")
 		return cue.Value{}, l.c.err()
@@ -381,10 +393,45 @@ func written(v cue.Value) map[string]bool {
 	return out
 }
 
+// decodeFields decodes each field of v into the field of the struct x has the
+// same JSON name, leaving out those that do not decode.
+func decodeFields(v cue.Value, x any) {
+	rv := reflect.ValueOf(x).Elem()
+	for i := range rv.NumField() {
+		name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("json"), ",")
+		if f := v.LookupPath(cue.MakePath(cue.Str(name))); f.Exists() {
+			if err := f.Decode(rv.Field(i).Addr().Interface()); err != nil {
+				rv.Field(i).SetZero()
+			}
+		}
+	}
+}
+
+// errReported stands for errors already reported at or under a path.
+var errReported = errors.New("reported")
+
+// decodeChecked decodes v into x, unless an error was reported under path (the
+// value failed validation, and decoding it would report the same problem again);
+// a decoding error is reported.
+func (l *loader) decodeChecked(v cue.Value, path string, x any) error {
+	if l.c.reportedUnder(path) {
+		return errReported
+	}
+	if err := v.Decode(x); err != nil {
+		l.c.addCUE(err, path)
+		return err
+	}
+	return nil
+}
+
 func (l *loader) decodeSources() {
 	for _, f := range fields(l.lookup("sources")) {
 		path := "sources." + f.name
 		s := &Source{Name: f.name, Pos: l.index.at(path, Pos{})}
+		if l.c.reportedUnder(path) {
+			l.failed[path] = true
+			continue
+		}
 		if err := f.v.Decode(s); err != nil {
 			l.c.addCUE(err, path)
 			l.failed[path] = true
@@ -426,6 +473,10 @@ func (l *loader) decodeHooks() {
 	for _, f := range fields(l.lookup("hooks")) {
 		path := "hooks." + f.name
 		h := &Hook{}
+		if l.c.reportedUnder(path) {
+			l.failed[path] = true
+			continue
+		}
 		if err := f.v.Decode(h); err != nil {
 			l.c.addCUE(err, path)
 			l.failed[path] = true
@@ -470,9 +521,28 @@ type rawImage struct {
 // where its lines are in the index (the template's lines for an instance).
 func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Image {
 	var raw rawImage
-	if err := v.Decode(&raw); err != nil {
-		l.c.addCUE(err, path)
+	if err := l.decodeChecked(v, path, &raw); err != nil {
+		// What decodes is kept aside: its stages are still checked, and its
+		// references too, for their own errors.
+		decodeFields(v, &raw)
+		img := &Image{
+			Name: name, BuildRoot: cmp.Or(raw.BuildRoot, "host"), From: raw.From, Hooks: raw.Hooks,
+			Runtime: raw.Runtime, Pos: l.index.at(posPath, Pos{File: "."}),
+		}
+		it, _ := v.LookupPath(pathStages).List()
+		for i := 0; it.Next(); i++ {
+			if st, ok := l.decodeStage(it.Value(), fmt.Sprintf("%s.stages[%d]", path, i), fmt.Sprintf("%s.stages[%d]", posPath, i)); ok {
+				img.Stages = append(img.Stages, st)
+			}
+		}
+		l.partial.Images[name] = img
 		return nil
+	}
+	if raw.Outputs == nil {
+		// Not a CUE default: a list-valued default is a disjunction, and CUE's
+		// report of an output that fails #Output would then be the default's
+		// conflict ("tree" vs "tar") instead of the output's own error.
+		raw.Outputs = []Output{{Type: "tree"}}
 	}
 	img := &Image{
 		Name: name, Version: raw.Version, Platform: raw.Platform, DeviceTypes: raw.DeviceTypes,
@@ -521,14 +591,13 @@ type rawStage struct {
 
 func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 	var raw rawStage
-	if err := v.Decode(&raw); err != nil {
-		l.c.addCUE(err, path)
+	if err := l.decodeChecked(v, path, &raw); err != nil {
 		return Stage{}, false
 	}
 	st := Stage{Type: raw.Type, Inputs: raw.Inputs, Network: raw.Network, Pos: l.index.at(posPath, Pos{File: "."})}
 	m, ok := l.modules[raw.Type]
 	if !ok {
-		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)", raw.Type, strings.Join(l.moduleNames(), ", "))
+		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)%s", raw.Type, strings.Join(l.moduleNames(), ", "), didYouMean(raw.Type, l.moduleNames()))
 		return Stage{}, false
 	}
 	opts := v.LookupPath(pathOptions)
@@ -552,23 +621,23 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		optV = filled.LookupPath(pathOptions)
 	}
 	if err := optV.Validate(cue.Concrete(true)); err != nil {
-		l.addStageErr(err, v, path, posPath)
+		l.addStageErr(err, v, optV, path, posPath)
 		return Stage{}, false
 	}
 	b, err := optV.MarshalJSON()
 	if err != nil {
-		l.addStageErr(err, v, path, posPath)
+		l.addStageErr(err, v, optV, path, posPath)
 		return Stage{}, false
 	}
 	st.Options = b
 	if !m.info.Builtin {
 		cmdV := filled.LookupPath(pathCommand)
 		if err := cmdV.Validate(cue.Concrete(true)); err != nil {
-			l.addStageErr(err, v, path, posPath)
+			l.addStageErr(err, v, optV, path, posPath)
 			return Stage{}, false
 		}
 		if err := cmdV.Decode(&st.Command); err != nil {
-			l.addStageErr(err, v, path, posPath)
+			l.addStageErr(err, v, optV, path, posPath)
 			return Stage{}, false
 		}
 	}
@@ -577,7 +646,7 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 
 // addStageErr reports an error from checking a stage's options against its type's
 // schema at the user's stage, not at the schema's lines. v is the user's stage.
-func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
+func (l *loader) addStageErr(err error, v, optV cue.Value, path, posPath string) {
 	var items []*item
 	for _, e := range cueErrors(err) {
 		rel := e.Path()
@@ -594,7 +663,11 @@ func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
 			rel = append([]string{"options"}, rel...)
 		}
 		sub := cuePathString(rel)
-		items = append(items, l.relItem(e, v, rel, path+"."+sub, posPath, posPath+"."+sub))
+		it := l.relItem(e, v, rel, path+"."+sub, posPath, posPath+"."+sub)
+		if rel[0] == "options" {
+			it.known = siblings(optV, rel[1:])
+		}
+		items = append(items, it)
 	}
 	l.c.addItems(items)
 }
@@ -602,7 +675,7 @@ func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
 // addInstanceErr reports an error in an image or job a template instance defines:
 // CUE's paths run through the template (templates.T.each.images.NAME…); the user
 // reads images.NAME…, at the template's lines.
-func (l *loader) addInstanceErr(err error, v cue.Value, kind, name, full, posPath string) {
+func (l *loader) addInstanceErr(err error, v, checked cue.Value, kind, name, full, posPath string) {
 	var items []*item
 	for _, e := range cueErrors(err) {
 		elems := e.Path()
@@ -622,7 +695,9 @@ func (l *loader) addInstanceErr(err error, v cue.Value, kind, name, full, posPat
 			}
 			epath, ppath = full+sep+sub, posPath+sep+sub
 		}
-		items = append(items, l.relItem(e, v, rel, epath, posPath, ppath))
+		it := l.relItem(e, v, rel, epath, posPath, ppath)
+		it.known = siblings(checked, rel)
+		items = append(items, it)
 	}
 	l.c.addItems(items)
 }
@@ -652,7 +727,7 @@ func unknownOptionMsg(name, typ string, known []string) string {
 	if len(known) == 0 {
 		return fmt.Sprintf("unknown option %q: stage type %s takes no options", name, typ)
 	}
-	return fmt.Sprintf("unknown option %q for stage type %s (options: %s)", name, typ, strings.Join(known, ", "))
+	return fmt.Sprintf("unknown option %q for stage type %s (options: %s)%s", name, typ, strings.Join(known, ", "), didYouMean(name, known))
 }
 
 type rawJob struct {
@@ -680,8 +755,12 @@ func (l *loader) decodeJobs() {
 
 func (l *loader) decodeJob(name string, v cue.Value, path, posPath string) *Job {
 	var raw rawJob
-	if err := v.Decode(&raw); err != nil {
-		l.c.addCUE(err, path)
+	if err := l.decodeChecked(v, path, &raw); err != nil {
+		decodeFields(v, &raw)
+		l.partial.Jobs[name] = &Job{
+			Name: name, Image: raw.Image, BuildRoot: cmp.Or(raw.BuildRoot, "host"), Needs: raw.Needs,
+			Pos: l.index.at(posPath, Pos{File: "."}),
+		}
 		return nil
 	}
 	if raw.Needs == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -471,5 +472,29 @@ images: a: {version: "1", stages: [{type: "strata.copy", inputs: o: "sources.s",
 				t.Errorf("sources (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// An image without outputs gets the tree output; one that asks for none gets none.
+func TestLoadOutputsDefault(t *testing.T) {
+	ar := &archive{Files: []archiveFile{
+		{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+		{Name: "main.cue", Data: []byte("package ok\n\nimages: a: version: \"1\"\nimages: b: {version: \"1\", outputs: []}\nimages: c: {version: \"1\", outputs: [{type: \"ext4\"}]}\n")},
+	}}
+	dir, _, _ := extract(t, ar)
+	ws, err := load(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for name, img := range ws.Images {
+		got[name] = []string{}
+		for _, o := range img.Outputs {
+			got[name] = append(got[name], fmt.Sprintf("%s %s %d", o.Type, o.Name, o.Size))
+		}
+	}
+	want := map[string][]string{"a": {"tree a.tree 0"}, "b": {}, "c": {"ext4 c.ext4 0"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("outputs (-want +got):\n%s", d)
 	}
 }

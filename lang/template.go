@@ -84,7 +84,7 @@ func (l *loader) expandTemplates() {
 				v := img.v.Unify(imageDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
 					l.c.suffix = " (in the instance for " + recPath + ")"
-					l.addInstanceErr(err, img.v, "images", img.name, full, posPath)
+					l.addInstanceErr(err, img.v, v, "images", img.name, full, posPath)
 					l.c.suffix = ""
 					l.failed[full] = true
 					continue
@@ -115,7 +115,7 @@ func (l *loader) expandTemplates() {
 				v := job.v.Unify(jobDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
 					l.c.suffix = " (in the instance for " + recPath + ")"
-					l.addInstanceErr(err, job.v, "jobs", job.name, full, posPath)
+					l.addInstanceErr(err, job.v, v, "jobs", job.name, full, posPath)
 					l.c.suffix = ""
 					l.failed[full] = true
 					continue
