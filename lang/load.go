@@ -38,7 +38,10 @@ const SchemaDir = "cue.mod/pkg/strata.build/strata"
 var ErrNotWorkspace = errors.New("not a strata workspace")
 
 // Load loads, validates and models the workspace in dir. A workspace problem is
-// returned as Errors (errors.Is(err, ErrInvalid)); other errors are I/O failures.
+// returned as Errors (errors.Is(err, ErrInvalid)), together with as much of the
+// workspace as could be modelled (so that `strata expand` can show the templates
+// of a workspace whose other parts fail); such a workspace must not be compiled.
+// Other errors are I/O failures, with no workspace.
 func Load(ctx context.Context, dir string) (*Workspace, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -67,6 +70,9 @@ func Load(ctx context.Context, dir string) (*Workspace, error) {
 	}
 	l.ws = ws
 	if err := l.load(ctx, abs); err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return ws, err
+		}
 		return nil, err
 	}
 	return ws, nil
@@ -88,6 +94,9 @@ type loader struct {
 		Images map[string]*Image
 		Jobs   map[string]*Job
 	}
+	// recordKeys holds every key of the template record being instantiated, at
+	// any depth; nil outside an instance.
+	recordKeys map[string]bool
 	// nameRE is the schema's #NamePattern, anchored.
 	nameRE *regexp.Regexp
 	// failed holds the names (images.x, hooks.y…) that are defined but did not
@@ -713,13 +722,17 @@ func (l *loader) relItem(e cueerrors.Error, v cue.Value, rel []string, epath, po
 			break
 		}
 	}
-	return &item{e: e, path: epath, pos: pos, have: func() (cue.Value, bool) {
+	it := &item{e: e, path: epath, pos: pos, have: func() (cue.Value, bool) {
 		if len(rel) == 0 {
 			return cue.Value{}, true
 		}
 		u := lookupElems(v, rel)
 		return u, u.Exists()
 	}}
+	if field, ok := missingField(e); ok && l.recordLacks(field) {
+		it.msg = fmt.Sprintf("the record has no field %q, which the template reads here", field)
+	}
+	return it
 }
 
 // unknownOptionMsg says that a stage's option is not one its type declares.

@@ -37,6 +37,11 @@ func nearest(name string, candidates []string) string {
 	return best
 }
 
+// Suggest returns the candidate a user most likely meant by name (a typo of it,
+// or a common synonym), or "" when none is close: the rule behind every "did you
+// mean" strata prints.
+func Suggest(name string, candidates []string) string { return nearest(name, candidates) }
+
 // didYouMean is "; did you mean X?" for the nearest candidate, or "".
 func didYouMean(name string, candidates []string) string {
 	if n := nearest(name, candidates); n != "" {

@@ -164,6 +164,14 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
+// didYouMean is "; did you mean X?" when a candidate is close to name, else "".
+func didYouMean(name string, candidates []string) string {
+	if s := lang.Suggest(name, candidates); s != "" {
+		return "; did you mean " + s + "?"
+	}
+	return ""
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
@@ -181,6 +189,22 @@ func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
 		return ws, nil
 	}
 	return nil, g.reportSpecError(err)
+}
+
+// loadWorkspacePartial loads the workspace; when it is invalid, it returns as much
+// of it as could be modelled and the errors (specErr), for the caller to show
+// with reportSpecError after what it could show.
+func (g *globals) loadWorkspacePartial(ctx context.Context) (ws *lang.Workspace, specErr, err error) {
+	stop := g.watchEvaluation(g.dir)
+	ws, err = lang.Load(ctx, g.dir)
+	stop()
+	if errors.Is(err, lang.ErrInvalid) && ws != nil {
+		return ws, err, nil
+	}
+	if err != nil {
+		return nil, nil, g.reportSpecError(err)
+	}
+	return ws, nil, nil
 }
 
 func (g *globals) reportSpecError(err error) error {

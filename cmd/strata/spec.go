@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -237,18 +238,23 @@ when it did not, why (the filter and the record values it looked at), and the
 images and jobs each instance defines with the template line they come from.`,
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			ws, err := g.loadWorkspace(cmd.Context())
+			// The templates are shown even when other parts of the spec fail,
+			// followed by the errors (exit 2).
+			ws, specErr, err := g.loadWorkspacePartial(cmd.Context())
 			if err != nil {
 				return err
 			}
 			names := sortedNames(ws.Templates)
 			if len(a) == 1 {
 				if ws.Templates[a[0]] == nil {
-					return &usageError{fmt.Errorf("no template %q (templates: %s)", a[0], strings.Join(names, ", "))}
+					if specErr != nil {
+						return g.reportSpecError(specErr)
+					}
+					return &usageError{fmt.Errorf("no template %q (templates: %s)%s", a[0], strings.Join(names, ", "), didYouMean(a[0], names))}
 				}
 				names = []string{a[0]}
 			}
-			return writeExpand(g, ws, names)
+			return writeExpand(g, ws, names, specErr)
 		},
 	}
 }
@@ -264,7 +270,7 @@ type expandTemplate struct {
 	Instances []expandInstance `json:"instances"`
 }
 
-func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
+func writeExpand(g *globals, ws *lang.Workspace, names []string, specErr error) error {
 	var out []expandTemplate
 	for _, name := range names {
 		t := ws.Templates[name]
@@ -284,7 +290,14 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
 		out = append(out, et)
 	}
 	if g.json() {
-		return writeJSON(g.stdout, map[string]any{"templates": nonNil(out)})
+		doc := map[string]any{"templates": nonNil(out)}
+		var es lang.Errors
+		if errors.As(specErr, &es) {
+			doc["ok"], doc["errors"] = false, es
+			writeJSON(g.stdout, doc)
+			return &reportedError{code: exitBadSpec, err: specErr}
+		}
+		return writeJSON(g.stdout, doc)
 	}
 	w := g.stdout
 	if len(out) == 0 {
@@ -299,17 +312,30 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
 		if t.Filter != "" {
 			fmt.Fprintf(w, "  filter:   if %s\n", t.Filter)
 		}
-		passed := 0
+		passed, failed := 0, 0
 		for _, r := range t.Records {
-			if r.Passed {
+			switch {
+			case len(r.Errors) > 0:
+				failed++
+			case r.Passed:
 				passed++
 			}
 		}
-		fmt.Fprintf(w, "  records:  %d passed, %d skipped\n", passed, len(t.Records)-passed)
+		if failed > 0 {
+			fmt.Fprintf(w, "  records:  %d passed, %d skipped, %d in error\n", passed, len(t.Records)-passed-failed, failed)
+		} else {
+			fmt.Fprintf(w, "  records:  %d passed, %d skipped\n", passed, len(t.Records)-passed)
+		}
 		for _, r := range t.Records {
-			if r.Passed {
+			switch {
+			case len(r.Errors) > 0:
+				fmt.Fprintf(w, "    [%d] error %s\n", r.Index, r.Record)
+				for _, e := range r.Errors {
+					fmt.Fprintf(w, "          %s\n", e)
+				}
+			case r.Passed:
 				fmt.Fprintf(w, "    [%d] pass  %s\n", r.Index, r.Record)
-			} else {
+			default:
 				fmt.Fprintf(w, "    [%d] skip  %s\n          %s\n", r.Index, r.Record, r.Reason)
 			}
 		}
@@ -317,6 +343,9 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
 		for _, in := range t.Instances {
 			fmt.Fprintf(w, "    %s  from record %d at %s\n", in.Name, in.Record, in.Origin)
 		}
+	}
+	if specErr != nil {
+		return g.reportSpecError(specErr)
 	}
 	return nil
 }
