@@ -164,6 +164,7 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	// reports every problem; what failed counts as defined (see exists).
 	l.checkReferences()
 	l.checkCycles()
+	l.checkUserGroups()
 	l.warn()
 	return l.c.err()
 }
@@ -619,6 +620,9 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 			return Stage{}, false
 		}
 	}
+	if m.info.Builtin && !l.checkImagePaths(raw.Type, opts, path, posPath, st.Pos) {
+		return Stage{}, false
+	}
 	var filled, optV cue.Value
 	if m.info.Builtin {
 		// A built-in's option schema refers to nothing else in its module: unify
@@ -639,6 +643,9 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		return Stage{}, false
 	}
 	st.Options = b
+	if m.info.Builtin && !l.checkStageOptions(st, path, posPath) {
+		return Stage{}, false
+	}
 	if !m.info.Builtin {
 		cmdV := filled.LookupPath(pathCommand)
 		if err := cmdV.Validate(cue.Concrete(true)); err != nil {
