@@ -12,6 +12,7 @@ type ref struct {
 	pos    Pos
 	target string // "images.x", "sources.y", "jobs.z", "hooks.h"
 	build  bool   // a build-time dependency (enters the key, may not form a cycle)
+	note   string // appended to errors: the template record an instance comes from
 }
 
 // refs lists every reference the workspace makes, keyed by the referrer's name.
@@ -24,12 +25,13 @@ func (l *loader) refs() map[string][]ref {
 	for _, name := range sortedKeys(images) {
 		img := images[name]
 		owner := "images." + name
-		base := owner
+		base, note := owner, ""
 		if img.Instance != nil {
 			base = l.instancePosPath("templates."+img.Instance.Template+".each.images", name)
+			note = l.instanceNote(img.Instance)
 		}
 		add := func(field, target string, build bool) {
-			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: at(owner, base+"."+field, img.Pos), target: target, build: build})
+			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: at(owner, base+"."+field, img.Pos), target: target, build: build, note: note})
 		}
 		if img.BuildRoot != "host" {
 			add("buildroot", img.BuildRoot, true)
@@ -56,8 +58,13 @@ func (l *loader) refs() map[string][]ref {
 	for _, name := range sortedKeys(jobs) {
 		j := jobs[name]
 		owner := "jobs." + name
+		base, note := owner, ""
+		if j.Instance != nil {
+			base = l.instancePosPath("templates."+j.Instance.Template+".each.jobs", name)
+			note = l.instanceNote(j.Instance)
+		}
 		add := func(field, target string, build bool) {
-			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: l.index.at(owner+"."+field, j.Pos), target: target, build: build})
+			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: l.index.at(base+"."+field, j.Pos), target: target, build: build, note: note})
 		}
 		if j.Image != "" {
 			add("image", j.Image, true)
@@ -160,7 +167,7 @@ func (l *loader) checkReferences() {
 				if n := nearest(name, l.keysOf(kind)); n != "" {
 					hint = "; did you mean " + kind + "." + n + "?"
 				}
-				l.c.add(r.pos, r.path, "%s is not defined (%s)%s", r.target, l.names(kind), hint)
+				l.c.add(r.pos, r.path, "%s is not defined (%s)%s%s", r.target, l.names(kind), hint, r.note)
 			}
 		}
 	}
@@ -195,7 +202,7 @@ func (l *loader) checkCycles() {
 				key := canonicalCycle(stack[i:])
 				if !reported[key] {
 					reported[key] = true
-					l.c.add(r.pos, r.path, "build dependency cycle: %s", strings.Join(cycle, " → "))
+					l.c.add(r.pos, r.path, "build dependency cycle: %s%s", strings.Join(cycle, " → "), r.note)
 				}
 			}
 		}

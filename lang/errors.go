@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -134,6 +136,9 @@ func (c *collector) addCUE(err error, fallbackPath string) {
 	for _, e := range cueerrors.Errors(err) {
 		elems := e.Path()
 		path := cuePathString(elems)
+		if f, _ := e.Msg(); f == "import failed" {
+			elems, path = nil, "" // CUE's path is the importing package's
+		}
 		if path == "" {
 			path = fallbackPath
 		}
@@ -320,8 +325,57 @@ func (c *collector) addItems(items []*item) {
 		if msg == "" {
 			msg = rewriteMsg(it)
 		}
+		if isModePath(it.path) {
+			msg = octalNumbers(msg)
+		}
+		if f, _ := it.format(); strings.HasPrefix(f, "conflicting values") {
+			msg += c.otherPositions(it)
+		}
 		c.add(it.pos, it.path, "%s", msg)
 	}
+}
+
+// otherPositions names where else in the user's files the values of a conflict
+// were set (the error is at one of them): " (other value at b.cue:3:24)".
+func (c *collector) otherPositions(it *item) string {
+	var others []string
+	seen := map[Pos]bool{it.pos: true}
+	for _, p := range append([]token.Pos{it.e.Position()}, it.e.InputPositions()...) {
+		if !p.IsValid() || isSchemaFile(p.Filename()) {
+			continue
+		}
+		// A position on the error's own line is the same field's label or value.
+		if pos := c.pos(p); !seen[pos] && (pos.File != it.pos.File || pos.Line != it.pos.Line) {
+			seen[pos] = true
+			others = append(others, pos.String())
+		}
+	}
+	switch len(others) {
+	case 0:
+		return ""
+	case 1:
+		return " (other value at " + others[0] + ")"
+	}
+	sort.Strings(others)
+	return " (other values at " + strings.Join(others, ", ") + ")"
+}
+
+// isModePath reports whether path names a file mode, which people read in octal.
+func isModePath(path string) bool {
+	return path == "mode" || strings.HasSuffix(path, ".mode")
+}
+
+var decimal = regexp.MustCompile(`\b[0-9]+\b`)
+
+// octalNumbers writes the integers of a message about a mode in octal (0o755).
+func octalNumbers(msg string) string {
+	return decimal.ReplaceAllStringFunc(msg, func(d string) string {
+		n, err := strconv.ParseUint(d, 10, 32)
+		if err != nil || n == 0 {
+			return d
+		}
+		return fmt.Sprintf("0o%o", n)
+	})
 }
 
 // summarizeDisj turns the per-alternative conflicts of one disjunction into one
@@ -368,6 +422,7 @@ func summarizeDisj(same []*item) (string, Pos, bool) {
 	}
 	var allowed []string
 	seen := map[string]bool{}
+	bounded := false
 	for _, p := range pairs {
 		alt := p[0]
 		if alt == user {
@@ -376,7 +431,19 @@ func summarizeDisj(same []*item) (string, Pos, bool) {
 		if !seen[alt] {
 			seen[alt] = true
 			allowed = append(allowed, alt)
+			bounded = bounded || strings.HasPrefix(alt, "<") || strings.HasPrefix(alt, ">") || alt == "int" || alt == "number" || alt == "float"
 		}
+	}
+	if bounded {
+		// A number beside a bound or a number type is the default within it
+		// (mode: <=0o7777 | *0o755): it says nothing about what is allowed.
+		allowed = slices.DeleteFunc(allowed, func(a string) bool {
+			_, err := strconv.ParseFloat(a, 64)
+			return err == nil
+		})
+	}
+	if len(allowed) == 1 {
+		return fmt.Sprintf("%s is not allowed here (want %s)", user, allowed[0]), pos, true
 	}
 	return fmt.Sprintf("%s is not allowed here (want one of: %s)", user, strings.Join(allowed, ", ")), pos, true
 }
@@ -439,9 +506,6 @@ func rewriteMsg(it *item) string {
 			if kind, ok := nameSections[elems[0]]; ok {
 				return invalidNameMsg(kind, lastElem(elems))
 			}
-			if elems[0] == "stages" {
-				return fmt.Sprintf("invalid stage type name %q: want lower-case <vendor>.<name>, like acme.motd", lastElem(elems))
-			}
 		}
 		if el := lastElem(it.e.Path()); el != "" {
 			var known []string
@@ -450,10 +514,25 @@ func rewriteMsg(it *item) string {
 			}
 			return fmt.Sprintf("field %q is not allowed here%s", el, didYouMean(el, known))
 		}
+	case f == "import failed":
+		return importFailedMsg(it.e.Error())
 	case strings.HasPrefix(f, "incompatible list lengths") && strings.HasSuffix(it.path, "command") && len(args) == 2 && fmt.Sprint(args[0]) == "0":
 		return "command must not be empty: the first element is the program to run"
 	}
 	return cleanMsg(it.e)
+}
+
+var cannotFindPackage = regexp.MustCompile(`cannot find package "([^"]+)"`)
+
+// importFailedMsg names the import that failed: CUE's message names the package
+// that imports it.
+func importFailedMsg(detail string) string {
+	m := cannotFindPackage.FindStringSubmatch(detail)
+	if m == nil {
+		_, reason, _ := strings.Cut(detail, "import failed: ")
+		return "import failed: " + strings.TrimSuffix(reason, ":")
+	}
+	return fmt.Sprintf("import %q failed: no such package (strata serves strata.build/strata; other packages must be under cue.mod/ or in the workspace's module)", m[1])
 }
 
 func lastElem(elems []string) string {

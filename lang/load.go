@@ -97,6 +97,8 @@ type loader struct {
 	// recordKeys holds every key of the template record being instantiated, at
 	// any depth; nil outside an instance.
 	recordKeys map[string]bool
+	// badModules holds the user stage types whose name is invalid.
+	badModules map[string]bool
 	// nameRE is the schema's #NamePattern, anchored.
 	nameRE *regexp.Regexp
 	// failed holds the names (images.x, hooks.y…) that are defined but did not
@@ -124,7 +126,9 @@ func (l *loader) load(ctx context.Context, dir string) error {
 		return err
 	}
 	l.c.raw = v
+	l.badModules = map[string]bool{}
 	l.checkSourceKinds()
+	l.checkStageTypeNames()
 	l.value = v.Unify(l.schema.LookupPath(cue.ParsePath("#Workspace")))
 	l.c.value = l.value
 	// Every phase runs even when an earlier one found errors, so that one run
@@ -606,6 +610,9 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 	}
 	st := Stage{Type: raw.Type, Inputs: raw.Inputs, Network: raw.Network, Pos: l.index.at(posPath, Pos{File: "."})}
 	m, ok := l.modules[raw.Type]
+	if l.badModules[raw.Type] {
+		return Stage{}, false // its name is the error, reported once
+	}
 	if !ok {
 		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)%s", raw.Type, strings.Join(l.moduleNames(), ", "), didYouMean(raw.Type, l.moduleNames()))
 		return Stage{}, false
@@ -645,6 +652,9 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 	st.Options = b
 	if m.info.Builtin && !l.checkStageOptions(st, path, posPath) {
 		return Stage{}, false
+	}
+	if m.badCommand {
+		return Stage{}, false // reported once, at the module's command
 	}
 	if !m.info.Builtin {
 		cmdV := filled.LookupPath(pathCommand)

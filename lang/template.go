@@ -60,8 +60,7 @@ func (l *loader) expandTemplates() {
 		filterRecs := map[string][]int{}
 		for i := 0; records.Next(); i++ {
 			rec := records.Value()
-			recPos := l.index.at(fmt.Sprintf("resources.%s[%d]", t.Resource, i), res.Pos)
-			recPath := fmt.Sprintf("%s record %d (resources.%s[%d] at %s)", path, i, t.Resource, i, recPos)
+			recPath := l.recordDesc(f.name, t.Resource, i)
 			tr := TemplateRecord{Index: i, Record: json.RawMessage(res.Records[i])}
 			nerr := len(l.c.errs)
 			inst := each.FillPath(cue.MakePath(cue.Str(t.Param)), rec)
@@ -101,13 +100,11 @@ func (l *loader) expandTemplates() {
 				}
 				v := img.v.Unify(imageDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
+					// Reported here; decodeImage still checks its stages and
+					// references.
 					l.c.suffix = " (in the instance for " + recPath + ")"
 					l.addInstanceErr(err, img.v, v, "images", img.name, full, posPath)
-					l.c.suffix = ""
-					l.failed[full] = true
-					continue
-				}
-				if !l.claim(full, recPath, origin.Pos) {
+				} else if !l.claim(full, recPath, origin.Pos) {
 					continue
 				}
 				l.c.suffix = " (in the instance for " + recPath + ")"
@@ -115,6 +112,10 @@ func (l *loader) expandTemplates() {
 				l.c.suffix = ""
 				if m == nil {
 					l.failed[full] = true
+					if p := l.partial.Images[img.name]; p != nil {
+						o := *origin
+						p.Instance = &o
+					}
 					continue
 				}
 				o := *origin
@@ -134,11 +135,7 @@ func (l *loader) expandTemplates() {
 				if err := v.Validate(cue.Concrete(true)); err != nil {
 					l.c.suffix = " (in the instance for " + recPath + ")"
 					l.addInstanceErr(err, job.v, v, "jobs", job.name, full, posPath)
-					l.c.suffix = ""
-					l.failed[full] = true
-					continue
-				}
-				if !l.claim(full, recPath, origin.Pos) {
+				} else if !l.claim(full, recPath, origin.Pos) {
 					continue
 				}
 				l.c.suffix = " (in the instance for " + recPath + ")"
@@ -146,6 +143,10 @@ func (l *loader) expandTemplates() {
 				l.c.suffix = ""
 				if j == nil {
 					l.failed[full] = true
+					if p := l.partial.Jobs[job.name]; p != nil {
+						o := *origin
+						p.Instance = &o
+					}
 					continue
 				}
 				o := *origin
@@ -173,6 +174,21 @@ func (l *loader) expandTemplates() {
 			l.c.add(ifPos, path+".each.if", "filter must evaluate to true or false for %s: %s", recs, msg)
 		}
 	}
+}
+
+// recordDesc names a template's record with its position:
+// "templates.t record 1 (resources.devs[1] at main.cue:3:40)".
+func (l *loader) recordDesc(template, resource string, i int) string {
+	pos := l.index.at(fmt.Sprintf("resources.%s[%d]", resource, i), Pos{File: "."})
+	if r := l.ws.Resources[resource]; r != nil && pos.File == "." {
+		pos = r.Pos
+	}
+	return fmt.Sprintf("templates.%s record %d (resources.%s[%d] at %s)", template, i, resource, i, pos)
+}
+
+// instanceNote is what errors about an instance's image or job end with.
+func (l *loader) instanceNote(in *Instance) string {
+	return " (in the instance for " + l.recordDesc(in.Template, in.Resource, in.Record) + ")"
 }
 
 // recordList names some records of a resource: "record 1 of resources.devs",
