@@ -732,9 +732,12 @@ func (l *loader) addInstanceErr(err error, v, checked cue.Value, kind, name, ful
 // first of CUE's positions inside it, else at the nearest indexed field.
 func (l *loader) relItem(e cueerrors.Error, v cue.Value, rel []string, epath, posPath, fieldPath string) *item {
 	pos := l.index.at(fieldPath, Pos{File: "."})
+	_, literal := l.index.lookup(posPath)
 	for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
 		cand := l.c.pos(p)
-		if p.IsValid() && !isSchemaFile(p.Filename()) && l.index.within(posPath, cand) {
+		// What a comprehension made is not indexed by its name: CUE's own
+		// position in the user's files is then the better guess.
+		if p.IsValid() && !isSchemaFile(p.Filename()) && (!literal || l.index.within(posPath, cand)) {
 			pos = cand
 			break
 		}
@@ -803,16 +806,43 @@ func (l *loader) decodeJob(name string, v cue.Value, path, posPath string) *Job 
 	}
 }
 
+// warn adds one warning for every image whose stages run in the host's /usr:
+// once per workspace, not once per image.
 func (l *loader) warn() {
+	var host []string
 	for _, name := range sortedKeys(l.ws.Images) {
 		img := l.ws.Images[name]
-		if img.BuildRoot == "host" && len(img.Stages) > 0 {
-			l.ws.Warnings = append(l.ws.Warnings, Warning{
-				Pos: img.Pos, Path: "images." + name,
-				Msg: `build root "host" is not hermetic: builds depend on the host's /usr (keyed by a host fingerprint)`,
-			})
+		for _, st := range img.Stages {
+			br := img.BuildRoot
+			if m := l.ws.StageModules[st.Type]; m != nil && m.BuildRoot != "" {
+				br = m.BuildRoot
+			}
+			if br == "host" {
+				host = append(host, "images."+name)
+				break
+			}
 		}
 	}
+	if len(host) == 0 {
+		return
+	}
+	first := l.ws.Images[strings.TrimPrefix(host[0], "images.")]
+	l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: first.Pos, Msg: NonHermeticMsg(host)})
+}
+
+// NonHermeticMsg is the warning about the images (images.NAME, sorted) whose
+// stages run in the host's /usr: it is given once per workspace.
+func NonHermeticMsg(images []string) string {
+	const show = 3
+	list := images
+	if len(images) > show+1 {
+		list = append(images[:show:show], fmt.Sprintf("%d more", len(images)-show))
+	}
+	if len(list) == 1 {
+		return fmt.Sprintf(`build root "host" is not hermetic: %s builds in the host's /usr, so its keys hold a host fingerprint`, list[0])
+	}
+	names := strings.Join(list[:len(list)-1], ", ") + " and " + list[len(list)-1]
+	return fmt.Sprintf(`build root "host" is not hermetic: %s build in the host's /usr, so their keys hold a host fingerprint`, names)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

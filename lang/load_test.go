@@ -498,3 +498,35 @@ func TestLoadOutputsDefault(t *testing.T) {
 		t.Errorf("outputs (-want +got):\n%s", d)
 	}
 }
+
+// Images a comprehension makes have the comprehension's position, in warnings
+// and errors alike, and the host build root warning comes once.
+func TestLoadComprehensionPositions(t *testing.T) {
+	ar := &archive{Files: []archiveFile{
+		{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+		{Name: "main.cue", Data: []byte(`package ok
+
+_names: ["a", "b"]
+for n in _names {
+	images: (n): {version: "1", stages: [{type: "strata.hostname", options: hostname: n}]}
+}
+images: c: {version: "1", stages: [{type: "strata.hostname", options: hostname: "c"}]}
+`)},
+	}}
+	dir, _, _ := extract(t, ar)
+	ws, err := load(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{`main.cue:5:10: build root "host" is not hermetic: images.a, images.b and images.c build in the host's /usr, so their keys hold a host fingerprint`}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("warnings (-want +got):\n%s", d)
+	}
+	if p := ws.Images["b"].Stages[0].Pos.String(); p != "main.cue:5:39" {
+		t.Errorf("images.b.stages[0] at %s, want the comprehension's main.cue:5:39", p)
+	}
+}
