@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -69,6 +70,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitCode(err)
+	if strings.HasPrefix(err.Error(), "unknown command ") {
+		// Cobra's own report of a mistyped command (in a path it resolves
+		// itself, such as strata help's) is a command-line mistake too.
+		code = exitBadSpec
+	}
 	var reported *reportedError
 	if !errors.As(err, &reported) {
 		if g.json() {
@@ -126,7 +132,11 @@ A typical session:
   strata graph --format dot | dot -Tsvg > plan.svg
 
 Exit codes: 0 ok; 1 a build, hook, job or registry operation failed; 2 the spec or
-the command line is wrong (nothing was built).`,
+the command line is wrong (nothing was built); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM).`,
+		Example: `  strata init myimage
+  strata -C myimage vet
+  strata -C myimage build`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		Version:           strataVersion(),
@@ -139,11 +149,19 @@ the command line is wrong (nothing was built).`,
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "more detail on stderr")
 	pf.BoolVar(&g.noProg, "no-progress", false, "plain lines instead of a live progress view")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
+	build, explain, logs := newBuildCmd(g), newExplainCmd(g), newLogsCmd(g)
+	for _, c := range []*cobra.Command{build, explain, logs} {
+		c.ValidArgsFunction = completeNodes(g)
+	}
 	root.AddCommand(
 		newInitCmd(g), newVetCmd(g), newCompileCmd(g), newGraphCmd(g), newExpandCmd(g),
-		newStagesCmd(g), newModCmd(g), newVersionCmd(g),
-		newBuildCmd(g), newExplainCmd(g), newLogsCmd(g), newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
+		newStagesCmd(g), newModCmd(g), newVersionCmd(g), newCompletionCmd(),
+		build, explain, logs, newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
 	)
+	root.CompletionOptions.DisableDefaultCmd = true // newCompletionCmd, with examples
+	root.SetHelpCommand(newHelpCmd())
+	setExamples(root)
+	groupCommands(root)
 	return root
 }
 
