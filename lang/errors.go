@@ -567,6 +567,10 @@ func (c *collector) userPos(e cueerrors.Error, path string) Pos {
 func cleanMsg(e cueerrors.Error) string {
 	format, args := e.Msg()
 	msg := fmt.Sprintf(format, shortArgs(args)...)
+	if len(args) == 0 && strings.Contains(format, "%") {
+		// A wrapped error whose message is all in its chain ("%s").
+		msg = e.Error()
+	}
 	msg = strings.TrimSuffix(msg, ":")
 	if strings.Contains(msg, "empty disjunction") {
 		// CUE lists one conflict per alternative; say it once.

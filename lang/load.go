@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
@@ -176,6 +178,9 @@ func (l *loader) load(ctx context.Context, dir string) error {
 // build loads the package's CUE files, with the schema module served from the
 // embedded copy, and unifies any .json/.yaml spec files into it.
 func (l *loader) build(dir string) (cue.Value, error) {
+	if !l.checkFiles(dir) {
+		return cue.Value{}, l.c.err()
+	}
 	overlay := map[string]load.Source{
 		filepath.Join(dir, SchemaDir, "schema.cue"): load.FromBytes(schema.Schema),
 	}
@@ -222,6 +227,63 @@ func (l *loader) build(dir string) (cue.Value, error) {
 	return v, nil
 }
 
+// checkFiles refuses, before CUE reads them, spec files CUE cannot load or
+// should not: a name with ':' or '\\' (CUE's loader refuses it with a bare
+// "invalid io/fs path", and such a name printed before an error reads as a
+// position), and a .cue file that is not UTF-8 (CUE takes invalid bytes in a
+// string as they are).
+func (l *loader) checkFiles(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return true // the loader says what is wrong
+	}
+	ok := true
+	for _, e := range entries {
+		name := e.Name()
+		switch filepath.Ext(name) {
+		case ".cue", ".json", ".yaml", ".yml":
+		default:
+			continue
+		}
+		if strings.ContainsAny(name, ":\\") || !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) {
+			l.c.add(Pos{File: "."}, "", "spec file %q: CUE cannot load a file whose name holds ':', '\\' or control characters; rename it", name)
+			ok = false
+			continue
+		}
+		if filepath.Ext(name) != ".cue" || !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue // the loader says what is wrong
+		}
+		if pos, off, bad := invalidUTF8(name, b); bad {
+			l.c.add(pos, "", "invalid UTF-8 (byte %#02x): spec files are UTF-8 text", b[off])
+			ok = false
+		}
+	}
+	return ok
+}
+
+// invalidUTF8 returns the position and offset of the first byte of b that is
+// not UTF-8.
+func invalidUTF8(name string, b []byte) (Pos, int, bool) {
+	line, col := 1, 1
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return Pos{File: name, Line: line, Col: col}, i, true
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col += n
+		}
+		i += n
+	}
+	return Pos{}, 0, false
+}
+
 func jsonYAMLFiles(dir string) []*build.File {
 	var out []*build.File
 	entries, _ := os.ReadDir(dir)
@@ -249,6 +311,10 @@ func (l *loader) buildDataFile(name string) (cue.Value, bool) {
 	b, err := os.ReadFile(name)
 	if err != nil {
 		l.c.add(rel, "", "read spec file: %v", err)
+		return cue.Value{}, false
+	}
+	if pos, off, bad := invalidUTF8(rel.File, b); bad {
+		l.c.add(pos, "", "invalid UTF-8 (byte %#02x): spec files are UTF-8 text", b[off])
 		return cue.Value{}, false
 	}
 	var v cue.Value

@@ -129,6 +129,10 @@ func (g *globals) cachedPlan(ctx context.Context) (*plan.Plan, error) {
 // useCache is set and no input has changed. On a hit the plan is not decoded:
 // `strata compile` copies the stored bytes to its output.
 func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledPlan, error) {
+	// A bad limit is refused on a cache hit too, not only when CUE runs.
+	if _, _, err := evalLimits(); err != nil {
+		return nil, err
+	}
 	var (
 		cache *compilecache.Cache
 		key   string

@@ -200,7 +200,10 @@ func writeJSON(w io.Writer, v any) error {
 // loadWorkspace loads the workspace and, when it is invalid, reports every error
 // (text on stderr, or JSON on stdout) and returns an error that exits 2.
 func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
-	stop := g.watchEvaluation(g.dir)
+	stop, err := g.watchEvaluation(g.dir)
+	if err != nil {
+		return nil, err
+	}
 	ws, err := lang.Load(ctx, g.dir)
 	stop()
 	if err == nil {
@@ -213,7 +216,10 @@ func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
 // of it as could be modelled and the errors (specErr), for the caller to show
 // with reportSpecError after what it could show.
 func (g *globals) loadWorkspacePartial(ctx context.Context) (ws *lang.Workspace, specErr, err error) {
-	stop := g.watchEvaluation(g.dir)
+	stop, err := g.watchEvaluation(g.dir)
+	if err != nil {
+		return nil, nil, err
+	}
 	ws, err = lang.Load(ctx, g.dir)
 	stop()
 	if errors.Is(err, lang.ErrInvalid) && ws != nil {
