@@ -441,7 +441,7 @@ Outside a workspace it lists the built-ins only.`,
 					for _, m := range mods {
 						names = append(names, m.Name)
 					}
-					return &usageError{fmt.Errorf("unknown stage type %q (known: %s)", a[0], strings.Join(names, ", "))}
+					return &usageError{fmt.Errorf("unknown stage type %q (known: %s)%s", a[0], strings.Join(names, ", "), didYouMean(a[0], names))}
 				}
 				mods = found
 			}
