@@ -171,9 +171,20 @@ func fieldsOpt(v cue.Value) []string {
 	}
 	var out []string
 	for it.Next() {
-		out = append(out, it.Selector().Unquoted())
+		if name, ok := labelName(it.Selector()); ok {
+			out = append(out, name)
+		}
 	}
 	return out
+}
+
+// labelName is a regular or optional field's name; other selectors (patterns,
+// definitions, hidden fields) have none a user could have meant.
+func labelName(sel cue.Selector) (string, bool) {
+	if sel.LabelType() != cue.StringLabel || sel.ConstraintType() >= cue.PatternConstraint {
+		return "", false
+	}
+	return sel.Unquoted(), true
 }
 
 // have returns the user's own value (before the schema) at the CUE path elems, if

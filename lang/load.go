@@ -402,7 +402,9 @@ func fields(v cue.Value) []field {
 	}
 	var out []field
 	for it.Next() {
-		out = append(out, field{name: it.Selector().Unquoted(), v: it.Value()})
+		if name, ok := labelName(it.Selector()); ok {
+			out = append(out, field{name: name, v: it.Value()})
+		}
 	}
 	return out
 }

@@ -45,7 +45,9 @@ func (m module) unknownOptions(opts cue.Value) (unknown, known []string) {
 	decl := map[string]bool{}
 	if it, err := schema.Fields(cue.Optional(true)); err == nil {
 		for it.Next() {
-			decl[it.Selector().Unquoted()] = true
+			if name, ok := labelName(it.Selector()); ok {
+				decl[name] = true
+			}
 		}
 	}
 	for n := range decl {
@@ -57,7 +59,10 @@ func (m module) unknownOptions(opts cue.Value) (unknown, known []string) {
 		return nil, known
 	}
 	for it.Next() {
-		name := it.Selector().Unquoted()
+		name, ok := labelName(it.Selector())
+		if !ok {
+			continue
+		}
 		if decl[name] {
 			continue
 		}
