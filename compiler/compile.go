@@ -46,9 +46,10 @@ func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan,
 			Images:  map[string]*plan.Image{},
 			Stages:  map[string]*plan.Module{},
 		},
-		byName: map[string]*plan.Node{},
-		byID:   map[string]*plan.Node{},
-		images: map[string]ref{},
+		byName:   map[string]*plan.Node{},
+		byID:     map[string]*plan.Node{},
+		images:   map[string]ref{},
+		hookRuns: map[string][]*plan.Node{},
 	}
 	mods, err := Modules(ws)
 	if err != nil {
@@ -80,7 +81,43 @@ func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan,
 			return nil, err
 		}
 	}
+	c.nameHooks()
 	return c.p, nil
+}
+
+// nameHooks names a hook's node hooks.NAME (DESIGN §7) when every image that runs
+// the hook runs the same node: one image, or the same work merged by key. The
+// per-image names (images.IMG.hooks.NAME) stay as aliases, since they are how an
+// image's hooks are found. A hook that runs as different work for several images
+// (a post-build hook sees each image's own outputs) keeps one node per image under
+// the per-image names, as hooks.NAME would not say which; so does a node that is the
+// same work as another hook's. Names enter no key here:
+// a hook is never another node's key input.
+func (c *compiler) nameHooks() {
+	// Two hooks doing the same work are one node; it is named after neither.
+	hooksOf := map[*plan.Node]int{}
+	for _, runs := range c.hookRuns {
+		seen := map[*plan.Node]bool{}
+		for _, n := range runs {
+			if !seen[n] {
+				seen[n] = true
+				hooksOf[n]++
+			}
+		}
+	}
+	for _, hn := range sortedKeys(c.hookRuns) {
+		runs := c.hookRuns[hn]
+		n := runs[0]
+		same := hooksOf[n] == 1
+		for _, r := range runs[1:] {
+			same = same && r == n
+		}
+		if !same {
+			continue
+		}
+		n.Aliases = append([]plan.Alias{{Name: n.Name, Origin: n.Origin}}, n.Aliases...)
+		n.Name = "hooks." + hn
+	}
 }
 
 // ref is a node as a dependency: its strong key and the name the weak key uses.
@@ -97,6 +134,8 @@ type compiler struct {
 	byID    map[string]*plan.Node
 	images  map[string]ref // images.NAME → its final tree
 	modules map[string]string
+	// hookRuns lists, per hook name, the node of each image's run of the hook.
+	hookRuns map[string][]*plan.Node
 }
 
 // dep is a node input with both of its identities.
@@ -439,6 +478,7 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 		if err := c.add(n, d); err != nil {
 			return nil, err
 		}
+		c.hookRuns[hn] = append(c.hookRuns[hn], c.byName[n.Name])
 		ids = append(ids, n.ID)
 	}
 	return ids, nil

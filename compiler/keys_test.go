@@ -174,7 +174,7 @@ func TestOptionChangeInvalidatesDownstreamOnly(t *testing.T) {
 	s2, w2 := keys(compile(t, writeWorkspace(t, t.TempDir(), changed)))
 
 	const edited = "images.a.stages[1]"
-	downstream := []string{"images.a.stages[2]", "images.a.outputs[0]", "images.a.hooks.check", "images.b.stages[0]", "images.b.outputs[0]"}
+	downstream := []string{"images.a.stages[2]", "images.a.outputs[0]", "hooks.check", "images.b.stages[0]", "images.b.outputs[0]"}
 	upstream := []string{"images.a.stages[0]", "sources.files"}
 	unrelated := []string{"images.c.stages[0]", "images.c.outputs[0]"}
 
@@ -323,7 +323,7 @@ func TestOCIVersionAndAnnotationsAreKeyed(t *testing.T) {
 			}
 			s1, _ := keys(compile(t, writeWorkspace(t, t.TempDir(), changed)))
 			// Post-build hooks see the outputs, so they follow any output's key.
-			tc.changed = append(tc.changed, "images.a.hooks.check")
+			tc.changed = append(tc.changed, "hooks.check")
 			for n := range s0 {
 				if want := slices.Contains(tc.changed, n); (s0[n] != s1[n]) != want {
 					t.Errorf("%s: key changed = %v, want %v", n, s0[n] != s1[n], want)

@@ -112,7 +112,7 @@ func TestSecurityRow31TamperedPlan(t *testing.T) {
 			img["name"] = "../../victim/img"
 			imgs["../../victim/img"] = img
 			delete(imgs, "b")
-		}, `image ../../victim/img: name "../../victim/img"`},
+		}, `image ../../victim/img: invalid name "../../victim/img": a name must not hold a ".." segment`},
 		{"path source", func(doc map[string]any) {
 			nodeNamed(doc, "sources.files")["source"].(map[string]any)["path"] = "../../../../etc"
 		}, `path "../../../../etc" must be relative, inside the workspace`},

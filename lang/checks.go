@@ -12,6 +12,7 @@ type ref struct {
 	pos    Pos
 	target string // "images.x", "sources.y", "jobs.z", "hooks.h"
 	build  bool   // a build-time dependency (enters the key, may not form a cycle)
+	note   string // appended to errors: the template record an instance comes from
 }
 
 // refs lists every reference the workspace makes, keyed by the referrer's name.
@@ -20,15 +21,17 @@ func (l *loader) refs() map[string][]ref {
 	at := func(owner, path string, fallback Pos) Pos {
 		return l.index.at(path, fallback)
 	}
-	for _, name := range sortedKeys(l.ws.Images) {
-		img := l.ws.Images[name]
+	images := merged(l.ws.Images, l.partial.Images)
+	for _, name := range sortedKeys(images) {
+		img := images[name]
 		owner := "images." + name
-		base := owner
+		base, note := owner, ""
 		if img.Instance != nil {
 			base = l.instancePosPath("templates."+img.Instance.Template+".each.images", name)
+			note = l.instanceNote(img.Instance)
 		}
 		add := func(field, target string, build bool) {
-			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: at(owner, base+"."+field, img.Pos), target: target, build: build})
+			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: at(owner, base+"."+field, img.Pos), target: target, build: build, note: note})
 		}
 		if img.BuildRoot != "host" {
 			add("buildroot", img.BuildRoot, true)
@@ -51,11 +54,17 @@ func (l *loader) refs() map[string][]ref {
 			}
 		}
 	}
-	for _, name := range sortedKeys(l.ws.Jobs) {
-		j := l.ws.Jobs[name]
+	jobs := merged(l.ws.Jobs, l.partial.Jobs)
+	for _, name := range sortedKeys(jobs) {
+		j := jobs[name]
 		owner := "jobs." + name
+		base, note := owner, ""
+		if j.Instance != nil {
+			base = l.instancePosPath("templates."+j.Instance.Template+".each.jobs", name)
+			note = l.instanceNote(j.Instance)
+		}
 		add := func(field, target string, build bool) {
-			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: l.index.at(owner+"."+field, j.Pos), target: target, build: build})
+			out[owner] = append(out[owner], ref{path: owner + "." + field, pos: l.index.at(base+"."+field, j.Pos), target: target, build: build, note: note})
 		}
 		if j.Image != "" {
 			add("image", j.Image, true)
@@ -84,6 +93,18 @@ func (l *loader) refs() map[string][]ref {
 	return out
 }
 
+// merged is a and b in one map; a wins.
+func merged[V any](a, b map[string]V) map[string]V {
+	out := make(map[string]V, len(a)+len(b))
+	for k, v := range b {
+		out[k] = v
+	}
+	for k, v := range a {
+		out[k] = v
+	}
+	return out
+}
+
 func (l *loader) exists(target string) bool {
 	if l.failed[target] {
 		return true
@@ -102,18 +123,34 @@ func (l *loader) exists(target string) bool {
 	return false
 }
 
-func (l *loader) names(kind string) string {
-	var keys []string
+// keysOf lists the names defined in a section (images, sources, jobs, hooks),
+// those that failed to decode included.
+func (l *loader) keysOf(kind string) []string {
+	set := map[string]bool{}
+	for target := range l.failed {
+		if k, name, _ := strings.Cut(target, "."); k == kind {
+			set[name] = true
+		}
+	}
+	var names []string
 	switch kind {
 	case "images":
-		keys = sortedKeys(l.ws.Images)
+		names = sortedKeys(l.ws.Images)
 	case "sources":
-		keys = sortedKeys(l.ws.Sources)
+		names = sortedKeys(l.ws.Sources)
 	case "jobs":
-		keys = sortedKeys(l.ws.Jobs)
+		names = sortedKeys(l.ws.Jobs)
 	case "hooks":
-		keys = sortedKeys(l.ws.Hooks)
+		names = sortedKeys(l.ws.Hooks)
 	}
+	for _, n := range names {
+		set[n] = true
+	}
+	return sortedKeys(set)
+}
+
+func (l *loader) names(kind string) string {
+	keys := l.keysOf(kind)
 	if len(keys) == 0 {
 		return "none are defined"
 	}
@@ -125,8 +162,12 @@ func (l *loader) checkReferences() {
 	for _, owner := range sortedKeys(all) {
 		for _, r := range all[owner] {
 			if !l.exists(r.target) {
-				kind, _, _ := strings.Cut(r.target, ".")
-				l.c.add(r.pos, r.path, "%s is not defined (%s)", r.target, l.names(kind))
+				kind, name, _ := strings.Cut(r.target, ".")
+				hint := ""
+				if n := nearest(name, l.keysOf(kind)); n != "" {
+					hint = "; did you mean " + kind + "." + n + "?"
+				}
+				l.c.add(r.pos, r.path, "%s is not defined (%s)%s%s", r.target, l.names(kind), hint, r.note)
 			}
 		}
 	}
@@ -161,7 +202,7 @@ func (l *loader) checkCycles() {
 				key := canonicalCycle(stack[i:])
 				if !reported[key] {
 					reported[key] = true
-					l.c.add(r.pos, r.path, "build dependency cycle: %s", strings.Join(cycle, " → "))
+					l.c.add(r.pos, r.path, "build dependency cycle: %s%s", strings.Join(cycle, " → "), r.note)
 				}
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +55,8 @@ type collector struct {
 	seen  map[string]bool
 	// raw is the user's value before it is unified with the schema.
 	raw cue.Value
+	// value is the user's value unified with the schema.
+	value cue.Value
 	// suppress lists paths already reported in strata's words; CUE's errors at
 	// or under them are dropped.
 	suppress []string
@@ -61,6 +65,27 @@ type collector struct {
 	// suffix is appended to every message (the template record an instance
 	// comes from, while instances are decoded).
 	suffix string
+}
+
+// suppressReported adds the path of every error reported so far to suppress: a
+// later phase that meets the same problem (decoding a value that failed
+// validation) would report it again, often in other words.
+func (c *collector) suppressReported() {
+	for _, e := range c.errs {
+		if e.Path != "" {
+			c.suppress = append(c.suppress, e.Path)
+		}
+	}
+}
+
+// reportedUnder reports whether an error was reported at or under path.
+func (c *collector) reportedUnder(path string) bool {
+	for _, e := range c.errs {
+		if under(e.Path, path) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *collector) add(pos Pos, path, format string, args ...any) {
@@ -111,12 +136,55 @@ func (c *collector) addCUE(err error, fallbackPath string) {
 	for _, e := range cueerrors.Errors(err) {
 		elems := e.Path()
 		path := cuePathString(elems)
+		if f, _ := e.Msg(); f == "import failed" {
+			elems, path = nil, "" // CUE's path is the importing package's
+		}
 		if path == "" {
 			path = fallbackPath
 		}
-		items = append(items, &item{e: e, path: path, pos: c.userPos(e, path), have: c.have(elems)})
+		items = append(items, &item{e: e, path: path, pos: c.userPos(e, path), have: c.have(elems), known: siblings(c.value, elems)})
 	}
 	c.addItems(items)
+}
+
+// siblings returns the names of the fields (optional ones too) of the struct that
+// holds the field at the CUE path elems, in root: what an unknown field's name
+// may have meant.
+func siblings(root cue.Value, elems []string) func() []string {
+	return func() []string {
+		if !root.Exists() || len(elems) == 0 {
+			return nil
+		}
+		var out []string
+		for _, f := range fieldsOpt(lookupElems(root, elems[:len(elems)-1])) {
+			out = append(out, f)
+		}
+		return out
+	}
+}
+
+// fieldsOpt lists the names of v's regular and optional fields.
+func fieldsOpt(v cue.Value) []string {
+	it, err := v.Fields(cue.Optional(true))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for it.Next() {
+		if name, ok := labelName(it.Selector()); ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// labelName is a regular or optional field's name; other selectors (patterns,
+// definitions, hidden fields) have none a user could have meant.
+func labelName(sel cue.Selector) (string, bool) {
+	if sel.LabelType() != cue.StringLabel || sel.ConstraintType() >= cue.PatternConstraint {
+		return "", false
+	}
+	return sel.Unquoted(), true
 }
 
 // have returns the user's own value (before the schema) at the CUE path elems, if
@@ -159,7 +227,9 @@ type item struct {
 	pos  Pos
 	msg  string                   // set when the message was rewritten
 	have func() (cue.Value, bool) // the user's value, if the user wrote the field
-	drop bool
+	// known lists the fields allowed beside the one in error, for suggestions.
+	known func() []string
+	drop  bool
 }
 
 func (it *item) format() (string, []any) { return it.e.Msg() }
@@ -184,15 +254,17 @@ func under(p, q string) bool {
 // the innermost disjunction; when an alternative failed deeper inside the value,
 // report that failure only; otherwise say once which values were allowed.
 func (c *collector) addItems(items []*item) {
+	// Suppressed errors take part in the analysis (an alternative that failed
+	// on a field reported before still got further than the others) but are
+	// not shown.
 	disj := map[string]bool{}
+	var suppressed []*item
 	for _, it := range items {
 		for _, p := range c.suppress {
 			if under(it.path, p) {
-				it.drop = true
+				suppressed = append(suppressed, it)
+				break
 			}
-		}
-		if it.drop {
-			continue
 		}
 		if it.isDisj() {
 			disj[it.path] = true
@@ -253,6 +325,9 @@ func (c *collector) addItems(items []*item) {
 			same[0].drop, same[0].msg, same[0].pos = false, msg, pos
 		}
 	}
+	for _, it := range suppressed {
+		it.drop = true
+	}
 	for _, it := range items {
 		if it.drop {
 			continue
@@ -261,8 +336,57 @@ func (c *collector) addItems(items []*item) {
 		if msg == "" {
 			msg = rewriteMsg(it)
 		}
+		if isModePath(it.path) {
+			msg = octalNumbers(msg)
+		}
+		if f, _ := it.format(); strings.HasPrefix(f, "conflicting values") {
+			msg += c.otherPositions(it)
+		}
 		c.add(it.pos, it.path, "%s", msg)
 	}
+}
+
+// otherPositions names where else in the user's files the values of a conflict
+// were set (the error is at one of them): " (other value at b.cue:3:24)".
+func (c *collector) otherPositions(it *item) string {
+	var others []string
+	seen := map[Pos]bool{it.pos: true}
+	for _, p := range append([]token.Pos{it.e.Position()}, it.e.InputPositions()...) {
+		if !p.IsValid() || isSchemaFile(p.Filename()) {
+			continue
+		}
+		// A position on the error's own line is the same field's label or value.
+		if pos := c.pos(p); !seen[pos] && (pos.File != it.pos.File || pos.Line != it.pos.Line) {
+			seen[pos] = true
+			others = append(others, pos.String())
+		}
+	}
+	switch len(others) {
+	case 0:
+		return ""
+	case 1:
+		return " (other value at " + others[0] + ")"
+	}
+	sort.Strings(others)
+	return " (other values at " + strings.Join(others, ", ") + ")"
+}
+
+// isModePath reports whether path names a file mode, which people read in octal.
+func isModePath(path string) bool {
+	return path == "mode" || strings.HasSuffix(path, ".mode")
+}
+
+var decimal = regexp.MustCompile(`\b[0-9]+\b`)
+
+// octalNumbers writes the integers of a message about a mode in octal (0o755).
+func octalNumbers(msg string) string {
+	return decimal.ReplaceAllStringFunc(msg, func(d string) string {
+		n, err := strconv.ParseUint(d, 10, 32)
+		if err != nil || n == 0 {
+			return d
+		}
+		return fmt.Sprintf("0o%o", n)
+	})
 }
 
 // summarizeDisj turns the per-alternative conflicts of one disjunction into one
@@ -309,6 +433,7 @@ func summarizeDisj(same []*item) (string, Pos, bool) {
 	}
 	var allowed []string
 	seen := map[string]bool{}
+	bounded := false
 	for _, p := range pairs {
 		alt := p[0]
 		if alt == user {
@@ -317,7 +442,19 @@ func summarizeDisj(same []*item) (string, Pos, bool) {
 		if !seen[alt] {
 			seen[alt] = true
 			allowed = append(allowed, alt)
+			bounded = bounded || strings.HasPrefix(alt, "<") || strings.HasPrefix(alt, ">") || alt == "int" || alt == "number" || alt == "float"
 		}
+	}
+	if bounded {
+		// A number beside a bound or a number type is the default within it
+		// (mode: <=0o7777 | *0o755): it says nothing about what is allowed.
+		allowed = slices.DeleteFunc(allowed, func(a string) bool {
+			_, err := strconv.ParseFloat(a, 64)
+			return err == nil
+		})
+	}
+	if len(allowed) == 1 {
+		return fmt.Sprintf("%s is not allowed here (want %s)", user, allowed[0]), pos, true
 	}
 	return fmt.Sprintf("%s is not allowed here (want one of: %s)", user, strings.Join(allowed, ", ")), pos, true
 }
@@ -380,17 +517,33 @@ func rewriteMsg(it *item) string {
 			if kind, ok := nameSections[elems[0]]; ok {
 				return invalidNameMsg(kind, lastElem(elems))
 			}
-			if elems[0] == "stages" {
-				return fmt.Sprintf("invalid stage type name %q: want lower-case <vendor>.<name>, like acme.motd", lastElem(elems))
-			}
 		}
 		if el := lastElem(it.e.Path()); el != "" {
-			return fmt.Sprintf("field %q is not allowed here", el)
+			var known []string
+			if it.known != nil {
+				known = it.known()
+			}
+			return fmt.Sprintf("field %q is not allowed here%s", el, didYouMean(el, known))
 		}
+	case f == "import failed":
+		return importFailedMsg(it.e.Error())
 	case strings.HasPrefix(f, "incompatible list lengths") && strings.HasSuffix(it.path, "command") && len(args) == 2 && fmt.Sprint(args[0]) == "0":
 		return "command must not be empty: the first element is the program to run"
 	}
 	return cleanMsg(it.e)
+}
+
+var cannotFindPackage = regexp.MustCompile(`cannot find package "([^"]+)"`)
+
+// importFailedMsg names the import that failed: CUE's message names the package
+// that imports it.
+func importFailedMsg(detail string) string {
+	m := cannotFindPackage.FindStringSubmatch(detail)
+	if m == nil {
+		_, reason, _ := strings.Cut(detail, "import failed: ")
+		return "import failed: " + strings.TrimSuffix(reason, ":")
+	}
+	return fmt.Sprintf("import %q failed: no such package (strata serves strata.build/strata; other packages must be under cue.mod/ or in the workspace's module)", m[1])
 }
 
 func lastElem(elems []string) string {
@@ -425,6 +578,10 @@ func (c *collector) userPos(e cueerrors.Error, path string) Pos {
 func cleanMsg(e cueerrors.Error) string {
 	format, args := e.Msg()
 	msg := fmt.Sprintf(format, shortArgs(args)...)
+	if len(args) == 0 && strings.Contains(format, "%") {
+		// A wrapped error whose message is all in its chain ("%s").
+		msg = e.Error()
+	}
 	msg = strings.TrimSuffix(msg, ":")
 	if strings.Contains(msg, "empty disjunction") {
 		// CUE lists one conflict per alternative; say it once.
@@ -458,7 +615,9 @@ func cuePathString(elems []string) string {
 // names (images.fleet-x86-nuc), stage types (acme.motd) and file paths
 // (files./etc/motd) do; labels with spaces or other punctuation are quoted.
 func plainLabel(s string) bool {
-	if s == "" {
+	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, "/") || strings.HasSuffix(s, ".") ||
+		strings.Contains(s, "//") || strings.Contains(s, "/.") || strings.Contains(s, "..") {
+		// Quoted, so that a bad name (a//b, ../x) reads as one label.
 		return false
 	}
 	for _, r := range s {

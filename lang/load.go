@@ -1,14 +1,19 @@
 package lang
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"sort"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
@@ -35,7 +40,10 @@ const SchemaDir = "cue.mod/pkg/strata.build/strata"
 var ErrNotWorkspace = errors.New("not a strata workspace")
 
 // Load loads, validates and models the workspace in dir. A workspace problem is
-// returned as Errors (errors.Is(err, ErrInvalid)); other errors are I/O failures.
+// returned as Errors (errors.Is(err, ErrInvalid)), together with as much of the
+// workspace as could be modelled (so that `strata expand` can show the templates
+// of a workspace whose other parts fail); such a workspace must not be compiled.
+// Other errors are I/O failures, with no workspace.
 func Load(ctx context.Context, dir string) (*Workspace, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -64,6 +72,9 @@ func Load(ctx context.Context, dir string) (*Workspace, error) {
 	}
 	l.ws = ws
 	if err := l.load(ctx, abs); err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return ws, err
+		}
 		return nil, err
 	}
 	return ws, nil
@@ -79,6 +90,19 @@ type loader struct {
 	modules map[string]module
 	// defined records where each image/job name came from, to report collisions.
 	defined map[string]string
+	// partial holds the images and jobs that did not decode, as far as their
+	// fields decode one by one, so that their references are checked too.
+	partial struct {
+		Images map[string]*Image
+		Jobs   map[string]*Job
+	}
+	// recordKeys holds every key of the template record being instantiated, at
+	// any depth; nil outside an instance.
+	recordKeys map[string]bool
+	// badModules holds the user stage types whose name is invalid.
+	badModules map[string]bool
+	// nameRE is the schema's #NamePattern, anchored.
+	nameRE *regexp.Regexp
 	// failed holds the names (images.x, hooks.y…) that are defined but did not
 	// decode; their errors are reported, and references to them are not.
 	failed map[string]bool
@@ -89,6 +113,13 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	if err := l.schema.Err(); err != nil {
 		return fmt.Errorf("embedded schema: %w", err)
 	}
+	pat, err := l.schema.LookupPath(cue.ParsePath("#NamePattern")).String()
+	if err != nil {
+		return fmt.Errorf("embedded schema: #NamePattern: %w", err)
+	}
+	if l.nameRE, err = regexp.Compile("^(?:" + pat + ")$"); err != nil {
+		return fmt.Errorf("embedded schema: #NamePattern: %w", err)
+	}
 	v, err := l.build(dir)
 	if err != nil {
 		return err
@@ -97,12 +128,18 @@ func (l *loader) load(ctx context.Context, dir string) error {
 		return err
 	}
 	l.c.raw = v
+	l.badModules = map[string]bool{}
 	l.checkSourceKinds()
+	l.checkStageTypeNames()
 	l.value = v.Unify(l.schema.LookupPath(cue.ParsePath("#Workspace")))
+	l.c.value = l.value
+	// Every phase runs even when an earlier one found errors, so that one run
+	// reports every problem; what a phase reported, later phases do not report
+	// again in other words (see suppressReported).
 	if err := l.value.Validate(); err != nil {
 		l.c.addCUE(err, "")
-		return l.c.err()
 	}
+	l.c.suppressReported()
 	for _, sec := range []string{"sources", "resources", "images", "jobs", "hooks"} {
 		v := l.value.LookupPath(cue.ParsePath(sec))
 		if !v.Exists() {
@@ -112,10 +149,9 @@ func (l *loader) load(ctx context.Context, dir string) error {
 			l.c.addCUE(err, sec)
 		}
 	}
-	if err := l.c.err(); err != nil {
-		return err
-	}
+	l.c.suppressReported()
 	l.failed = map[string]bool{}
+	l.partial.Images, l.partial.Jobs = map[string]*Image{}, map[string]*Job{}
 	l.decodeModules()
 	l.decodeSources()
 	l.decodeResources()
@@ -134,6 +170,7 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	// reports every problem; what failed counts as defined (see exists).
 	l.checkReferences()
 	l.checkCycles()
+	l.checkUserGroups()
 	l.warn()
 	return l.c.err()
 }
@@ -141,6 +178,9 @@ func (l *loader) load(ctx context.Context, dir string) error {
 // build loads the package's CUE files, with the schema module served from the
 // embedded copy, and unifies any .json/.yaml spec files into it.
 func (l *loader) build(dir string) (cue.Value, error) {
+	if !l.checkFiles(dir) {
+		return cue.Value{}, l.c.err()
+	}
 	overlay := map[string]load.Source{
 		filepath.Join(dir, SchemaDir, "schema.cue"): load.FromBytes(schema.Schema),
 	}
@@ -170,6 +210,7 @@ func (l *loader) build(dir string) (cue.Value, error) {
 		v = l.ctx.BuildInstance(inst)
 		data = inst.OrphanedFiles
 	}
+	l.c.value = v
 	if err := v.Err(); err != nil {
 		l.c.addCUE(err, "")
 		return cue.Value{}, l.c.err()
@@ -184,6 +225,63 @@ func (l *loader) build(dir string) (cue.Value, error) {
 		return cue.Value{}, err
 	}
 	return v, nil
+}
+
+// checkFiles refuses, before CUE reads them, spec files CUE cannot load or
+// should not: a name with ':' or '\\' (CUE's loader refuses it with a bare
+// "invalid io/fs path", and such a name printed before an error reads as a
+// position), and a .cue file that is not UTF-8 (CUE takes invalid bytes in a
+// string as they are).
+func (l *loader) checkFiles(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return true // the loader says what is wrong
+	}
+	ok := true
+	for _, e := range entries {
+		name := e.Name()
+		switch filepath.Ext(name) {
+		case ".cue", ".json", ".yaml", ".yml":
+		default:
+			continue
+		}
+		if strings.ContainsAny(name, ":\\") || !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) {
+			l.c.add(Pos{File: "."}, "", "spec file %q: CUE cannot load a file whose name holds ':', '\\' or control characters; rename it", name)
+			ok = false
+			continue
+		}
+		if filepath.Ext(name) != ".cue" || !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue // the loader says what is wrong
+		}
+		if pos, off, bad := invalidUTF8(name, b); bad {
+			l.c.add(pos, "", "invalid UTF-8 (byte %#02x): spec files are UTF-8 text", b[off])
+			ok = false
+		}
+	}
+	return ok
+}
+
+// invalidUTF8 returns the position and offset of the first byte of b that is
+// not UTF-8.
+func invalidUTF8(name string, b []byte) (Pos, int, bool) {
+	line, col := 1, 1
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return Pos{File: name, Line: line, Col: col}, i, true
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col += n
+		}
+		i += n
+	}
+	return Pos{}, 0, false
 }
 
 func jsonYAMLFiles(dir string) []*build.File {
@@ -213,6 +311,10 @@ func (l *loader) buildDataFile(name string) (cue.Value, bool) {
 	b, err := os.ReadFile(name)
 	if err != nil {
 		l.c.add(rel, "", "read spec file: %v", err)
+		return cue.Value{}, false
+	}
+	if pos, off, bad := invalidUTF8(rel.File, b); bad {
+		l.c.add(pos, "", "invalid UTF-8 (byte %#02x): spec files are UTF-8 text", b[off])
 		return cue.Value{}, false
 	}
 	var v cue.Value
@@ -300,7 +402,9 @@ func fields(v cue.Value) []field {
 	}
 	var out []field
 	for it.Next() {
-		out = append(out, field{name: it.Selector().Unquoted(), v: it.Value()})
+		if name, ok := labelName(it.Selector()); ok {
+			out = append(out, field{name: name, v: it.Value()})
+		}
 	}
 	return out
 }
@@ -325,13 +429,17 @@ func sel(prefix, label string) string {
 // dropped.
 func (l *loader) checkSourceKinds() {
 	for _, f := range fields(l.c.raw.LookupPath(cue.ParsePath("sources"))) {
+		if f.v.IncompleteKind() != cue.StructKind {
+			continue
+		}
+		have := written(f.v)
 		var kinds []string
 		for _, k := range []string{"url", "path", "git"} {
-			if f.v.LookupPath(cue.MakePath(cue.Str(k))).Exists() {
+			if have[k] {
 				kinds = append(kinds, k)
 			}
 		}
-		if len(kinds) == 1 || f.v.IncompleteKind() != cue.StructKind {
+		if len(kinds) == 1 {
 			continue
 		}
 		path := "sources." + f.name
@@ -344,10 +452,68 @@ func (l *loader) checkSourceKinds() {
 	}
 }
 
+// written returns the fields of a struct the user wrote, leaving out what the
+// schema adds. Under an embedded strata.#Workspace CUE opens the schema's
+// definitions (an embedding opens them recursively, cue-lang/cue#1576), so a
+// source is still the unresolved disjunction of #Source's alternatives, each
+// unified with the user's fields, and looking a field up in it finds nothing: the
+// user's fields are those of the conjuncts that do not come from the schema.
+func written(v cue.Value) map[string]bool {
+	out := map[string]bool{}
+	conjuncts := []cue.Value{v}
+	if op, args := v.Expr(); op == cue.AndOp {
+		conjuncts = args
+	}
+	for _, c := range conjuncts {
+		if isSchemaFile(c.Pos().Filename()) {
+			continue
+		}
+		for _, f := range fields(c) {
+			out[f.name] = true
+		}
+	}
+	return out
+}
+
+// decodeFields decodes each field of v into the field of the struct x has the
+// same JSON name, leaving out those that do not decode.
+func decodeFields(v cue.Value, x any) {
+	rv := reflect.ValueOf(x).Elem()
+	for i := range rv.NumField() {
+		name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("json"), ",")
+		if f := v.LookupPath(cue.MakePath(cue.Str(name))); f.Exists() {
+			if err := f.Decode(rv.Field(i).Addr().Interface()); err != nil {
+				rv.Field(i).SetZero()
+			}
+		}
+	}
+}
+
+// errReported stands for errors already reported at or under a path.
+var errReported = errors.New("reported")
+
+// decodeChecked decodes v into x, unless an error was reported under path (the
+// value failed validation, and decoding it would report the same problem again);
+// a decoding error is reported.
+func (l *loader) decodeChecked(v cue.Value, path string, x any) error {
+	if l.c.reportedUnder(path) {
+		return errReported
+	}
+	if err := v.Decode(x); err != nil {
+		l.c.addCUE(err, path)
+		return err
+	}
+	return nil
+}
+
 func (l *loader) decodeSources() {
 	for _, f := range fields(l.lookup("sources")) {
 		path := "sources." + f.name
 		s := &Source{Name: f.name, Pos: l.index.at(path, Pos{})}
+		if l.c.reportedUnder(path) {
+			l.failed[path] = true
+			continue
+		}
 		if err := f.v.Decode(s); err != nil {
 			l.c.addCUE(err, path)
 			l.failed[path] = true
@@ -389,6 +555,10 @@ func (l *loader) decodeHooks() {
 	for _, f := range fields(l.lookup("hooks")) {
 		path := "hooks." + f.name
 		h := &Hook{}
+		if l.c.reportedUnder(path) {
+			l.failed[path] = true
+			continue
+		}
 		if err := f.v.Decode(h); err != nil {
 			l.c.addCUE(err, path)
 			l.failed[path] = true
@@ -444,9 +614,28 @@ type rawImage struct {
 // where its lines are in the index (the template's lines for an instance).
 func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Image {
 	var raw rawImage
-	if err := v.Decode(&raw); err != nil {
-		l.c.addCUE(err, path)
+	if err := l.decodeChecked(v, path, &raw); err != nil {
+		// What decodes is kept aside: its stages are still checked, and its
+		// references too, for their own errors.
+		decodeFields(v, &raw)
+		img := &Image{
+			Name: name, BuildRoot: cmp.Or(raw.BuildRoot, "host"), From: raw.From, Hooks: raw.Hooks,
+			Runtime: raw.Runtime, Pos: l.index.at(posPath, Pos{File: "."}),
+		}
+		it, _ := v.LookupPath(pathStages).List()
+		for i := 0; it.Next(); i++ {
+			if st, ok := l.decodeStage(it.Value(), fmt.Sprintf("%s.stages[%d]", path, i), fmt.Sprintf("%s.stages[%d]", posPath, i)); ok {
+				img.Stages = append(img.Stages, st)
+			}
+		}
+		l.partial.Images[name] = img
 		return nil
+	}
+	if raw.Outputs == nil {
+		// Not a CUE default: a list-valued default is a disjunction, and CUE's
+		// report of an output that fails #Output would then be the default's
+		// conflict ("tree" vs "tar") instead of the output's own error.
+		raw.Outputs = []Output{{Type: "tree"}}
 	}
 	img := &Image{
 		Name: name, Version: raw.Version, Platform: raw.Platform, DeviceTypes: raw.DeviceTypes,
@@ -496,8 +685,7 @@ type rawStage struct {
 
 func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 	var raw rawStage
-	if err := v.Decode(&raw); err != nil {
-		l.c.addCUE(err, path)
+	if err := l.decodeChecked(v, path, &raw); err != nil {
 		return Stage{}, false
 	}
 	st := Stage{Type: raw.Type, Inputs: raw.Inputs, Network: raw.Network, Pos: l.index.at(posPath, Pos{File: "."})}
@@ -506,8 +694,11 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		return Stage{}, false
 	}
 	m, ok := l.modules[raw.Type]
+	if l.badModules[raw.Type] {
+		return Stage{}, false // its name is the error, reported once
+	}
 	if !ok {
-		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)", raw.Type, strings.Join(l.moduleNames(), ", "))
+		l.c.add(l.index.at(posPath+".type", st.Pos), path+".type", "unknown stage type %q (known: %s)%s", raw.Type, strings.Join(l.moduleNames(), ", "), didYouMean(raw.Type, l.moduleNames()))
 		return Stage{}, false
 	}
 	opts := v.LookupPath(pathOptions)
@@ -520,6 +711,9 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 			return Stage{}, false
 		}
 	}
+	if m.info.Builtin && !l.checkImagePaths(raw.Type, opts, path, posPath, st.Pos) {
+		return Stage{}, false
+	}
 	var filled, optV cue.Value
 	if m.info.Builtin {
 		// A built-in's option schema refers to nothing else in its module: unify
@@ -531,23 +725,29 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		optV = filled.LookupPath(pathOptions)
 	}
 	if err := optV.Validate(cue.Concrete(true)); err != nil {
-		l.addStageErr(err, v, path, posPath)
+		l.addStageErr(err, v, optV, path, posPath)
 		return Stage{}, false
 	}
 	b, err := optV.MarshalJSON()
 	if err != nil {
-		l.addStageErr(err, v, path, posPath)
+		l.addStageErr(err, v, optV, path, posPath)
 		return Stage{}, false
 	}
 	st.Options = b
+	if m.info.Builtin && !l.checkStageOptions(st, path, posPath) {
+		return Stage{}, false
+	}
+	if m.badCommand {
+		return Stage{}, false // reported once, at the module's command
+	}
 	if !m.info.Builtin {
 		cmdV := filled.LookupPath(pathCommand)
 		if err := cmdV.Validate(cue.Concrete(true)); err != nil {
-			l.addStageErr(err, v, path, posPath)
+			l.addStageErr(err, v, optV, path, posPath)
 			return Stage{}, false
 		}
 		if err := cmdV.Decode(&st.Command); err != nil {
-			l.addStageErr(err, v, path, posPath)
+			l.addStageErr(err, v, optV, path, posPath)
 			return Stage{}, false
 		}
 	}
@@ -556,7 +756,7 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 
 // addStageErr reports an error from checking a stage's options against its type's
 // schema at the user's stage, not at the schema's lines. v is the user's stage.
-func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
+func (l *loader) addStageErr(err error, v, optV cue.Value, path, posPath string) {
 	var items []*item
 	for _, e := range cueErrors(err) {
 		rel := e.Path()
@@ -573,7 +773,11 @@ func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
 			rel = append([]string{"options"}, rel...)
 		}
 		sub := cuePathString(rel)
-		items = append(items, l.relItem(e, v, rel, path+"."+sub, posPath, posPath+"."+sub))
+		it := l.relItem(e, v, rel, path+"."+sub, posPath, posPath+"."+sub)
+		if rel[0] == "options" {
+			it.known = siblings(optV, rel[1:])
+		}
+		items = append(items, it)
 	}
 	l.c.addItems(items)
 }
@@ -581,7 +785,7 @@ func (l *loader) addStageErr(err error, v cue.Value, path, posPath string) {
 // addInstanceErr reports an error in an image or job a template instance defines:
 // CUE's paths run through the template (templates.T.each.images.NAME…); the user
 // reads images.NAME…, at the template's lines.
-func (l *loader) addInstanceErr(err error, v cue.Value, kind, name, full, posPath string) {
+func (l *loader) addInstanceErr(err error, v, checked cue.Value, kind, name, full, posPath string) {
 	var items []*item
 	for _, e := range cueErrors(err) {
 		elems := e.Path()
@@ -601,7 +805,9 @@ func (l *loader) addInstanceErr(err error, v cue.Value, kind, name, full, posPat
 			}
 			epath, ppath = full+sep+sub, posPath+sep+sub
 		}
-		items = append(items, l.relItem(e, v, rel, epath, posPath, ppath))
+		it := l.relItem(e, v, rel, epath, posPath, ppath)
+		it.known = siblings(checked, rel)
+		items = append(items, it)
 	}
 	l.c.addItems(items)
 }
@@ -610,20 +816,27 @@ func (l *loader) addInstanceErr(err error, v cue.Value, kind, name, full, posPat
 // first of CUE's positions inside it, else at the nearest indexed field.
 func (l *loader) relItem(e cueerrors.Error, v cue.Value, rel []string, epath, posPath, fieldPath string) *item {
 	pos := l.index.at(fieldPath, Pos{File: "."})
+	_, literal := l.index.lookup(posPath)
 	for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
 		cand := l.c.pos(p)
-		if p.IsValid() && !isSchemaFile(p.Filename()) && l.index.within(posPath, cand) {
+		// What a comprehension made is not indexed by its name: CUE's own
+		// position in the user's files is then the better guess.
+		if p.IsValid() && !isSchemaFile(p.Filename()) && (!literal || l.index.within(posPath, cand)) {
 			pos = cand
 			break
 		}
 	}
-	return &item{e: e, path: epath, pos: pos, have: func() (cue.Value, bool) {
+	it := &item{e: e, path: epath, pos: pos, have: func() (cue.Value, bool) {
 		if len(rel) == 0 {
 			return cue.Value{}, true
 		}
 		u := lookupElems(v, rel)
 		return u, u.Exists()
 	}}
+	if field, ok := missingField(e); ok && l.recordLacks(field) {
+		it.msg = fmt.Sprintf("the record has no field %q, which the template reads here", field)
+	}
+	return it
 }
 
 // unknownOptionMsg says that a stage's option is not one its type declares.
@@ -631,7 +844,7 @@ func unknownOptionMsg(name, typ string, known []string) string {
 	if len(known) == 0 {
 		return fmt.Sprintf("unknown option %q: stage type %s takes no options", name, typ)
 	}
-	return fmt.Sprintf("unknown option %q for stage type %s (options: %s)", name, typ, strings.Join(known, ", "))
+	return fmt.Sprintf("unknown option %q for stage type %s (options: %s)%s", name, typ, strings.Join(known, ", "), didYouMean(name, known))
 }
 
 type rawJob struct {
@@ -660,8 +873,12 @@ func (l *loader) decodeJobs() {
 
 func (l *loader) decodeJob(name string, v cue.Value, path, posPath string) *Job {
 	var raw rawJob
-	if err := v.Decode(&raw); err != nil {
-		l.c.addCUE(err, path)
+	if err := l.decodeChecked(v, path, &raw); err != nil {
+		decodeFields(v, &raw)
+		l.partial.Jobs[name] = &Job{
+			Name: name, Image: raw.Image, BuildRoot: cmp.Or(raw.BuildRoot, "host"), Needs: raw.Needs,
+			Pos: l.index.at(posPath, Pos{File: "."}),
+		}
 		return nil
 	}
 	if raw.Needs == nil {
@@ -679,16 +896,43 @@ func (l *loader) decodeJob(name string, v cue.Value, path, posPath string) *Job 
 	}
 }
 
+// warn adds one warning for every image whose stages run in the host's /usr:
+// once per workspace, not once per image.
 func (l *loader) warn() {
+	var host []string
 	for _, name := range sortedKeys(l.ws.Images) {
 		img := l.ws.Images[name]
-		if img.BuildRoot == "host" && len(img.Stages) > 0 {
-			l.ws.Warnings = append(l.ws.Warnings, Warning{
-				Pos: img.Pos, Path: "images." + name,
-				Msg: `build root "host" is not hermetic: builds depend on the host's /usr (keyed by a host fingerprint)`,
-			})
+		for _, st := range img.Stages {
+			br := img.BuildRoot
+			if m := l.ws.StageModules[st.Type]; m != nil && m.BuildRoot != "" {
+				br = m.BuildRoot
+			}
+			if br == "host" {
+				host = append(host, "images."+name)
+				break
+			}
 		}
 	}
+	if len(host) == 0 {
+		return
+	}
+	first := l.ws.Images[strings.TrimPrefix(host[0], "images.")]
+	l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: first.Pos, Msg: NonHermeticMsg(host)})
+}
+
+// NonHermeticMsg is the warning about the images (images.NAME, sorted) whose
+// stages run in the host's /usr: it is given once per workspace.
+func NonHermeticMsg(images []string) string {
+	const show = 3
+	list := images
+	if len(images) > show+1 {
+		list = append(images[:show:show], fmt.Sprintf("%d more", len(images)-show))
+	}
+	if len(list) == 1 {
+		return fmt.Sprintf(`build root "host" is not hermetic: %s builds in the host's /usr, so its keys hold a host fingerprint`, list[0])
+	}
+	names := strings.Join(list[:len(list)-1], ", ") + " and " + list[len(list)-1]
+	return fmt.Sprintf(`build root "host" is not hermetic: %s build in the host's /usr, so their keys hold a host fingerprint`, names)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -428,5 +429,104 @@ func TestLoadIgnoresNonSpecData(t *testing.T) {
 	}
 	if d := cmp.Diff(want, warned); d != "" {
 		t.Errorf("warnings (-want +got):\n%s", d)
+	}
+}
+
+// TestLoadSourcesUnderEmbeddedSchema: the examples embed strata.#Workspace on a
+// line of its own, which opens the schema's definitions; every kind of source
+// still loads, with and without the embedding.
+func TestLoadSourcesUnderEmbeddedSchema(t *testing.T) {
+	const sources = `
+sources: s: path: "overlay"
+sources: u: {url: "https://example.com/x.tar", sha256: "` + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + `"}
+sources: g: {git: "https://example.com/x.git", commit: "0123456789abcdef0123456789abcdef01234567"}
+images: a: {version: "1", stages: [{type: "strata.copy", inputs: o: "sources.s", options: input: "o"}]}
+`
+	for name, head := range map[string]string{
+		"embedded": "package ok\n\nimport \"strata.build/strata\"\n\nstrata.#Workspace\n",
+		"plain":    "package ok\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ar := &archive{Files: []archiveFile{
+				{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+				{Name: "overlay/f", Data: []byte("x")},
+				{Name: "main.cue", Data: []byte(head + sources)},
+			}}
+			dir, _, _ := extract(t, ar)
+			ws, err := load(t, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]lang.Source{}
+			for n, s := range ws.Sources {
+				s := *s
+				s.Pos = lang.Pos{}
+				got[n] = s
+			}
+			want := map[string]lang.Source{
+				"s": {Name: "s", Path: "overlay"},
+				"u": {Name: "u", URL: "https://example.com/x.tar", SHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+				"g": {Name: "g", Git: "https://example.com/x.git", Commit: "0123456789abcdef0123456789abcdef01234567"},
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("sources (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// An image without outputs gets the tree output; one that asks for none gets none.
+func TestLoadOutputsDefault(t *testing.T) {
+	ar := &archive{Files: []archiveFile{
+		{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+		{Name: "main.cue", Data: []byte("package ok\n\nimages: a: version: \"1\"\nimages: b: {version: \"1\", outputs: []}\nimages: c: {version: \"1\", outputs: [{type: \"ext4\"}]}\n")},
+	}}
+	dir, _, _ := extract(t, ar)
+	ws, err := load(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for name, img := range ws.Images {
+		got[name] = []string{}
+		for _, o := range img.Outputs {
+			got[name] = append(got[name], fmt.Sprintf("%s %s %d", o.Type, o.Name, o.Size))
+		}
+	}
+	want := map[string][]string{"a": {"tree a.tree 0"}, "b": {}, "c": {"ext4 c.ext4 0"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("outputs (-want +got):\n%s", d)
+	}
+}
+
+// Images a comprehension makes have the comprehension's position, in warnings
+// and errors alike, and the host build root warning comes once.
+func TestLoadComprehensionPositions(t *testing.T) {
+	ar := &archive{Files: []archiveFile{
+		{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+		{Name: "main.cue", Data: []byte(`package ok
+
+_names: ["a", "b"]
+for n in _names {
+	images: (n): {version: "1", stages: [{type: "strata.hostname", options: hostname: n}]}
+}
+images: c: {version: "1", stages: [{type: "strata.hostname", options: hostname: "c"}]}
+`)},
+	}}
+	dir, _, _ := extract(t, ar)
+	ws, err := load(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{`main.cue:5:10: build root "host" is not hermetic: images.a, images.b and images.c build in the host's /usr, so their keys hold a host fingerprint`}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("warnings (-want +got):\n%s", d)
+	}
+	if p := ws.Images["b"].Stages[0].Pos.String(); p != "main.cue:5:39" {
+		t.Errorf("images.b.stages[0] at %s, want the comprehension's main.cue:5:39", p)
 	}
 }

@@ -228,4 +228,6 @@ type TemplateRecord struct {
 	Reason string `json:"reason,omitempty"`
 	// Defines lists the names the instance defines ("images.x", "jobs.y").
 	Defines []string `json:"defines,omitempty"`
+	// Errors are the errors the record's filter or instance gave, as printed.
+	Errors []string `json:"errors,omitempty"`
 }

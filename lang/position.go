@@ -38,9 +38,12 @@ func (x *posIndex) decl(prefix string, d ast.Decl) {
 	case *ast.Field:
 		name, _, err := ast.LabelName(d.Label)
 		if err != nil {
-			// A computed label (an interpolation in a template) is indexed as "*",
-			// so instances can still point at the template's lines.
-			if _, ok := d.Label.(*ast.Interpolation); !ok {
+			// A computed label (an interpolation in a template, (n) in a
+			// comprehension) is indexed as "*", so what it makes can still
+			// point at its lines.
+			switch d.Label.(type) {
+			case *ast.Interpolation, *ast.ParenExpr:
+			default:
 				return
 			}
 			name = "*"
@@ -53,6 +56,8 @@ func (x *posIndex) decl(prefix string, d ast.Decl) {
 		x.expr(p, d.Value)
 	case *ast.EmbedDecl:
 		x.expr(prefix, d.Expr)
+	case *ast.Comprehension:
+		x.expr(prefix, d.Value)
 	}
 }
 
@@ -93,17 +98,43 @@ func (x *posIndex) lookup(path string) (Pos, bool) {
 
 // lookupNearest returns the position of path or of its nearest indexed ancestor.
 func (x *posIndex) lookupNearest(path string) (Pos, bool) {
-	for path != "" {
-		if p, ok := x.pos[path]; ok {
-			return p, true
+	key := x.resolve(path)
+	p, ok := x.pos[key]
+	return p, ok
+}
+
+// resolve returns the indexed key nearest to path: path itself, or its longest
+// indexed ancestor, where one segment may be "*" (a name a comprehension or
+// an interpolation made); "" when nothing is indexed.
+func (x *posIndex) resolve(path string) string {
+	best := ""
+	try := func(p string) {
+		for p != "" {
+			if _, ok := x.pos[p]; ok {
+				if len(p) > len(best) {
+					best = p
+				}
+				return
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				return
+			}
+			p = p[:i]
 		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			break
-		}
-		path = path[:i]
 	}
-	return Pos{}, false
+	try(path)
+	for i := 0; i < len(path); i++ {
+		if path[i] != '.' {
+			continue
+		}
+		j := strings.IndexAny(path[i+1:], ".[")
+		if j < 0 {
+			j = len(path) - i - 1
+		}
+		try(path[:i+1] + "*" + path[i+1+j:])
+	}
+	return best
 }
 
 // at returns the position for path, falling back to its ancestors and then to def.
@@ -116,6 +147,12 @@ func (x *posIndex) at(path string, def Pos) Pos {
 
 // within reports whether p is the position of a field indexed at or below path.
 func (x *posIndex) within(path string, p Pos) bool {
+	if _, ok := x.pos[path]; !ok {
+		// Made by a comprehension: its fields are indexed under a "*".
+		if key := x.resolve(path); strings.Contains(key, "*") && strings.Count(key, ".") == strings.Count(path, ".") {
+			path = key
+		}
+	}
 	for k, q := range x.pos {
 		if q == p && (k == path || strings.HasPrefix(k, path+".") || strings.HasPrefix(k, path+"[")) {
 			return true

@@ -3,11 +3,12 @@ package lang
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
+	"strconv"
 	"strings"
 
 	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
+	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/format"
 )
 
@@ -54,15 +55,29 @@ func (l *loader) expandTemplates() {
 			}
 		}
 		records, _ := l.lookup("resources." + cue.MakePath(cue.Str(t.Resource)).String()).List()
+		// A filter problem is one error, whichever records meet it.
+		var filterMsgs []string
+		filterRecs := map[string][]int{}
 		for i := 0; records.Next(); i++ {
 			rec := records.Value()
-			recPath := fmt.Sprintf("%s record %d (resources.%s[%d])", path, i, t.Resource, i)
+			recPath := l.recordDesc(f.name, t.Resource, i)
 			tr := TemplateRecord{Index: i, Record: json.RawMessage(res.Records[i])}
+			nerr := len(l.c.errs)
 			inst := each.FillPath(cue.MakePath(cue.Str(t.Param)), rec)
 			if ifv := inst.LookupPath(cue.ParsePath("if")); ifv.Exists() {
 				pass, err := ifv.Bool()
 				if err != nil {
-					l.c.add(l.index.at(path+".each.if", t.Pos), path+".each.if", "filter must evaluate to true or false for record %d: %s", i, filterErrMsg(err))
+					msg := filterErrMsg(err)
+					if filterRecs[msg] == nil {
+						filterMsgs = append(filterMsgs, msg)
+					}
+					filterRecs[msg] = append(filterRecs[msg], i)
+					if field, ok := strings.CutPrefix(msg, "undefined field: "); ok {
+						tr.Errors = []string{fmt.Sprintf("the record has no field %q, which the filter reads", field)}
+					} else {
+						tr.Errors = []string{"filter must evaluate to true or false: " + msg}
+					}
+					t.Records = append(t.Records, tr)
 					continue
 				}
 				if !pass {
@@ -72,24 +87,24 @@ func (l *loader) expandTemplates() {
 				}
 			}
 			tr.Passed = true
+			l.recordKeys = jsonKeys(res.Records[i])
+			l.checkInstance(inst, path, t.Param, recPath)
 			origin := &Instance{Template: f.name, Resource: t.Resource, Record: i}
 			for _, img := range fields(inst.LookupPath(cue.ParsePath("images"))) {
 				full := "images." + img.name
 				posPath := l.instancePosPath(path+".each.images", img.name)
 				origin.Pos = l.index.at(posPath, t.Pos)
-				if !validName(img.name) {
-					l.c.add(origin.Pos, full, "%s (in the instance for %s)", invalidNameMsg("image", img.name), recPath)
+				if !l.validName(img.name) {
+					l.c.add(origin.Pos, cuePathString([]string{"images", strconv.Quote(img.name)}), "%s (in the instance for %s)", invalidNameMsg("image", img.name), recPath)
 					continue
 				}
 				v := img.v.Unify(imageDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
+					// Reported here; decodeImage still checks its stages and
+					// references.
 					l.c.suffix = " (in the instance for " + recPath + ")"
-					l.addInstanceErr(err, img.v, "images", img.name, full, posPath)
-					l.c.suffix = ""
-					l.failed[full] = true
-					continue
-				}
-				if !l.claim(full, recPath, origin.Pos) {
+					l.addInstanceErr(err, img.v, v, "images", img.name, full, posPath)
+				} else if !l.claim(full, recPath, origin.Pos) {
 					continue
 				}
 				l.c.suffix = " (in the instance for " + recPath + ")"
@@ -97,6 +112,10 @@ func (l *loader) expandTemplates() {
 				l.c.suffix = ""
 				if m == nil {
 					l.failed[full] = true
+					if p := l.partial.Images[img.name]; p != nil {
+						o := *origin
+						p.Instance = &o
+					}
 					continue
 				}
 				o := *origin
@@ -108,24 +127,26 @@ func (l *loader) expandTemplates() {
 				full := "jobs." + job.name
 				posPath := l.instancePosPath(path+".each.jobs", job.name)
 				origin.Pos = l.index.at(posPath, t.Pos)
-				if !validName(job.name) {
-					l.c.add(origin.Pos, full, "%s (in the instance for %s)", invalidNameMsg("job", job.name), recPath)
+				if !l.validName(job.name) {
+					l.c.add(origin.Pos, cuePathString([]string{"jobs", strconv.Quote(job.name)}), "%s (in the instance for %s)", invalidNameMsg("job", job.name), recPath)
 					continue
 				}
 				v := job.v.Unify(jobDef)
 				if err := v.Validate(cue.Concrete(true)); err != nil {
 					l.c.suffix = " (in the instance for " + recPath + ")"
-					l.addInstanceErr(err, job.v, "jobs", job.name, full, posPath)
-					l.c.suffix = ""
-					l.failed[full] = true
+					l.addInstanceErr(err, job.v, v, "jobs", job.name, full, posPath)
+				} else if !l.claim(full, recPath, origin.Pos) {
 					continue
 				}
-				if !l.claim(full, recPath, origin.Pos) {
-					continue
-				}
+				l.c.suffix = " (in the instance for " + recPath + ")"
 				j := l.decodeJob(job.name, v, full, posPath)
+				l.c.suffix = ""
 				if j == nil {
 					l.failed[full] = true
+					if p := l.partial.Jobs[job.name]; p != nil {
+						o := *origin
+						p.Instance = &o
+					}
 					continue
 				}
 				o := *origin
@@ -133,9 +154,137 @@ func (l *loader) expandTemplates() {
 				l.ws.Jobs[job.name] = j
 				tr.Defines = append(tr.Defines, full)
 			}
+			l.recordKeys = nil
+			for _, e := range l.c.errs[nerr:] {
+				tr.Errors = append(tr.Errors, e.Error())
+			}
 			t.Records = append(t.Records, tr)
 		}
+		ifPos := l.index.at(path+".each.if", t.Pos)
+		for _, msg := range filterMsgs {
+			recs := recordList(t.Resource, filterRecs[msg])
+			if field, ok := strings.CutPrefix(msg, "undefined field: "); ok {
+				verb := "has"
+				if len(filterRecs[msg]) > 1 {
+					verb = "have"
+				}
+				l.c.add(ifPos, path+".each.if", "%s %s no field %q, which the filter reads", recs, verb, field)
+				continue
+			}
+			l.c.add(ifPos, path+".each.if", "filter must evaluate to true or false for %s: %s", recs, msg)
+		}
 	}
+}
+
+// recordDesc names a template's record with its position:
+// "templates.t record 1 (resources.devs[1] at main.cue:3:40)".
+func (l *loader) recordDesc(template, resource string, i int) string {
+	pos := l.index.at(fmt.Sprintf("resources.%s[%d]", resource, i), Pos{File: "."})
+	if r := l.ws.Resources[resource]; r != nil && pos.File == "." {
+		pos = r.Pos
+	}
+	return fmt.Sprintf("templates.%s record %d (resources.%s[%d] at %s)", template, i, resource, i, pos)
+}
+
+// instanceNote is what errors about an instance's image or job end with.
+func (l *loader) instanceNote(in *Instance) string {
+	return " (in the instance for " + l.recordDesc(in.Template, in.Resource, in.Record) + ")"
+}
+
+// recordList names some records of a resource: "record 1 of resources.devs",
+// "records 0, 1 and 4 of resources.devs".
+func recordList(resource string, idx []int) string {
+	nums := make([]string, len(idx))
+	for i, n := range idx {
+		nums[i] = strconv.Itoa(n)
+	}
+	if len(nums) == 1 {
+		return fmt.Sprintf("record %s of resources.%s", nums[0], resource)
+	}
+	return fmt.Sprintf("records %s and %s of resources.%s", strings.Join(nums[:len(nums)-1], ", "), nums[len(nums)-1], resource)
+}
+
+// checkInstance reports what would make one record's instance lose an image or
+// job without a word: a name (or a comprehension deciding which names exist)
+// that reads a field the record lacks, or interpolates a struct. CUE leaves such
+// a field out of the struct's fields instead of failing; only a concrete
+// validation finds it. Errors inside an image or job are reported where that
+// image or job is checked.
+func (l *loader) checkInstance(inst cue.Value, path, param, recPath string) {
+	err := inst.Validate(cue.Concrete(true))
+	if err == nil {
+		return
+	}
+	var items []*item
+	for _, e := range cueErrors(err) {
+		elems := e.Path()
+		i := indexOf(elems, "each")
+		if i < 0 {
+			continue
+		}
+		rel := elems[i+1:]
+		if len(rel) > 1 && rel[0] != param || len(rel) == 1 && rel[0] != "images" && rel[0] != "jobs" && rel[0] != param {
+			continue
+		}
+		it := &item{e: e, path: cuePathString(elems), pos: l.c.userPos(e, path+".each")}
+		if field, ok := missingField(e); ok && l.recordLacks(field) {
+			it.msg = fmt.Sprintf("the record has no field %q, which the template reads here", field)
+		} else if strings.Contains(fmt.Sprint(e), "invalid interpolation") && strings.Contains(fmt.Sprint(e), "(type struct)") {
+			it.msg = "the template interpolates a struct of the record here; an interpolation takes a string, number or bool"
+		}
+		items = append(items, it)
+	}
+	l.c.suffix = " (in the instance for " + recPath + ")"
+	l.c.addItems(items)
+	l.c.suffix = ""
+}
+
+// recordLacks reports whether a template record is being instantiated and has no
+// key named field at any depth: then an undefined field is the record's lack,
+// not a slip in the template.
+func (l *loader) recordLacks(field string) bool {
+	return l.recordKeys != nil && !l.recordKeys[field]
+}
+
+// jsonKeys collects the object keys of a JSON document at every depth.
+func jsonKeys(b []byte) map[string]bool {
+	keys := map[string]bool{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				keys[k] = true
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	var v any
+	if json.Unmarshal(b, &v) == nil {
+		walk(v)
+	}
+	return keys
+}
+
+// missingField reports whether a CUE error is a reference to a field that does
+// not exist, anywhere in its message (CUE wraps it in the reason a dynamic
+// field's name is not concrete), and which field.
+func missingField(e cueerrors.Error) (string, bool) {
+	const marker = "undefined field: "
+	msg := e.Error()
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return "", false
+	}
+	field := msg[i+len(marker):]
+	if j := strings.IndexAny(field, ") \n"); j >= 0 {
+		field = field[:j]
+	}
+	return field, field != ""
 }
 
 // claim records that origin defines name, or reports the collision naming both.
@@ -220,12 +369,10 @@ func filterErrMsg(err error) string {
 	return strings.TrimSpace(firstLine(err))
 }
 
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
-
 // validName reports whether s is a #Name. Names a template computes are checked
 // here: the schema's [#Name] pattern only sees the template's own fields.
-func validName(s string) bool { return nameRE.MatchString(s) }
+func (l *loader) validName(s string) bool { return l.nameRE.MatchString(s) }
 
 func invalidNameMsg(kind, name string) string {
-	return fmt.Sprintf("invalid %s name %q: a name starts with a letter or digit and holds only letters, digits, '.', '_' and '-'", kind, name)
+	return fmt.Sprintf("invalid %s name %q: a name is letters, digits, '.', '_' and '-', starting with a letter or digit, in segments joined by '/' (no empty, '.' or '..' segment)", kind, name)
 }

@@ -394,11 +394,11 @@ func TestReproducibleOutputsExec(t *testing.T) {
 		}
 	}
 	// The post-build hook saw every output read-only under /run/strata/outputs.
-	r := runCLI(t, ws, "", "logs", "images.repro.hooks.list")
+	r := runCLI(t, ws, "", "logs", "hooks.list")
 	_ = r
 	var hookLog []string
 	for _, ev := range a.events {
-		if ev.Kind == executor.EventLog && ev.Name == "images.repro.hooks.list" {
+		if ev.Kind == executor.EventLog && ev.Name == "hooks.list" {
 			hookLog = append(hookLog, ev.Line)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	schema "github.com/strata-build/strata/cue"
+	"github.com/strata-build/strata/lang"
 )
 
 // storeDir is the store directory: --cache-dir, else $STRATA_CACHE_DIR, else
@@ -56,8 +57,50 @@ func (c *compiledPlan) close() {
 }
 
 // cachedCompile returns the workspace's plan, from the compile cache when no input
-// has changed since the last compile.
+// has changed since the last compile, and warns (once, hit or miss) when images
+// build in the host's /usr.
 func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
+	p, err := g.cachedPlan(ctx)
+	if err == nil {
+		g.warnHostRoot(p)
+	}
+	return p, err
+}
+
+// warnHostRoot prints one warning naming the images whose stages run in the
+// host's /usr. It reads the plan, so a compile-cache hit warns as a compile does.
+func (g *globals) warnHostRoot(p *plan.Plan) {
+	if g.json() {
+		return
+	}
+	set := map[string]bool{}
+	for _, n := range p.Nodes {
+		if n.Kind != plan.KindStage || n.Inputs.BuildRoot != plan.HostRoot {
+			continue
+		}
+		names := []string{n.Name}
+		for _, a := range n.Aliases {
+			names = append(names, a.Name)
+		}
+		for _, name := range names {
+			if i := strings.LastIndex(name, ".stages["); i > 0 && strings.HasPrefix(name, "images.") {
+				set[name[:i]] = true
+			}
+		}
+	}
+	if len(set) == 0 {
+		return
+	}
+	images := sortedNames(set)
+	origin := "-"
+	if img := p.Images[strings.TrimPrefix(images[0], "images.")]; img != nil {
+		origin = img.Origin
+	}
+	fmt.Fprintf(g.stderr, "warning: %s: %s\n", origin, lang.NonHermeticMsg(images))
+}
+
+// cachedPlan is cachedCompile without the warning.
+func (g *globals) cachedPlan(ctx context.Context) (*plan.Plan, error) {
 	c, err := g.compileEncoded(ctx, true)
 	if err != nil {
 		return nil, err
@@ -85,6 +128,10 @@ func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
 // useCache is set and no input has changed. On a hit the plan is not decoded:
 // `strata compile` copies the stored bytes to its output.
 func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledPlan, error) {
+	// A bad limit is refused on a cache hit too, not only when CUE runs.
+	if _, _, err := evalLimits(); err != nil {
+		return nil, err
+	}
 	var (
 		cache *compilecache.Cache
 		key   string

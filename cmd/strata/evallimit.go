@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime/metrics"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -17,23 +20,54 @@ const (
 	defaultEvalMemory  = 8 << 30
 )
 
-// evalLimits are read from STRATA_EVAL_TIMEOUT (a Go duration) and
-// STRATA_EVAL_MEMORY (bytes).
-func evalLimits() (time.Duration, uint64) {
+// evalLimits are read from STRATA_EVAL_TIMEOUT (seconds, or a Go duration: 90,
+// 1.5, 90s, 5m) and STRATA_EVAL_MEMORY (bytes, or a size: 512M, 1GiB, 2G; the
+// same syntax as cache gc --max-size, counting in 1024s). Unset or empty means
+// the default; anything else that does not parse to a positive limit is an
+// error, not silently the default.
+func evalLimits() (time.Duration, uint64, error) {
 	timeout, mem := defaultEvalTimeout, uint64(defaultEvalMemory)
-	if v, err := time.ParseDuration(os.Getenv("STRATA_EVAL_TIMEOUT")); err == nil && v > 0 {
-		timeout = v
+	if s := strings.TrimSpace(os.Getenv("STRATA_EVAL_TIMEOUT")); s != "" {
+		d, err := parseTimeout(s)
+		if err != nil {
+			return 0, 0, &usageError{fmt.Errorf("STRATA_EVAL_TIMEOUT=%q: %w", s, err)}
+		}
+		timeout = d
 	}
-	if v, err := strconv.ParseUint(os.Getenv("STRATA_EVAL_MEMORY"), 10, 64); err == nil && v > 0 {
-		mem = v
+	if s := strings.TrimSpace(os.Getenv("STRATA_EVAL_MEMORY")); s != "" {
+		n, err := parseSize(strings.Join(strings.Fields(s), "")) // "64 KiB" too
+		if err != nil || n <= 0 {
+			return 0, 0, &usageError{fmt.Errorf("STRATA_EVAL_MEMORY=%q: want a positive size in bytes, or with a unit: 512M, 1GiB, 2G", s)}
+		}
+		mem = uint64(n)
 	}
-	return timeout, mem
+	return timeout, mem, nil
+}
+
+// parseTimeout reads seconds (a plain number) or a Go duration.
+func parseTimeout(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || math.IsNaN(secs) || math.IsInf(secs, 0) || secs > math.MaxInt64/float64(time.Second) {
+			return 0, errors.New("want seconds (300) or a duration (90s, 5m)")
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d <= 0 {
+		return 0, errors.New("want a positive time: seconds (300) or a duration (90s, 5m)")
+	}
+	return d, nil
 }
 
 // watchEvaluation starts the watchdog for one evaluation of dir; call the returned
-// function when the evaluation is over.
-func (g *globals) watchEvaluation(dir string) (stop func()) {
-	timeout, limit := evalLimits()
+// function when the evaluation is over. A bad limit in the environment is a
+// usage error (exit 2).
+func (g *globals) watchEvaluation(dir string) (stop func(), err error) {
+	timeout, limit, err := evalLimits()
+	if err != nil {
+		return nil, err
+	}
 	done := make(chan struct{})
 	go func() {
 		deadline := time.NewTimer(timeout)
@@ -55,7 +89,7 @@ func (g *globals) watchEvaluation(dir string) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() { close(done) }, nil
 }
 
 func (g *globals) abortEvaluation(dir, why string) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -97,6 +98,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitCode(err)
+	if strings.HasPrefix(err.Error(), "unknown command ") {
+		// Cobra's own report of a mistyped command (in a path it resolves
+		// itself, such as strata help's) is a command-line mistake too.
+		code = exitBadSpec
+	}
 	var reported *reportedError
 	if !errors.As(err, &reported) {
 		if g.json() {
@@ -154,7 +160,11 @@ A typical session:
   strata graph --format dot | dot -Tsvg > plan.svg
 
 Exit codes: 0 ok; 1 a build, hook, job or registry operation failed; 2 the spec or
-the command line is wrong (nothing was built).`,
+the command line is wrong (nothing was built); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM).`,
+		Example: `  strata init myimage
+  strata -C myimage vet
+  strata -C myimage build`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		Version:           strataVersion(),
@@ -167,11 +177,19 @@ the command line is wrong (nothing was built).`,
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "more detail on stderr")
 	pf.BoolVar(&g.noProg, "no-progress", false, "plain lines instead of a live progress view")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
+	build, explain, logs := newBuildCmd(g), newExplainCmd(g), newLogsCmd(g)
+	for _, c := range []*cobra.Command{build, explain, logs} {
+		c.ValidArgsFunction = completeNodes(g)
+	}
 	root.AddCommand(
 		newInitCmd(g), newVetCmd(g), newCompileCmd(g), newGraphCmd(g), newExpandCmd(g),
-		newStagesCmd(g), newModCmd(g), newVersionCmd(g),
-		newBuildCmd(g), newExplainCmd(g), newLogsCmd(g), newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
+		newStagesCmd(g), newModCmd(g), newVersionCmd(g), newCompletionCmd(),
+		build, explain, logs, newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
 	)
+	root.CompletionOptions.DisableDefaultCmd = true // newCompletionCmd, with examples
+	root.SetHelpCommand(newHelpCmd())
+	setExamples(root)
+	groupCommands(root)
 	return root
 }
 
@@ -192,6 +210,14 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
+// didYouMean is "; did you mean X?" when a candidate is close to name, else "".
+func didYouMean(name string, candidates []string) string {
+	if s := lang.Suggest(name, candidates); s != "" {
+		return "; did you mean " + s + "?"
+	}
+	return ""
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
@@ -202,13 +228,35 @@ func writeJSON(w io.Writer, v any) error {
 // loadWorkspace loads the workspace and, when it is invalid, reports every error
 // (text on stderr, or JSON on stdout) and returns an error that exits 2.
 func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
-	stop := g.watchEvaluation(g.dir)
+	stop, err := g.watchEvaluation(g.dir)
+	if err != nil {
+		return nil, err
+	}
 	ws, err := lang.Load(ctx, g.dir)
 	stop()
 	if err == nil {
 		return ws, nil
 	}
 	return nil, g.reportSpecError(err)
+}
+
+// loadWorkspacePartial loads the workspace; when it is invalid, it returns as much
+// of it as could be modelled and the errors (specErr), for the caller to show
+// with reportSpecError after what it could show.
+func (g *globals) loadWorkspacePartial(ctx context.Context) (ws *lang.Workspace, specErr, err error) {
+	stop, err := g.watchEvaluation(g.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, err = lang.Load(ctx, g.dir)
+	stop()
+	if errors.Is(err, lang.ErrInvalid) && ws != nil {
+		return ws, err, nil
+	}
+	if err != nil {
+		return nil, nil, g.reportSpecError(err)
+	}
+	return ws, nil, nil
 }
 
 func (g *globals) reportSpecError(err error) error {

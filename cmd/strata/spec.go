@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/strata-build/strata/compiler"
 	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/lang"
 )
 
@@ -24,6 +26,9 @@ func newVetCmd(g *globals) *cobra.Command {
 options against the schema of its type, expands templates and checks every
 reference. Every error is printed as file:line:col: path: message; warnings
 (such as non-hermetic "host" build roots) do not fail the command.`,
+		Example: `  strata vet
+  strata -C examples/fleet vet
+  strata --output json vet`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runVet(cmd.Context(), g) },
 	}
@@ -85,6 +90,8 @@ func newCompileCmd(g *globals) *cobra.Command {
 strong key (their ID), a weak key, canonical options, input edges and the CUE
 position they come from. The same workspace gives the same bytes wherever it
 lives. "strata build plan.json" then does exactly what "strata build DIR" does.`,
+		Example: `  strata compile -o plan.json
+  strata -C examples/fleet compile | jq '.nodes | length'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The encoded plan: on a compile-cache hit the stored bytes are copied
@@ -153,27 +160,55 @@ func writeFileAtomic(path string, write func(io.Writer) error) error {
 func newGraphCmd(g *globals) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
-		Use:   "graph [--format dot|mermaid|json]",
+		Use:   "graph [plan.json|DIR] [TARGET...] [--format dot|mermaid|json]",
 		Short: "Print the plan as a graph",
 		Long: `graph prints the plan's nodes and edges: Graphviz dot (render with
-"strata graph | dot -Tsvg > plan.svg"), a Mermaid flowchart, or JSON.`,
-		Args: args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+"strata graph | dot -Tsvg > plan.svg"), a Mermaid flowchart, or JSON. The plan
+is the workspace's (-C DIR, or a DIR given first) or a plan file given first;
+with TARGETs (as for build: images.NAME or NAME, or any node name) only they
+and what they depend on are shown.`,
+		Example: `  strata graph | dot -Tsvg > plan.svg
+  strata graph --format mermaid images.base
+  strata graph plan.json jobs.optical/read_sr0`,
+		ValidArgsFunction: completeNodes(g),
+		RunE: func(cmd *cobra.Command, a []string) error {
 			if g.json() {
 				format = "json"
 			}
 			if format != "dot" && format != "mermaid" && format != "json" {
 				return &usageError{fmt.Errorf("--format must be dot, mermaid or json, not %q", format)}
 			}
-			p, err := g.cachedCompile(cmd.Context())
+			v, targets, err := g.loadPlan(cmd.Context(), a)
 			if err != nil {
 				return err
 			}
-			return writeGraph(g.stdout, p, format)
+			p := v.Plan()
+			var keep map[string]bool
+			if len(targets) > 0 {
+				ids, err := executor.ResolveTargets(p, targets)
+				if err != nil {
+					return &usageError{fmt.Errorf("%w%s", err, didYouMean(unknownTarget(p, targets), nodeNames(p)))}
+				}
+				keep = map[string]bool{}
+				for _, id := range ids {
+					keep[id] = true
+				}
+			}
+			return writeGraph(g.stdout, p, format, keep)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "dot", "dot, mermaid or json")
 	return cmd
+}
+
+// unknownTarget returns the first target no node or image answers to.
+func unknownTarget(p *plan.Plan, targets []string) string {
+	for _, t := range targets {
+		if _, err := executor.ResolveTargets(p, []string{t}); err != nil {
+			return t
+		}
+	}
+	return ""
 }
 
 type graphNode struct {
@@ -189,8 +224,21 @@ type graphEdge struct {
 	To   string `json:"to"`
 }
 
-func writeGraph(w io.Writer, p *plan.Plan, format string) error {
+// writeGraph writes the plan's nodes in keep (all when keep is nil) and the
+// edges between them.
+func writeGraph(w io.Writer, p *plan.Plan, format string, keep map[string]bool) error {
 	short := func(id string) string { return "n" + id[:12] }
+	if keep != nil {
+		var nodes []*plan.Node
+		for _, n := range p.Nodes {
+			if keep[n.ID] {
+				nodes = append(nodes, n)
+			}
+		}
+		sub := *p
+		sub.Nodes = nodes
+		p = &sub
+	}
 	switch format {
 	case "json":
 		var nodes []graphNode
@@ -234,21 +282,32 @@ func newExpandCmd(g *globals) *cobra.Command {
 		Long: `expand shows, for every template (or the one named), the resource it is
 instantiated over, each record, whether it passed the template's if filter and,
 when it did not, why (the filter and the record values it looked at), and the
-images and jobs each instance defines with the template line they come from.`,
-		Args: args(cobra.MaximumNArgs(1)),
+images and jobs each instance defines with the template line they come from.
+When other parts of the spec fail, the templates are still shown, then the
+errors (exit 2).`,
+		Example: `  strata expand
+  strata expand per-device-type
+  strata --output json expand`,
+		ValidArgsFunction: completeTemplates(g),
+		Args:              args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			ws, err := g.loadWorkspace(cmd.Context())
+			// The templates are shown even when other parts of the spec fail,
+			// followed by the errors (exit 2).
+			ws, specErr, err := g.loadWorkspacePartial(cmd.Context())
 			if err != nil {
 				return err
 			}
 			names := sortedNames(ws.Templates)
 			if len(a) == 1 {
 				if ws.Templates[a[0]] == nil {
-					return &usageError{fmt.Errorf("no template %q (templates: %s)", a[0], strings.Join(names, ", "))}
+					if specErr != nil {
+						return g.reportSpecError(specErr)
+					}
+					return &usageError{fmt.Errorf("no template %q (templates: %s)%s", a[0], strings.Join(names, ", "), didYouMean(a[0], names))}
 				}
 				names = []string{a[0]}
 			}
-			return writeExpand(g, ws, names)
+			return writeExpand(g, ws, names, specErr)
 		},
 	}
 }
@@ -264,7 +323,7 @@ type expandTemplate struct {
 	Instances []expandInstance `json:"instances"`
 }
 
-func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
+func writeExpand(g *globals, ws *lang.Workspace, names []string, specErr error) error {
 	var out []expandTemplate
 	for _, name := range names {
 		t := ws.Templates[name]
@@ -284,7 +343,14 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
 		out = append(out, et)
 	}
 	if g.json() {
-		return writeJSON(g.stdout, map[string]any{"templates": nonNil(out)})
+		doc := map[string]any{"templates": nonNil(out)}
+		var es lang.Errors
+		if errors.As(specErr, &es) {
+			doc["ok"], doc["errors"] = false, es
+			writeJSON(g.stdout, doc)
+			return &reportedError{code: exitBadSpec, err: specErr}
+		}
+		return writeJSON(g.stdout, doc)
 	}
 	w := g.stdout
 	if len(out) == 0 {
@@ -299,17 +365,30 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
 		if t.Filter != "" {
 			fmt.Fprintf(w, "  filter:   if %s\n", t.Filter)
 		}
-		passed := 0
+		passed, failed := 0, 0
 		for _, r := range t.Records {
-			if r.Passed {
+			switch {
+			case len(r.Errors) > 0:
+				failed++
+			case r.Passed:
 				passed++
 			}
 		}
-		fmt.Fprintf(w, "  records:  %d passed, %d skipped\n", passed, len(t.Records)-passed)
+		if failed > 0 {
+			fmt.Fprintf(w, "  records:  %d passed, %d skipped, %d in error\n", passed, len(t.Records)-passed-failed, failed)
+		} else {
+			fmt.Fprintf(w, "  records:  %d passed, %d skipped\n", passed, len(t.Records)-passed)
+		}
 		for _, r := range t.Records {
-			if r.Passed {
+			switch {
+			case len(r.Errors) > 0:
+				fmt.Fprintf(w, "    [%d] error %s\n", r.Index, r.Record)
+				for _, e := range r.Errors {
+					fmt.Fprintf(w, "          %s\n", e)
+				}
+			case r.Passed:
 				fmt.Fprintf(w, "    [%d] pass  %s\n", r.Index, r.Record)
-			} else {
+			default:
 				fmt.Fprintf(w, "    [%d] skip  %s\n          %s\n", r.Index, r.Record, r.Reason)
 			}
 		}
@@ -317,6 +396,9 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string) error {
 		for _, in := range t.Instances {
 			fmt.Fprintf(w, "    %s  from record %d at %s\n", in.Name, in.Record, in.Origin)
 		}
+	}
+	if specErr != nil {
+		return g.reportSpecError(specErr)
 	}
 	return nil
 }
@@ -338,7 +420,11 @@ func newStagesCmd(g *globals) *cobra.Command {
 built in, its implementation digest (part of every key that uses it) and its
 docs. With a TYPE, it also prints the type's option schema in CUE.
 Outside a workspace it lists the built-ins only.`,
-		Args: args(cobra.MaximumNArgs(1)),
+		Example: `  strata stages
+  strata stages strata.files
+  strata -C examples/fleet stages acme.motd`,
+		ValidArgsFunction: completeStageTypes(g),
+		Args:              args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			mods, err := g.stageModules(cmd.Context())
 			if err != nil {
@@ -356,7 +442,7 @@ Outside a workspace it lists the built-ins only.`,
 					for _, m := range mods {
 						names = append(names, m.Name)
 					}
-					return &usageError{fmt.Errorf("unknown stage type %q (known: %s)", a[0], strings.Join(names, ", "))}
+					return &usageError{fmt.Errorf("unknown stage type %q (known: %s)%s", a[0], strings.Join(names, ", "), didYouMean(a[0], names))}
 				}
 				mods = found
 			}

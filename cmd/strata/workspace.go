@@ -30,6 +30,11 @@ hostname and a user, assembled as a tar file. Existing files are never
 overwritten.
 
   strata init myimage && strata -C myimage vet`,
+		Example: `  strata init myimage
+  strata init --module example.com/fleet fleet`,
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+			return nil, cobra.ShellCompDirectiveFilterDirs
+		},
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			dir := g.dir
@@ -105,8 +110,9 @@ images: starter: strata.#Image & {
 
 func newModCmd(g *globals) *cobra.Command {
 	mod := &cobra.Command{
-		Use:   "mod",
-		Short: "Manage the workspace's CUE module",
+		Use:     "mod",
+		Short:   "Manage the workspace's CUE module",
+		Example: "  strata mod vendor",
 	}
 	mod.AddCommand(&cobra.Command{
 		Use:   "vendor",
@@ -116,7 +122,8 @@ cue.mod/pkg/strata.build/strata/, so that editors and the upstream cue command
 ("cue vet -c=false", "cue export -e images") resolve
 import "strata.build/strata" with no network. strata itself always uses its
 embedded copy.`,
-		Args: args(cobra.NoArgs),
+		Example: `  strata mod vendor && cue vet -c=false .`,
+		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := os.Stat(filepath.Join(g.dir, "cue.mod", "module.cue")); err != nil {
 				return fmt.Errorf("%s: %w: cue.mod/module.cue not found (run `strata init`)", g.dir, lang.ErrNotWorkspace)
@@ -149,9 +156,10 @@ func vendorSchema(dir string) error {
 
 func newVersionCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the strata version",
-		Args:  args(cobra.NoArgs),
+		Use:     "version",
+		Short:   "Print the strata version",
+		Example: "  strata version\n  strata --output json version",
+		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.json() {
 				return writeJSON(g.stdout, map[string]any{"version": strataVersion(), "schema": schema.ModulePath})
