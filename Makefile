@@ -9,7 +9,7 @@ FUZZTIME  ?= 15s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all setup build test unit fuzz demo bench bench-build lint clean
+.PHONY: all setup build test test-security unit fuzz demo bench bench-build lint clean
 
 all: build
 
@@ -28,6 +28,10 @@ test: setup build
 	$(GO) test -count=1 ./...
 	test/rootless.sh
 	$(MAKE) --no-print-directory fuzz
+
+## test-security: the security group (tests named after their RELIABILITY row), as make test runs it
+test-security: setup build
+	$(GO) test -count=1 -run 'TestSecurity' ./...
 
 # Nearly every CUE input reaches new coverage, so with the default 60 s of
 # minimisation per new input a short run would execute almost nothing.

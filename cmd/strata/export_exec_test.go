@@ -176,10 +176,10 @@ images: img: {
 	}
 }
 
-// TestSecurityOutDirSymlinkExec: a symbolic link planted in a workspace cannot
+// TestSecurityRow42OutDirSymlinkExec: a symbolic link planted in a workspace cannot
 // make a build write outside it: out/ pointing out of the workspace is refused,
 // and out/<image> pointing elsewhere is replaced, not followed.
-func TestSecurityOutDirSymlinkExec(t *testing.T) {
+func TestSecurityRow42OutDirSymlinkExec(t *testing.T) {
 	cache := t.TempDir()
 	victim := t.TempDir()
 	sentinel := filepath.Join(victim, "keep")

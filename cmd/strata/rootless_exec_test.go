@@ -166,3 +166,37 @@ images: c: {
 		})
 	}
 }
+
+// TestSecurityRow43ForgedOwnerRecord: the owners strata records are its own
+// bookkeeping: a stage that writes user.strata.* attributes (the records of
+// older versions) on its files changes no owner, root or not.
+func TestSecurityRow43ForgedOwnerRecord(t *testing.T) {
+	ws := writeWS(t, `package test
+images: f: {
+	version: "1"
+	stages: [
+		{type: "strata.files", options: files: "/x": content: "x\n"},
+		{type: "strata.run", options: command: ["/usr/bin/python3", "-c", "import os; os.setxattr('/run/strata/tree/x', 'user.strata.owner', b'4242:4242')"]},
+		{type: "strata.files", options: files: "/y": content: "y\n"},
+	]
+	outputs: [{type: "tar"}]
+}
+`)
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("no python3 in the host root")
+	}
+	root := buildJSON(t, ws, t.TempDir())
+	if root.code != 0 {
+		t.Fatalf("root build: %s\n%s", root.errText, root.stderr)
+	}
+	r, mine := rootlessCLI(t, ws, "build")
+	if r.code != 0 {
+		t.Fatalf("rootless build: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, dir := range []string{ws, mine} {
+		list, err := exec.Command("tar", "--numeric-owner", "-tvf", filepath.Join(dir, "out", "f", "f.tar"), "x").Output()
+		if err != nil || !strings.Contains(string(list), " 0/0 ") {
+			t.Errorf("%s: x is not 0:0 after a stage wrote a forged owner record: %v\n%s", dir, err, list)
+		}
+	}
+}
