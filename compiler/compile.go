@@ -409,8 +409,8 @@ func (c *compiler) image(img *lang.Image) error {
 		}
 		n := &plan.Node{
 			Kind: plan.KindOutput, Name: fmt.Sprintf("%s.outputs[%d]", prefix, j), Type: o.Type,
-			ModuleDigest: format.Digest(),
-			Options:      opts, Platform: platform, Env: env, Origin: o.Pos.String(),
+			ModuleDigest: format.Digest(), Artifact: o.Name,
+			Options: opts, Platform: platform, Env: env, Origin: o.Pos.String(),
 		}
 		if err := c.add(n, dep{tree: tree}); err != nil {
 			return err
@@ -428,7 +428,7 @@ func (c *compiler) image(img *lang.Image) error {
 // change the artifact and so belong in its key (executor/output.PlanOptions
 // decodes them).
 func outputOptions(img *lang.Image, o lang.Output) map[string]any {
-	m := map[string]any{"name": o.Name, "size": o.Size}
+	m := map[string]any{"size": o.Size}
 	if o.Compression != "" {
 		m["compression"] = o.Compression
 	}
@@ -468,11 +468,7 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 			Env: hookEnv(img, outputs), Origin: h.Pos.String(),
 			Limits: limits(h.Limits),
 		}
-		opts, err := canonical(map[string]any{"on_failure": h.OnFailure})
-		if err != nil {
-			return nil, err
-		}
-		n.Options = opts
+		n.OnFailure = h.OnFailure
 		// Post-build hooks see the outputs, so they run again when an output changes.
 		d := dep{buildroot: c.buildRoot(h.BuildRoot), after: outputs}
 		if err := c.add(n, d); err != nil {

@@ -104,7 +104,7 @@ func TestSecurityRow31TamperedPlan(t *testing.T) {
 			n["deps"] = append(n["deps"].([]any), "/root")
 		}, "depends on /root, which does not come before it"},
 		{"output name", func(doc map[string]any) {
-			nodeNamed(doc, "images.a.outputs[0]")["options"] = map[string]any{"name": "../../../../tmp/victim/evil.tar"}
+			nodeNamed(doc, "images.a.outputs[0]")["artifact"] = "../../../../tmp/victim/evil.tar"
 		}, `output name "../../../../tmp/victim/evil.tar" is not a plain name`},
 		{"image name", func(doc map[string]any) {
 			imgs := doc["images"].(map[string]any)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -135,8 +134,8 @@ type Artifact struct {
 	State string `json:"state"`
 }
 
-// Result is the outcome of a build.
-type Result struct {
+// BuildResult is the outcome of a build.
+type BuildResult struct {
 	// Nodes are the nodes of the build in plan order.
 	Nodes []*NodeResult `json:"nodes"`
 	// Artifacts are the outputs built or found in the cache, by image and name.
@@ -221,37 +220,23 @@ func (e *BuildError) Unwrap() []error {
 	return out
 }
 
-// Build runs the nodes of the verified plan that opts.Targets select, in dependency order, over
-// opts.Store. It returns a Result describing every node even when the build
-// fails; the error is a *BuildError when nodes failed, wraps ctx.Err() when the
-// build was cancelled, and wraps ErrUnknownTarget for a bad target.
+// Build runs the nodes of the verified plan that opts.Targets select, in
+// dependency order, over opts.Store, and exports the outputs it finished. It
+// returns a BuildResult describing every node even when the build fails; the
+// error is a *BuildError when nodes failed, wraps ctx.Err() when the build was
+// cancelled, and wraps ErrUnknownTarget for a bad target.
 //
-// Each node is looked up in the action cache by its ID first. On a miss the
-// node's key lock is taken (so concurrent strata processes build a key once), the
-// cache is checked again, the node runs and its result is recorded with
-// PutAction, along with its key inputs under its weak key (for Explain).
-// The whole build holds the store's Hold lock, so GC never removes what it uses.
-func Build(ctx context.Context, v *plan.Verified, opts Options) (*Result, error) {
+// It is the local wiring of the executor's seams (DESIGN §4): the walker hands
+// ready nodes to a dispatcher that looks each up in the action cache by its
+// strong key and, on a miss, runs it through a LocalRunner under the key's lock
+// (so concurrent strata processes build a key once), recording the result and,
+// for explain, its key inputs under its weak key.
+func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, error) {
 	p := v.Plan()
 	if opts.Store == nil {
 		return nil, errors.New("build: no store")
 	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = runtime.NumCPU()
-	}
-	if opts.Workspace == "" {
-		opts.Workspace = "."
-	}
-	if opts.MaxLogBytes <= 0 {
-		opts.MaxLogBytes = DefaultMaxLogBytes
-	}
-	if opts.Binary != "" {
-		abs, err := filepath.Abs(opts.Binary)
-		if err != nil {
-			return nil, fmt.Errorf("build: binary: %w", err)
-		}
-		opts.Binary = abs
-	}
+	opts = opts.withDefaults()
 	ids, err := ResolveTargets(p, opts.Targets)
 	if err != nil {
 		return nil, err
@@ -262,9 +247,65 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*Result, error)
 	}
 	defer release()
 
-	b := &builder{opts: opts, plan: p, ev: &emitter{fn: opts.Events, total: len(ids)}, euid: os.Geteuid(), egid: os.Getegid(),
-		display: displayNames(p, opts.Targets)}
-	return b.run(ctx, ids)
+	names := displayNames(p, opts.Targets)
+	ev := &emitter{fn: opts.Events, total: len(ids), names: names}
+	runner, err := NewLocalRunner(opts)
+	if err != nil {
+		return nil, err
+	}
+	runner.events = ev
+	d := &cached{cache: opts.Store, run: runner, st: opts.Store, host: p.Host, explain: opts.Explain, events: ev}
+	order, failed := walk(ctx, p, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
+
+	tasks := make(map[string]*task, len(order))
+	for _, t := range order {
+		tasks[t.n.ID] = t
+	}
+	var ex exported
+	if ctx.Err() == nil {
+		ex = exportAll(ctx, opts, p, tasks)
+		failed = append(failed, ex.failed...)
+	}
+	res := &BuildResult{OutDir: ex.outDir, Artifacts: ex.artifacts, Stale: ex.stale}
+	for _, t := range order {
+		res.Nodes = append(res.Nodes, t.res)
+		switch t.res.Status {
+		case StatusBuilt:
+			res.Built++
+		case StatusCached:
+			res.Cached++
+		case StatusFailed:
+			res.Failed++
+		default:
+			res.Skipped++
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("build cancelled: %w", err)
+	}
+	if len(failed) > 0 {
+		return res, &BuildError{Failed: failed}
+	}
+	return res, nil
+}
+
+// withDefaults fills in the zero fields of opts that have a default.
+func (opts Options) withDefaults() Options {
+	if opts.Jobs <= 0 {
+		opts.Jobs = runtime.NumCPU()
+	}
+	if opts.Workspace == "" {
+		opts.Workspace = "."
+	}
+	if opts.MaxLogBytes <= 0 {
+		opts.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if opts.Binary != "" {
+		if abs, err := filepath.Abs(opts.Binary); err == nil {
+			opts.Binary = abs
+		}
+	}
+	return opts
 }
 
 // ResolveTargets returns the IDs of the nodes the targets select (see

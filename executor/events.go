@@ -97,6 +97,7 @@ type emitter struct {
 	fn    func(Event)
 	total int
 	done  int
+	names map[string]string // node ID → the name the build shows
 }
 
 func (e *emitter) emit(ev Event) {
@@ -108,6 +109,9 @@ func (e *emitter) emit(ev Event) {
 	}
 	if ev.Err != nil && ev.Error == "" {
 		ev.Error = ev.Err.Error()
+	}
+	if name, ok := e.names[ev.Node]; ok {
+		ev.Name = name
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -43,7 +43,7 @@ type exportItem struct {
 	image  string
 	name   string
 	format output.Format
-	action *store.Action
+	result Result
 }
 
 // stamp records what strata last exported for an image: each artifact's
@@ -198,7 +198,7 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		if err != nil {
 			return nil, err
 		}
-		next.Artifacts[it.name] = stampArtifact{Digest: it.action.Outputs[it.name], Files: files}
+		next.Artifacts[it.name] = stampArtifact{Digest: it.result.Outputs[it.name].Digest, Files: files}
 	}
 	return states, x.writeStamp(image, next)
 }
@@ -209,17 +209,17 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 func (x *exporter) write(ctx context.Context, dir *os.Root, name string, it exportItem) error {
 	switch it.format {
 	case output.FormatTree, output.FormatOCI:
-		t, err := x.st.GetTree(ctx, it.action.Tree)
+		t, err := x.st.GetTree(ctx, it.result.Tree.Digest)
 		if err != nil {
 			return err
 		}
 		return x.writeTree(ctx, dir, name, t)
 	}
-	d, ok := it.action.Outputs[it.name]
+	d, ok := it.result.Outputs[it.name]
 	if !ok {
-		return fmt.Errorf("the cache entry has no output %q", it.name)
+		return fmt.Errorf("the result has no output %q", it.name)
 	}
-	return x.writeFile(dir, name, d, -1, 0o644)
+	return x.writeFile(dir, name, d.Digest, -1, 0o644)
 }
 
 // writeFile copies the blob d to name (store.BlobReader.CopyTo: a reflink
@@ -412,7 +412,7 @@ func (x *exporter) stat(p string) (stampFile, error) {
 // exported for it last.
 func (x *exporter) current(image string, it exportItem, s *stamp) bool {
 	a, ok := s.Artifacts[it.name]
-	if !ok || a.Digest != it.action.Outputs[it.name] {
+	if !ok || a.Digest != it.result.Outputs[it.name].Digest {
 		return false
 	}
 	got, err := x.identify(image, it.name)
@@ -491,35 +491,41 @@ func sortedImages[V any](m map[string]V) []string {
 	return out
 }
 
-// exportAll exports the images whose outputs this build finished: an image
+// exported is what exportAll did.
+type exported struct {
+	outDir    string
+	artifacts []Artifact
+	stale     []string
+	failed    []*NodeError
+}
+
+// exportAll exports the images whose outputs the build finished: an image
 // every output of which was selected is exported whole (exportImage full), an
 // image with some outputs selected gets those. An image with a failed or
 // skipped output, or a failed post-build hook, is not exported: its out
-// directory, if any, is reported stale. It returns the errors of exports that
-// failed, as failures of their output nodes.
-func (b *builder) exportAll(ctx context.Context) []*NodeError {
-	p := b.plan
-	var failed []*NodeError
+// directory, if any, is reported stale. Exports that fail are failures of
+// their output nodes.
+func exportAll(ctx context.Context, opts Options, p *plan.Plan, tasks map[string]*task) exported {
+	var ex exported
 	var x *exporter
 	for _, image := range sortedImages(p.Images) {
 		img := p.Images[image]
 		var items []exportItem
 		full, good := true, true
 		for _, id := range img.Outputs {
-			t := b.tasks[id]
+			t := tasks[id]
 			if t == nil {
 				full = false
 				continue
 			}
-			if t.err != nil || t.action == nil || (t.res.Status != StatusBuilt && t.res.Status != StatusCached) {
+			if !t.ok {
 				good = false
 				continue
 			}
-			name, _ := outputName(t.n, image)
-			items = append(items, exportItem{node: t.n, image: image, name: name, format: output.Format(t.n.Type), action: t.action})
+			items = append(items, exportItem{node: t.n, image: image, name: t.n.Artifact, format: output.Format(t.n.Type), result: t.result})
 		}
 		for _, id := range img.Hooks {
-			if t := b.tasks[id]; t != nil && t.err != nil {
+			if t := tasks[id]; t != nil && t.err != nil {
 				good = false
 			}
 		}
@@ -527,35 +533,36 @@ func (b *builder) exportAll(ctx context.Context) []*NodeError {
 			continue
 		}
 		if x == nil {
-			root, dir, err := openOutDir(b.opts.Workspace, b.opts.OutDir)
+			root, dir, err := openOutDir(opts.Workspace, opts.OutDir)
 			if err != nil {
-				return append(failed, &NodeError{Node: "export", ExitCode: -1, Err: err})
+				ex.failed = append(ex.failed, &NodeError{Node: "export", ExitCode: -1, Err: err})
+				return ex
 			}
 			defer root.Close()
-			b.outDir = dir
-			x = &exporter{st: b.opts.Store, root: root, euid: b.euid}
+			ex.outDir = dir
+			x = &exporter{st: opts.Store, root: root, euid: os.Geteuid()}
 		}
 		if !good {
 			if _, err := x.root.Lstat(image); err == nil {
-				b.stale = append(b.stale, image)
+				ex.stale = append(ex.stale, image)
 			}
 			continue
 		}
 		states, err := x.exportImage(ctx, image, items, full)
 		if err != nil {
 			it := items[0]
-			failed = append(failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: err})
+			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: err})
 			continue
 		}
 		for _, it := range items {
-			m := readMeta(it.action)
-			b.artifacts = append(b.artifacts, Artifact{
+			d := it.result.Outputs[it.name]
+			ex.artifacts = append(ex.artifacts, Artifact{
 				Image: image, Name: it.name, Format: it.node.Type, Node: it.node.Name,
-				Path:   path.Join(b.outDir, image, it.name),
-				Digest: it.action.Outputs[it.name], Size: m.Size, MediaType: it.format.MediaType(),
+				Path:   path.Join(ex.outDir, image, it.name),
+				Digest: d.Digest, Size: d.Size, MediaType: it.format.MediaType(),
 				State: states[it.name],
 			})
 		}
 	}
-	return failed
+	return ex
 }

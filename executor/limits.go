@@ -10,7 +10,7 @@ import (
 // applyLimits sets the sandbox limits of node n: its own timeout (default
 // sandbox.DefaultTimeout) capped by Options.Timeout, its memory and /tmp size
 // (zero keeps the sandbox's defaults). Limits are policy: no key depends on them.
-func (b *builder) applyLimits(n *plan.Node, spec *sandbox.Spec) {
+func (r *LocalRunner) applyLimits(n *plan.Node, spec *sandbox.Spec) {
 	timeout := sandbox.DefaultTimeout
 	if n.Limits != nil {
 		if n.Limits.TimeoutSeconds > 0 {
@@ -23,8 +23,8 @@ func (b *builder) applyLimits(n *plan.Node, spec *sandbox.Spec) {
 			spec.TmpSize = n.Limits.TmpSize
 		}
 	}
-	if b.opts.Timeout > 0 && b.opts.Timeout < timeout {
-		timeout = b.opts.Timeout
+	if r.opts.Timeout > 0 && r.opts.Timeout < timeout {
+		timeout = r.opts.Timeout
 	}
 	spec.Timeout = timeout
 }

@@ -2,92 +2,59 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path"
 	"path/filepath"
-	"strings"
+	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/output"
-	"github.com/strata-build/strata/executor/store"
 )
 
-// outputName returns an output node's file name and its image: the node's
-// name option, or <image>.<format> with the last segment of the image name.
-// image is the image the output is exported for (a node shared by two images
-// is one node); empty means the image the node's own name says.
-func outputName(n *plan.Node, image string) (name, img string) {
-	var o plan.OutputOptions
-	_ = json.Unmarshal(n.Options, &o)
-	if image == "" {
-		image = strings.TrimPrefix(n.Name, "images.")
-		if i := strings.LastIndex(image, ".outputs["); i >= 0 {
-			image = image[:i]
-		}
-	}
-	if o.Name == "" {
-		o.Name = path.Base(image) + "." + n.Type
-	}
-	return o.Name, image
-}
-
-// runOutput assembles the input tree into the artifact and stores it: a file
-// artifact as a blob, an oci layout directory as a tree (Action.Tree) whose
-// manifest digest is the output's digest, a tree output as the tree itself.
-func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
-	n := t.n
-	out := nodeOutput{exit: -1}
-	st := b.opts.Store
-	name, _ := outputName(n, "")
+// runOutput assembles the input tree into the artifact named n.Artifact and
+// stores it: a file artifact as a blob; an oci layout directory as a tree
+// (Result.Tree) whose image manifest is the artifact; a tree output is the tree
+// itself.
+func (r *LocalRunner) runOutput(ctx context.Context, n *plan.Node, in Inputs) (Result, error) {
+	st := r.st
+	name := n.Artifact
 	po, err := output.DecodePlanOptions(n.Options)
 	if err != nil {
-		return out, err
+		return Result{}, err
 	}
 	format := output.Format(n.Type)
 	if format.MediaType() == "" {
-		return out, fmt.Errorf("%w %q", output.ErrUnknownFormat, n.Type)
+		return Result{}, fmt.Errorf("%w %q", output.ErrUnknownFormat, n.Type)
 	}
 	if format == output.FormatTree {
-		d, err := b.treeDigest(ctx, n.Inputs.Tree)
+		d, err := r.treeDigest(ctx, in, n.Inputs.Tree)
 		if err != nil {
-			return out, err
+			return Result{}, err
 		}
-		p, err := st.BlobPath(d)
-		if err != nil {
-			return out, err
-		}
-		info, err := os.Stat(p)
-		if err != nil {
-			return out, err
-		}
-		out.tree = d
-		out.outputs = map[string]digest.Digest{name: d}
-		out.meta = nodeMeta{Size: info.Size(), MediaType: format.MediaType()}
-		return out, nil
+		desc := r.treeDesc(d)
+		return Result{Tree: desc, Outputs: map[string]ocispec.Descriptor{name: desc}}, nil
 	}
-	tr, co, err := b.treeOf(ctx, n.Inputs.Tree)
+	tr, co, err := r.treeOf(ctx, in, n.Inputs.Tree)
 	if err != nil {
-		return out, fmt.Errorf("input tree: %w", err)
+		return Result{}, fmt.Errorf("input tree: %w", err)
 	}
 	if readsCheckout(format) {
 		// mksquashfs and mkfs read the checkout's files, not the store's
 		// verifying reader: their bytes are checked first.
-		if err := b.checkedCheckout(ctx, n.Inputs.Tree); err != nil {
-			return out, fmt.Errorf("input tree: %w; run strata cache verify to set it aside, then build again", err)
+		if err := r.checkedCheckout(ctx, in, n.Inputs.Tree); err != nil {
+			return Result{}, fmt.Errorf("input tree: %w; run strata cache verify to set it aside, then build again", err)
 		}
 	}
 	sde, _, err := epoch(n)
 	if err != nil {
-		return out, err
+		return Result{}, err
 	}
-	dir, err := b.opts.Store.MkdirTemp("output-")
+	dir, err := st.MkdirTemp("output-")
 	if err != nil {
-		return out, err
+		return Result{}, err
 	}
 	defer forceRemoveAll(dir)
 	opts := output.Options{Format: format, SourceDateEpoch: sde, Checkout: co, TempDir: dir}
@@ -96,33 +63,31 @@ func (b *builder) runOutput(ctx context.Context, t *task) (nodeOutput, error) {
 		opts.Platform = output.Platform{OS: n.Platform.OS, Architecture: n.Platform.Arch}
 	}
 	dst := filepath.Join(dir, name)
-	r, err := output.Write(ctx, tr, st, opts, dst)
+	w, err := output.Write(ctx, tr, st, opts, dst)
 	if err != nil {
-		return out, err
+		return Result{}, err
 	}
+	res := Result{Outputs: map[string]ocispec.Descriptor{name: {MediaType: w.MediaType, Digest: w.Digest, Size: w.Size}}}
 	if format == output.FormatOCI {
 		lt, ld, err := st.CommitDir(ctx, dst)
 		if err != nil {
-			return out, fmt.Errorf("store oci layout: %w", err)
+			return Result{}, fmt.Errorf("store oci layout: %w", err)
 		}
-		if ld, err = b.normalizeOwners(ctx, lt, ld); err != nil {
-			return out, err
+		if ld, err = r.normalizeOwners(ctx, lt, ld); err != nil {
+			return Result{}, err
 		}
-		out.tree = ld
-	} else {
-		// Linked, not copied: an artifact is often large, and an ext4 image
-		// sparse.
-		d, _, err := st.LinkFile(ctx, dst, 0o444, 0, 0)
-		if err != nil {
-			return out, fmt.Errorf("store %s: %w", name, err)
-		}
-		if d != r.Digest {
-			return out, fmt.Errorf("store %s: stored digest %s, output reported %s", name, d, r.Digest)
-		}
+		res.Tree = r.treeDesc(ld)
+		return res, nil
 	}
-	out.outputs = map[string]digest.Digest{name: r.Digest}
-	out.meta = nodeMeta{Size: r.Size, MediaType: r.MediaType}
-	return out, nil
+	// Linked, not copied: an artifact is often large, and an ext4 image sparse.
+	d, _, err := st.LinkFile(ctx, dst, 0o444, 0, 0)
+	if err != nil {
+		return Result{}, fmt.Errorf("store %s: %w", name, err)
+	}
+	if d != w.Digest {
+		return Result{}, fmt.Errorf("store %s: stored digest %s, output reported %s", name, d, w.Digest)
+	}
+	return res, nil
 }
 
 // readsCheckout reports whether the format's assembler is a tool that reads the
@@ -132,15 +97,15 @@ func readsCheckout(f output.Format) bool {
 }
 
 // checkedCheckout hashes the checkout of a dependency's tree against its
-// manifest once per build.
-func (b *builder) checkedCheckout(ctx context.Context, id string) error {
-	d, err := b.treeDigest(ctx, id)
+// manifest, once per tree for the runner's life.
+func (r *LocalRunner) checkedCheckout(ctx context.Context, in Inputs, id string) error {
+	d, err := r.treeDigest(ctx, in, id)
 	if err != nil {
 		return err
 	}
-	once, _ := b.checked.LoadOrStore(d, &onceErr{})
+	once, _ := r.checked.LoadOrStore(d, &onceErr{})
 	o := once.(*onceErr)
-	o.once.Do(func() { o.err = b.opts.Store.CheckCheckout(ctx, d, true) })
+	o.once.Do(func() { o.err = r.st.CheckCheckout(ctx, d, true) })
 	return o.err
 }
 
@@ -150,17 +115,8 @@ type onceErr struct {
 	err  error
 }
 
-// artifactSource returns a host path holding an output node's artifact: the
-// blob file, or a checkout of the tree (tree) or layout (oci).
-func (b *builder) artifactSource(ctx context.Context, n *plan.Node, a *store.Action) (string, error) {
-	name, _ := outputName(n, "")
-	switch output.Format(n.Type) {
-	case output.FormatTree, output.FormatOCI:
-		return b.opts.Store.Checkout(ctx, a.Tree)
-	}
-	d, ok := a.Outputs[name]
-	if !ok {
-		return "", fmt.Errorf("action has no output %q", name)
-	}
-	return b.opts.Store.BlobPath(d)
+func sortedDigests(ds []digest.Digest) []digest.Digest {
+	out := slices.Clone(ds)
+	slices.Sort(out)
+	return slices.Compact(out)
 }

@@ -25,14 +25,13 @@ import (
 // single file (a url, a path naming a file) becomes a tree holding that one file
 // under its base name, and stages that mount it see the file itself. Every entry
 // is owned by 0:0; modes are kept (a downloaded file is 0644).
-func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
-	n := t.n
-	out := nodeOutput{exit: -1}
+func (r *LocalRunner) runSource(ctx context.Context, n *plan.Node) (Result, error) {
+	var out Result
 	src := n.Source
 	if src == nil {
 		return out, fmt.Errorf("source node has no source")
 	}
-	dir, err := b.opts.Store.MkdirTemp("source-")
+	dir, err := r.st.MkdirTemp("source-")
 	if err != nil {
 		return out, err
 	}
@@ -44,9 +43,9 @@ func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
 	var file string
 	switch {
 	case src.URL != "":
-		file, err = b.fetchURL(ctx, t, src, root)
+		file, err = r.fetchURL(ctx, n, src, root)
 	case src.Path != "":
-		file, err = b.copyPath(ctx, src, root)
+		file, err = r.copyPath(ctx, src, root)
 	case src.Git != "":
 		err = fetchGit(ctx, src, root)
 	default:
@@ -55,7 +54,7 @@ func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	tr, d, err := b.opts.Store.CommitDir(ctx, root)
+	tr, d, err := r.st.CommitDir(ctx, root)
 	if err != nil {
 		return out, err
 	}
@@ -77,14 +76,10 @@ func (b *builder) runSource(ctx context.Context, t *task) (nodeOutput, error) {
 			return out, fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, src.Digest, got)
 		}
 	}
-	if d, err = b.normalizeOwners(ctx, tr, d); err != nil {
+	if d, err = r.normalizeOwners(ctx, tr, d); err != nil {
 		return out, err
 	}
-	out.tree = d
-	if file != "" {
-		out.meta = nodeMeta{File: file}
-	}
-	return out, nil
+	return Result{Tree: r.treeDesc(d), File: file}, nil
 }
 
 // fileName returns a safe base name for a downloaded file.
@@ -98,7 +93,7 @@ func fileName(p string) string {
 
 // fetchURL downloads src.URL into root; runSource checks its sha256 from the
 // digest the store computes when it commits the file.
-func (b *builder) fetchURL(ctx context.Context, t *task, src *plan.Source, root string) (string, error) {
+func (r *LocalRunner) fetchURL(ctx context.Context, n *plan.Node, src *plan.Source, root string) (string, error) {
 	u, err := url.Parse(src.URL)
 	if err != nil {
 		return "", fmt.Errorf("url %s: %w", src.URL, err)
@@ -139,10 +134,10 @@ func (b *builder) fetchURL(ctx context.Context, t *task, src *plan.Source, root 
 	if err != nil {
 		return "", err
 	}
-	pw := &progressWriter{emit: func(n int64) {
-		ev := b.event(t, EventBytes)
-		ev.Bytes = n
-		b.ev.emit(ev)
+	pw := &progressWriter{emit: func(k int64) {
+		ev := r.event(n, EventBytes)
+		ev.Bytes = k
+		r.events.emit(ev)
 	}}
 	_, err = io.Copy(io.MultiWriter(f, pw), &ctxReader{ctx: ctx, r: body})
 	pw.flush()
@@ -204,9 +199,9 @@ func (p *progressWriter) flush() {
 // copyPath copies a workspace path into root, reading it through the
 // workspace (plan.WalkPathSource), so the path or a link on its way cannot
 // bring in a host file. It returns the file name for a single-file source.
-func (b *builder) copyPath(ctx context.Context, src *plan.Source, root string) (string, error) {
+func (r *LocalRunner) copyPath(ctx context.Context, src *plan.Source, root string) (string, error) {
 	var file string
-	err := plan.WalkPathSource(ctx, b.opts.Workspace, src.Path, func(e plan.SourceEntry) error {
+	err := plan.WalkPathSource(ctx, r.opts.Workspace, src.Path, func(e plan.SourceEntry) error {
 		dst := filepath.Join(root, filepath.FromSlash(e.Path))
 		if e.Path == "." {
 			file = fileName(strings.TrimSuffix(src.Path, "/"))

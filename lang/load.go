@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -651,7 +652,8 @@ func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Im
 		o := &img.Outputs[i]
 		o.Pos = l.index.at(fmt.Sprintf("%s.outputs[%d]", posPath, i), img.Pos)
 		if o.Name == "" {
-			o.Name = name + "." + o.Type
+			// The last segment: an output is a file of out/<image>/.
+			o.Name = pathpkg.Base(name) + "." + o.Type
 		}
 		if j, dup := seen[o.Name]; dup {
 			l.c.add(o.Pos, fmt.Sprintf("%s.outputs[%d]", path, i), "output name %q is already used by outputs[%d]", o.Name, j)

@@ -323,7 +323,7 @@ func (r *renderer) event(ev executor.Event) {
 
 // summary is the build's final count, e.g. "3 built, 2 cached, 1 failed, 4
 // skipped (build stopped)".
-func (r *renderer) summary(res *executor.Result) string {
+func (r *renderer) summary(res *executor.BuildResult) string {
 	s := fmt.Sprintf("%d built, %d cached, %d failed, %d skipped", res.Built, res.Cached, res.Failed, res.Skipped)
 	r.mu.Lock()
 	defer r.mu.Unlock()

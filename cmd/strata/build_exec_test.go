@@ -97,7 +97,7 @@ func runCLI(t *testing.T, ws, cache string, args ...string) cliResult {
 type jsonBuild struct {
 	cliResult
 	events  []executor.Event
-	result  executor.Result
+	result  executor.BuildResult
 	ok      bool
 	errText string
 }

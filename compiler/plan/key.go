@@ -26,6 +26,8 @@ type keyDoc struct {
 	Platform     *Platform         `json:"platform,omitempty"`
 	Env          map[string]string `json:"env,omitempty"`
 	Source       *Source           `json:"source,omitempty"`
+	Artifact     string            `json:"artifact,omitempty"`
+	OnFailure    string            `json:"on_failure,omitempty"`
 	Host         *Host             `json:"host,omitempty"`
 }
 
@@ -45,7 +47,7 @@ func (n *Node) KeyDocument(host Host, refs KeyInputRefs) ([]byte, error) {
 	doc := keyDoc{
 		KeyVersion: KeyVersion, Kind: n.Kind, Type: n.Type, ModuleDigest: n.ModuleDigest,
 		Options: n.Options, Command: n.Command, Inputs: refs, Network: n.Network,
-		Platform: n.Platform, Env: n.Env,
+		Platform: n.Platform, Env: n.Env, Artifact: n.Artifact, OnFailure: n.OnFailure,
 	}
 	if n.Source != nil {
 		// A source is keyed by its content's identity, not by where it was found:

@@ -130,6 +130,11 @@ type Node struct {
 	Env      map[string]string `json:"env,omitempty"`
 	Requires *Capabilities     `json:"requires,omitempty"`
 	Source   *Source           `json:"source,omitempty"`
+	// Artifact is an output node's file name in out/<image>/ (and the name
+	// hooks see it under).
+	Artifact string `json:"artifact,omitempty"`
+	// OnFailure is a hook's: "fail" (the build fails) or "warn".
+	OnFailure string `json:"on_failure,omitempty"`
 	// Limits bound how a stage, job or hook runs. They are executor policy and
 	// not part of any key: the same work under other limits gives the same
 	// result or fails. Nil means the executor's defaults.

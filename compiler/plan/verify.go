@@ -1,7 +1,6 @@
 package plan
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -206,21 +205,15 @@ func (v *verifier) kind(n *Node, bad func(string, ...any) error) error {
 		if n.ModuleDigest != f.Digest() {
 			return bad("output format %s has another ABI in this strata (the plan was compiled by another version); compile it again", n.Type)
 		}
-		var o OutputOptions
-		if err := decodeOptions(n.Options, &o); err != nil {
-			return bad("options: %v", err)
-		}
-		if o.Name != "" {
-			if err := CheckSegment(o.Name); err != nil {
-				return bad("output name %v", err)
-			}
-		}
-		if o.Size < 0 {
-			return bad("negative size")
+		if err := CheckSegment(n.Artifact); err != nil {
+			return bad("output name %v", err)
 		}
 	case KindHook:
 		if !hookEvents[n.Type] {
 			return bad("unknown hook event %q", clip(n.Type))
+		}
+		if n.OnFailure != "fail" && n.OnFailure != "warn" {
+			return bad("on_failure %q is neither fail nor warn", clip(n.OnFailure))
 		}
 		if len(n.Command) == 0 {
 			return bad("a hook needs a command")
@@ -234,14 +227,6 @@ func (v *verifier) kind(n *Node, bad func(string, ...any) error) error {
 		return bad("unknown kind %q", clip(n.Kind))
 	}
 	return nil
-}
-
-// OutputOptions are the options of an output node.
-type OutputOptions struct {
-	// Name is the output's file name; empty means <image>.<format>.
-	Name string `json:"name"`
-	// Size is an ext4 image's size in bytes; 0 means computed from the tree.
-	Size int64 `json:"size"`
 }
 
 func checkSource(n *Node, bad func(string, ...any) error) error {
@@ -354,13 +339,4 @@ func printable(s string) bool {
 		}
 	}
 	return true
-}
-
-// decodeOptions decodes JSON options; empty is the zero value. Fields other
-// than v's belong to the node's implementation.
-func decodeOptions(raw json.RawMessage, v any) error {
-	if len(raw) == 0 {
-		return nil
-	}
-	return json.Unmarshal(raw, v)
 }

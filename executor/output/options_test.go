@@ -78,7 +78,7 @@ func TestErofsCompression(t *testing.T) {
 // and umoci read it, and the reference is named after the version.
 func TestOCIConfig(t *testing.T) {
 	tr, c := testTree(t)
-	p, err := DecodePlanOptions([]byte(`{"name": "img", "version": "1.2.3", "annotations": {"org.example.team": "os"},
+	p, err := DecodePlanOptions([]byte(`{"version": "1.2.3", "annotations": {"org.example.team": "os"},
 		"config": {"entrypoint": ["/bin/sh", "-c"], "cmd": ["echo hi"], "env": ["LANG=C.UTF-8"], "user": "1000:1000",
 		"workdir": "/home/user", "labels": {"com.example.role": "base"}, "exposed_ports": ["8080", "53/udp"]}}`))
 	if err != nil {
@@ -155,10 +155,10 @@ func TestOCIConfig(t *testing.T) {
 
 // TestDecodePlanOptions: unknown output options are refused, not ignored.
 func TestDecodePlanOptions(t *testing.T) {
-	if _, err := DecodePlanOptions([]byte(`{"name": "x", "colour": "blue"}`)); !errors.Is(err, ErrInvalidOptions) {
+	if _, err := DecodePlanOptions([]byte(`{"colour": "blue"}`)); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("unknown option: %v, want ErrInvalidOptions", err)
 	}
-	p, err := DecodePlanOptions([]byte(`{"name": "x", "size": 8192, "label": "l", "inodes_extra": 3, "compression": "xz"}`))
+	p, err := DecodePlanOptions([]byte(`{"size": 8192, "label": "l", "inodes_extra": 3, "compression": "xz"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

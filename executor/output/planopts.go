@@ -11,8 +11,6 @@ import (
 // applied) and, for oci, the image's version and annotations. They are part of
 // the node's key, so everything that changes the artifact is here.
 type PlanOptions struct {
-	// Name is the artifact's file name; Write does not use it.
-	Name string `json:"name"`
 	// Size is the ext4 size (Options.Size).
 	Size int64 `json:"size,omitempty"`
 	// Compression is Options.Compression.

@@ -1,0 +1,131 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/store"
+)
+
+// ActionCache holds the results of nodes by strong key: the local store, and
+// (later) a registry or a tiered cache. A miss is an error wrapping
+// store.ErrNotFound.
+type ActionCache interface {
+	GetAction(ctx context.Context, key string) (*store.Action, error)
+	PutAction(ctx context.Context, a *store.Action) error
+}
+
+// keyLocker is what a cache shared by several processes offers so that each
+// key is built once: the local store's flock per key.
+type keyLocker interface {
+	LockKeyWaiting(ctx context.Context, key string, waiting func(holder int)) (func(), error)
+}
+
+// cached is the local Dispatcher: it looks a node up in the action cache by its
+// strong key and runs it through the Runner only on a miss, recording the
+// result (and, for explain, its key inputs under its weak key). Where the cache
+// can lock keys across processes, a miss takes the key's lock and looks again,
+// so two builds on one store build a key once. Cleanup hooks are never cached.
+type cached struct {
+	cache   ActionCache
+	run     Runner
+	st      *store.Store // weak records and failed nodes' logs
+	host    plan.Host
+	explain bool
+	events  *emitter
+}
+
+var _ Dispatcher = (*cached)(nil)
+
+func (c *cached) event(n *plan.Node, kind EventKind) Event {
+	return Event{Node: n.ID, Name: n.Name, NodeKind: n.Kind, Type: n.Type, Kind: kind}
+}
+
+// Dispatch runs n unless the cache has it.
+func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result, error) {
+	if n.Kind == plan.KindPublish {
+		return Result{}, ErrNotImplemented
+	}
+	if isCleanup(n) {
+		// Cleanup hooks release what a build took: they run every time.
+		c.events.emit(c.event(n, EventStarted))
+		res, err := c.run.Run(ctx, n, in)
+		if res.Log.Digest != "" {
+			_ = putNodeLog(ctx, c.st, n.ID, res.Log.Digest)
+		}
+		return res, err
+	}
+	if res, ok, err := c.lookup(ctx, n); ok || err != nil {
+		return res, err
+	}
+	if l, ok := c.cache.(keyLocker); ok {
+		release, err := l.LockKeyWaiting(ctx, n.ID, func(holder int) {
+			ev := c.event(n, EventWaiting)
+			ev.Line = "waiting for another strata process building it"
+			if holder > 0 {
+				ev.Line = fmt.Sprintf("waiting for another strata process (pid %d) building it", holder)
+			}
+			c.events.emit(ev)
+		})
+		if err != nil {
+			return Result{}, err
+		}
+		defer release()
+		if res, ok, err := c.lookup(ctx, n); ok || err != nil {
+			return res, err // another process built it while we waited
+		}
+	}
+	if c.explain {
+		if ex, err := Explain(ctx, c.st, c.host, n); err == nil {
+			ev := c.event(n, EventExplain)
+			ev.Line = ex.String()
+			c.events.emit(ev)
+		}
+	}
+	c.events.emit(c.event(n, EventStarted))
+	res, err := c.run.Run(ctx, n, in)
+	if err != nil {
+		if res.Log.Digest != "" {
+			// Keep the log of a failed node for "strata logs".
+			_ = putNodeLog(ctx, c.st, n.ID, res.Log.Digest)
+		}
+		return res, err
+	}
+	a := res.action(n, inputTrees(n, in))
+	if err := c.cache.PutAction(ctx, a); err != nil {
+		return Result{}, err
+	}
+	if n.WeakKey != "" {
+		if err := putWeak(ctx, c.st, c.host, n, a); err != nil {
+			return Result{}, err
+		}
+	}
+	return res, nil
+}
+
+// lookup returns n's cached result; ok is false on a miss.
+func (c *cached) lookup(ctx context.Context, n *plan.Node) (Result, bool, error) {
+	a, err := c.cache.GetAction(ctx, n.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, err
+	}
+	res := resultOf(a)
+	res.Cached = true
+	if res.Warning != "" {
+		ev := c.event(n, EventWarning)
+		ev.Line = res.Warning
+		c.events.emit(ev)
+	}
+	return res, true, nil
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
