@@ -286,4 +286,3 @@ func (l *logWriter) finish(ctx context.Context, st *store.Store) (digest.Digest,
 	d, size, err := st.PutBlob(ctx, l.f)
 	return d, size, strings.Join(tail, "\n"), err
 }
-

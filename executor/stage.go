@@ -257,4 +257,3 @@ func (r *LocalRunner) normalizeOwners(ctx context.Context, t *tree.Tree, d diges
 	}
 	return r.st.PutTree(ctx, t)
 }
-
