@@ -79,6 +79,9 @@ type Options struct {
 	// OutDir/<image>/<output name>: copies the user owns and may change, never
 	// links into the store. Default <Workspace>/out.
 	OutDir string
+	// Runner runs the nodes the action cache does not have; nil means a
+	// LocalRunner over Store with these options (NewLocalRunner).
+	Runner Runner
 	// MaxLogBytes caps one node's output; default DefaultMaxLogBytes.
 	MaxLogBytes int64
 	// Timeout caps the run time of every stage, job and hook, below their own
@@ -249,11 +252,15 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 
 	names := displayNames(p, opts.Targets)
 	ev := &emitter{fn: opts.Events, total: len(ids), names: names}
-	runner, err := NewLocalRunner(opts)
-	if err != nil {
-		return nil, err
+	runner := opts.Runner
+	if runner == nil {
+		lr, err := NewLocalRunner(opts)
+		if err != nil {
+			return nil, err
+		}
+		lr.events = ev
+		runner = lr
 	}
-	runner.events = ev
 	d := &cached{cache: opts.Store, run: runner, st: opts.Store, host: p.Host, explain: opts.Explain, events: ev}
 	order, failed := walk(ctx, p, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
 
