@@ -21,8 +21,8 @@ type fakeDispatcher struct {
 	calls    []string            // node names in dispatch order
 	inputs   map[string][]string // node name → names of the inputs it got
 	fail     map[string]bool
-	block    map[string]bool     // wait for ctx to end
-	started  chan string         // every dispatch, when not nil
+	block    map[string]bool // wait for ctx to end
+	started  chan string     // every dispatch, when not nil
 	inFlight int
 	maxSeen  int
 	release  chan struct{} // when not nil, every dispatch waits for it
