@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -378,6 +379,50 @@ func displayNames(p *plan.Plan, targets []string) map[string]string {
 		}
 	}
 	return out
+}
+
+// ResolveNodes maps names to the nodes they name, for commands about nodes
+// (explain, logs): a node name, alias or ID, or an image (images.NAME or NAME:
+// its own stages, outputs and hooks, in plan order). An unknown name is an
+// error wrapping ErrUnknownTarget.
+func ResolveNodes(p *plan.Plan, names []string) ([]*plan.Node, error) {
+	var out []*plan.Node
+	for _, name := range names {
+		if n, ok := p.Node(name); ok {
+			out = append(out, n)
+			continue
+		}
+		img := strings.TrimPrefix(name, "images.")
+		pi, ok := p.Images[img]
+		if !ok {
+			return nil, fmt.Errorf("%w %q: not an image (%s) or node name", ErrUnknownTarget, name, strings.Join(imageNames(p), ", "))
+		}
+		own := map[string]bool{}
+		for _, id := range append(slices.Clone(pi.Outputs), pi.Hooks...) {
+			own[id] = true
+		}
+		prefix := "images." + img + "."
+		for _, n := range p.Nodes {
+			if own[n.ID] || n.Kind == plan.KindStage && nodeOf(n, prefix) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// nodeOf reports whether n's name or an alias (a node shared with another
+// image) starts with prefix.
+func nodeOf(n *plan.Node, prefix string) bool {
+	if strings.HasPrefix(n.Name, prefix) {
+		return true
+	}
+	for _, a := range n.Aliases {
+		if strings.HasPrefix(a.Name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func imageNames(p *plan.Plan) []string {

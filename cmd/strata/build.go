@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -482,50 +481,6 @@ func (r *renderer) close() {
 	}
 }
 
-// resolveNodes maps names on the command line to plan nodes: a node name, alias
-// or ID, or an image (images.NAME or NAME: its stages, outputs and hooks, in
-// plan order).
-func resolveNodes(p *plan.Plan, names []string) ([]*plan.Node, error) {
-	var out []*plan.Node
-	for _, name := range names {
-		if n, ok := p.Node(name); ok {
-			out = append(out, n)
-			continue
-		}
-		img := strings.TrimPrefix(name, "images.")
-		if pi, ok := p.Images[img]; ok {
-			ids, _ := executor.ResolveTargets(p, []string{"images." + img})
-			own := map[string]bool{}
-			for _, id := range append(append([]string{}, pi.Outputs...), pi.Hooks...) {
-				own[id] = true
-			}
-			for _, n := range p.Nodes {
-				if slices.Contains(ids, n.ID) && (n.Kind == plan.KindStage || own[n.ID]) && imageNode(n, img) {
-					out = append(out, n)
-				}
-			}
-			continue
-		}
-		return nil, &usageError{fmt.Errorf("%w %q", executor.ErrUnknownTarget, name)}
-	}
-	return out, nil
-}
-
-// imageNode reports whether n is one of image img's own nodes, by its name or
-// an alias (a node shared with another image carries that image's name).
-func imageNode(n *plan.Node, img string) bool {
-	prefix := "images." + img + "."
-	if strings.HasPrefix(n.Name, prefix) || n.Kind == plan.KindHook {
-		return true
-	}
-	for _, a := range n.Aliases {
-		if strings.HasPrefix(a.Name, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
 func newExplainCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "explain [plan.json|DIR] NODE...",
@@ -544,7 +499,10 @@ changed (JSON paths, old → new).`,
 			if len(rest) == 0 {
 				return &usageError{errors.New("explain: name a node")}
 			}
-			nodes, err := resolveNodes(p, rest)
+			nodes, err := executor.ResolveNodes(p, rest)
+			if err != nil {
+				err = &usageError{err}
+			}
 			if err != nil {
 				return err
 			}
@@ -595,7 +553,10 @@ assembled by strata itself and keep no log. With --output json:
 			if len(rest) == 0 {
 				return &usageError{errors.New("logs: name a node or an image")}
 			}
-			nodes, err := resolveNodes(v.Plan(), rest)
+			nodes, err := executor.ResolveNodes(v.Plan(), rest)
+			if err != nil {
+				err = &usageError{err}
+			}
 			if err != nil {
 				return err
 			}
