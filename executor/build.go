@@ -37,9 +37,9 @@ var (
 	// ErrDependencyFailed is the reason of a node skipped because a dependency
 	// failed.
 	ErrDependencyFailed = errors.New("dependency failed")
-	// ErrNotImplemented is the reason of a skipped publish node: publishing is
-	// "strata push", a later feature.
-	ErrNotImplemented = errors.New("publish: not implemented yet (strata push)")
+	// ErrNotImplemented is the reason of a skipped publish node: a build
+	// publishes nothing; strata push does.
+	ErrNotImplemented = errors.New("not published: strata push publishes")
 	// ErrStopped is the reason of a node skipped because the build stopped after
 	// another node failed (without KeepGoing) or was cancelled.
 	ErrStopped = errors.New("build stopped")
@@ -80,6 +80,9 @@ type Options struct {
 	// OutDir/<image>/<output name>: copies the user owns and may change, never
 	// links into the store. Default <Workspace>/out.
 	OutDir string
+	// Publisher runs publish nodes (strata push); nil skips them: a build
+	// does not publish.
+	Publisher Publisher
 	// Runner runs the nodes the action cache does not have; nil means a
 	// LocalRunner over Store with these options (NewLocalRunner).
 	Runner Runner
@@ -262,7 +265,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 		lr.events = ev
 		runner = lr
 	}
-	d := &cached{cache: opts.Store, run: runner, st: opts.Store, host: p.Host, explain: opts.Explain, events: ev}
+	d := &cached{cache: opts.Store, run: runner, st: opts.Store, plan: p, pub: opts.Publisher, explain: opts.Explain, events: ev}
 	order, failed := walk(ctx, p, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
 
 	tasks := make(map[string]*task, len(order))

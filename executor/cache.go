@@ -33,7 +33,8 @@ type cached struct {
 	cache   ActionCache
 	run     Runner
 	st      *store.Store // weak records and failed nodes' logs
-	host    plan.Host
+	plan    *plan.Plan
+	pub     Publisher
 	explain bool
 	events  *emitter
 }
@@ -47,7 +48,10 @@ func (c *cached) event(n *plan.Node, kind EventKind) Event {
 // Dispatch runs n unless the cache has it.
 func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result, error) {
 	if n.Kind == plan.KindPublish {
-		return Result{}, ErrNotImplemented
+		if c.pub != nil {
+			c.events.emit(c.event(n, EventStarted))
+		}
+		return publish(ctx, c.pub, c.st, c.plan, n, in)
 	}
 	if isCleanup(n) {
 		// Cleanup hooks release what a build took: they run every time.
@@ -79,7 +83,7 @@ func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result,
 		}
 	}
 	if c.explain {
-		if ex, err := Explain(ctx, c.st, c.host, n); err == nil {
+		if ex, err := Explain(ctx, c.st, c.plan.Host, n); err == nil {
 			ev := c.event(n, EventExplain)
 			ev.Line = ex.String()
 			c.events.emit(ev)
@@ -99,7 +103,7 @@ func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result,
 		return Result{}, err
 	}
 	if n.WeakKey != "" {
-		if err := putWeak(ctx, c.st, c.host, n, a); err != nil {
+		if err := putWeak(ctx, c.st, c.plan.Host, n, a); err != nil {
 			return Result{}, err
 		}
 	}
