@@ -264,6 +264,17 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 		}
 		lr.events = ev
 		runner = lr
+		if needsCapabilities(p, ids) {
+			// Before any work: a node this host cannot run fails the build now,
+			// not after an hour of others.
+			host, err := lr.sandboxHost(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkCapabilities(p, ids, names, HostCapabilities(host)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	d := &cached{cache: opts.Store, run: runner, st: opts.Store, plan: p, pub: opts.Publisher, explain: opts.Explain, events: ev}
 	order, failed := walk(ctx, p, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})

@@ -41,6 +41,7 @@ type LocalRunner struct {
 	hostOnce sync.Once
 	host     *sandbox.Host
 	hostErr  error
+	warnOnce sync.Once
 }
 
 var _ Runner = (*LocalRunner)(nil)
@@ -90,18 +91,19 @@ func (r *LocalRunner) sandboxHost(ctx context.Context, n *plan.Node) (*sandbox.H
 		if r.host = r.opts.Host; r.host == nil {
 			if r.host, r.hostErr = sandbox.DetectCached(ctx, r.hostCache()); r.hostErr != nil {
 				r.hostErr = fmt.Errorf("sandbox: %w (see strata doctor)", r.hostErr)
-				return
 			}
 		}
-		if r.host.Staging == sandbox.StagingCopy {
+	})
+	if r.hostErr == nil && n != nil && r.host.Staging == sandbox.StagingCopy {
+		r.warnOnce.Do(func() {
 			ev := r.event(n, EventWarning)
 			ev.Line = "overlayfs is unavailable here: each stage gets a full copy of its input tree, which is slower (see strata doctor)"
 			if r.host.Overlay {
 				ev.Line = "copy staging (" + sandbox.StagingEnv + "=copy): each stage gets a full copy of its input tree, which is slower"
 			}
 			r.events.emit(ev)
-		}
-	})
+		})
+	}
 	return r.host, r.hostErr
 }
 

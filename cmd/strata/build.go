@@ -82,6 +82,15 @@ and strata exits 130 (143 for SIGTERM); the next build resumes from the cache.`,
 
 var errJobs = errors.New("-j takes the number of nodes to run at once: 0 (one per CPU) or more")
 
+// strataBinary is the static strata binary bound into sandboxes for built-in
+// stages: $STRATA_BINARY, else this executable.
+func strataBinary() (string, error) {
+	if bin := os.Getenv(binaryEnv); bin != "" {
+		return bin, nil
+	}
+	return os.Executable()
+}
+
 // loadPlan returns the plan to build and the remaining arguments: the first
 // argument may be a plan file (*.json) or a workspace directory; otherwise the
 // workspace is -C DIR.
@@ -181,11 +190,9 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		return err
 	}
 	defer st.Close()
-	bin := os.Getenv(binaryEnv)
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return err
-		}
+	bin, err := strataBinary()
+	if err != nil {
+		return err
 	}
 	r := newRenderer(g)
 	res, err := executor.Build(ctx, v, executor.Options{

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/sandbox"
 )
 
@@ -20,7 +21,7 @@ func newDoctorCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json() {
-				doc := map[string]any{"ok": err == nil, "host": h}
+				doc := map[string]any{"ok": err == nil, "host": h, "capabilities": executor.HostCapabilities(h)}
 				if err != nil {
 					doc["error"] = err.Error()
 				}
@@ -102,6 +103,12 @@ func writeDoctor(g *globals, h *sandbox.Host) {
 	}
 	fmt.Fprintf(w, "kvm:              %s\n", kvm)
 	fmt.Fprintf(w, "host fingerprint: %s\n", h.Fingerprint)
+	c := executor.HostCapabilities(h)
+	archs := c.Arch
+	if len(c.Emulated) > 0 {
+		archs += ", under qemu-user: " + strings.Join(c.Emulated, ", ")
+	}
+	fmt.Fprintf(w, "capabilities:     arch %s; features %s (what requires: may ask for)\n", archs, strings.Join(c.Features, ", "))
 	fmt.Fprintln(w, "tools:")
 	for _, t := range h.Tools {
 		p := t.Path

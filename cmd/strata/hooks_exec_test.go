@@ -71,3 +71,37 @@ func TestHookOrderExec(t *testing.T) {
 		})
 	}
 }
+
+// TestHookCannotWriteOutputsExec: a post-build hook sees its image's outputs
+// read-only at STRATA_OUTPUTS, with STRATA_IMAGE and STRATA_VERSION set; a
+// write there fails and the store is unchanged.
+func TestHookCannotWriteOutputsExec(t *testing.T) {
+	ws := writeWS(t, `package test
+images: img: {
+	version: "7"
+	stages: [{type: "strata.files", options: files: "/etc/motd": content: "hi\n"}]
+	outputs: [{type: "tar"}]
+	hooks: ["inspect"]
+}
+hooks: inspect: {on: "post-build", command: ["/bin/sh", "-c", """
+	test "$STRATA_IMAGE" = img && test "$STRATA_VERSION" = 7 || exit 10
+	test "$STRATA_OUTPUTS" = /run/strata/outputs/img.tar || exit 11
+	tar -tf "$STRATA_OUTPUTS" | grep -q etc/motd || exit 12
+	if echo tampered >> "$STRATA_OUTPUTS"; then exit 13; fi
+	if rm -f "$STRATA_OUTPUTS" && ! test -e "$STRATA_OUTPUTS"; then exit 14; fi
+	echo inspected
+	"""]}
+`)
+	cache := t.TempDir()
+	jb := buildJSON(t, ws, cache)
+	if jb.code != 0 {
+		t.Fatalf("exit %d: %s\n%s", jb.code, jb.errText, jb.stderr)
+	}
+	tar := jb.artifact(t, "img.tar")
+	if got := fileSHA(t, tar.Path); got != string(tar.Digest) {
+		t.Errorf("img.tar is %s, the build says %s", got, tar.Digest)
+	}
+	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 {
+		t.Errorf("cache verify after the hook: exit %d\n%s", r.code, r.stdout)
+	}
+}

@@ -184,7 +184,7 @@ terminated (SIGTERM).`,
 	root.AddCommand(
 		newInitCmd(g), newVetCmd(g), newCompileCmd(g), newGraphCmd(g), newExpandCmd(g),
 		newStagesCmd(g), newModCmd(g), newVersionCmd(g), newCompletionCmd(),
-		build, explain, logs, newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
+		build, explain, logs, newTestCmd(g), newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true // newCompletionCmd, with examples
 	root.SetHelpCommand(newHelpCmd())
