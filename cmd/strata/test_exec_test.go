@@ -60,8 +60,10 @@ func TestJobsAndJUnitExec(t *testing.T) {
 			Failures int `xml:"failures,attr"`
 			Skipped  int `xml:"skipped,attr"`
 			Cases    []struct {
-				Name      string `xml:"name,attr"`
-				Failure   *struct{ Text string `xml:",chardata"` } `xml:"failure"`
+				Name    string `xml:"name,attr"`
+				Failure *struct {
+					Text string `xml:",chardata"`
+				} `xml:"failure"`
 				SystemOut string `xml:"system-out"`
 			} `xml:"testcase"`
 		} `xml:"testsuite"`
