@@ -3,6 +3,7 @@ package executor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,15 +53,49 @@ func (r *LocalRunner) runJob(ctx context.Context, n *plan.Node, in Inputs) (Resu
 		return Result{}, err
 	}
 	upper := filepath.Join(dir, "upper")
-	if err := os.Mkdir(upper, 0o755); err != nil {
-		return Result{}, err
+	out := filepath.Join(dir, "out")
+	for _, d := range []string{upper, out} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return Result{}, err
+		}
 	}
 	res, err := r.sandboxed(ctx, n, host, dir, sandbox.Spec{
 		Root: root, Lower: []string{lower}, Upper: upper, Command: n.Command, Env: env,
 		SourceDateEpoch: sde, Network: n.Network,
+		Binds: []sandbox.Bind{{Source: out, Target: JobOutPath, Writable: true}},
 	})
-	return res, r.commandError(n, res, err)
+	if err != nil {
+		return res, r.commandError(n, res, err)
+	}
+	var o struct {
+		Outputs []string `json:"outputs"`
+	}
+	if len(n.Options) > 0 {
+		if err := json.Unmarshal(n.Options, &o); err != nil {
+			return res, fmt.Errorf("job options: %w", err)
+		}
+	}
+	for _, name := range o.Outputs {
+		if fi, err := os.Lstat(filepath.Join(out, name)); err != nil || !fi.Mode().IsRegular() {
+			return res, r.commandError(n, res, fmt.Errorf("the job did not write its output %s to %s", name, JobOutPath))
+		}
+	}
+	// What the job wrote to /run/strata/out is its result tree (a probe's
+	// records.jsonl, a test's report).
+	t, d, err := r.st.CommitDir(ctx, out)
+	if err != nil {
+		return res, err
+	}
+	if d, err = r.normalizeOwners(ctx, t, d); err != nil {
+		return res, err
+	}
+	res.Tree = r.treeDesc(d)
+	return res, nil
 }
+
+// JobOutPath is where a job writes what it gives back: its result tree (a
+// resource job's records.jsonl).
+const JobOutPath = "/run/strata/out"
 
 // runHook runs a hook's command in its build root with the image's outputs
 // read-only at /run/strata/outputs/<name> and an empty, throwaway tree.
