@@ -351,6 +351,10 @@ func (c *compiler) image(img *lang.Image) error {
 	if img.From != "" {
 		tree = c.images[img.From]
 	}
+	// Pre-build hooks are a step of the build, before any stage (the
+	// executor's walker holds every other node until they are done), not
+	// ordering edges of stages: an edge of a stage that turns out identical to
+	// another image's would be lost when the two become one node.
 	preBuild, err := c.hooks(img, nil, "pre-build")
 	if err != nil {
 		return err
@@ -369,7 +373,7 @@ func (c *compiler) image(img *lang.Image) error {
 			Kind: plan.KindStage, Name: fmt.Sprintf("%s.stages[%d]", prefix, i), Type: st.Type,
 			ModuleDigest: c.modules[st.Type], Options: opts, Command: st.Command,
 			Network: st.Network, Platform: platform, Env: env, Requires: caps(img.Requires),
-			Origin: st.Pos.String(), Deps: preBuild, Limits: limits(st.Limits),
+			Origin: st.Pos.String(), Limits: limits(st.Limits),
 		}
 		d := dep{tree: tree, buildroot: c.buildRoot(br)}
 		if len(st.Inputs) > 0 {

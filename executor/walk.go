@@ -75,7 +75,14 @@ func walk(ctx context.Context, p *plan.Plan, ids []string, d Dispatcher, o walkO
 		order = append(order, t)
 	}
 	ready := &readyQueue{}
-	var cleanup []*task
+	// Pre-build hooks run first and everything else waits for them; cleanup
+	// hooks wait for everything and run last.
+	var preBuild, held, cleanup []*task
+	for _, t := range order {
+		if isPreBuild(t.n) {
+			preBuild = append(preBuild, t)
+		}
+	}
 	for _, t := range order {
 		o.Events.emit(taskEvent(t, EventQueued))
 		if isCleanup(t.n) {
@@ -88,11 +95,25 @@ func walk(ctx context.Context, p *plan.Plan, ids []string, d Dispatcher, o walkO
 				dt.dependents = append(dt.dependents, t)
 			}
 		}
-		if t.waiting == 0 {
+		switch {
+		case t.waiting > 0:
+		case len(preBuild) > 0 && !isPreBuild(t.n):
+			held = append(held, t)
+		default:
 			heap.Push(ready, t)
 		}
 	}
 
+	pending := len(preBuild)
+	release := func(t *task) {
+		// A node held for the pre-build hooks, or that became ready while
+		// they ran.
+		if pending > 0 {
+			held = append(held, t)
+			return
+		}
+		heap.Push(ready, t)
+	}
 	results := make(chan *task)
 	running := 0
 	stopped, inCleanup := false, false
@@ -117,7 +138,7 @@ func walk(ctx context.Context, p *plan.Plan, ids []string, d Dispatcher, o walkO
 					skipTask(dt, dt.blocked, o.Events)
 					finish(dt)
 				} else {
-					heap.Push(ready, dt)
+					release(dt)
 				}
 			}
 		}
@@ -147,6 +168,25 @@ func walk(ctx context.Context, p *plan.Plan, ids []string, d Dispatcher, o walkO
 		t := <-results
 		running--
 		finish(t)
+		if isPreBuild(t.n) {
+			pending--
+			if !t.ok {
+				for _, h := range held {
+					h.blocked = fmt.Errorf("%w: pre-build hook %s", ErrDependencyFailed, t.name)
+				}
+			}
+			if pending == 0 {
+				for _, h := range held {
+					if h.blocked != nil {
+						skipTask(h, h.blocked, o.Events)
+						finish(h)
+					} else {
+						heap.Push(ready, h)
+					}
+				}
+				held = nil
+			}
+		}
 	}
 	// Whatever did not run was stopped by a failure or by cancellation.
 	reason := ErrStopped
@@ -232,7 +272,8 @@ func taskEvent(t *task, kind EventKind) Event {
 	return Event{Node: t.n.ID, Name: t.name, NodeKind: t.n.Kind, Type: t.n.Type, Kind: kind}
 }
 
-func isCleanup(n *plan.Node) bool { return n.Kind == plan.KindHook && n.Type == "cleanup" }
+func isCleanup(n *plan.Node) bool  { return n.Kind == plan.KindHook && n.Type == "cleanup" }
+func isPreBuild(n *plan.Node) bool { return n.Kind == plan.KindHook && n.Type == "pre-build" }
 
 // rank orders ready nodes: fetch, build, outputs, then jobs and hooks, then publish.
 func rank(kind string) int {

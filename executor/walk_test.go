@@ -74,8 +74,8 @@ func testPlan(t *testing.T, nodes ...[]string) (*plan.Plan, *fakeDispatcher) {
 		n := &plan.Node{ID: digest.FromString(name).Encoded(), Kind: kind, Name: name}
 		if kind == plan.KindHook {
 			n.Type = "post-build"
-			if name == "cleanup" {
-				n.Type = "cleanup"
+			if name == "cleanup" || strings.HasPrefix(name, "pre-build") {
+				n.Type, _, _ = strings.Cut(name, ":")
 			}
 		}
 		for _, dep := range spec[1:] {
@@ -288,5 +288,35 @@ func TestWalkSharedNodeOnce(t *testing.T) {
 		if count[name] != 1 {
 			t.Errorf("%s dispatched %d times", name, count[name])
 		}
+	}
+}
+
+// TestWalkPreBuildFirst: pre-build hooks run before any other node, which
+// need no edge to them; when one fails, everything but cleanup is skipped.
+func TestWalkPreBuildFirst(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprint("fail=", fail), func(t *testing.T) {
+			p, f := testPlan(t,
+				[]string{"source:src"},
+				[]string{"stage:a", "src"},
+				[]string{"hook:pre-build"},
+				[]string{"stage:b"},
+				[]string{"hook:cleanup", "a"},
+			)
+			f.fail["pre-build"] = fail
+			order, _ := walk(context.Background(), p, allIDs(p), f, walkOptions{Jobs: 2, KeepGoing: true, Events: &emitter{}})
+			if f.calls[0] != "pre-build" {
+				t.Errorf("calls %v: the pre-build hook did not run first", f.calls)
+			}
+			st := statuses(order)
+			for _, name := range []string{"src", "a", "b"} {
+				if want := map[bool]string{false: StatusBuilt, true: StatusSkipped}[fail]; st[name] != want {
+					t.Errorf("%s: %s, want %s", name, st[name], want)
+				}
+			}
+			if st["cleanup"] != StatusBuilt {
+				t.Errorf("cleanup: %s", st["cleanup"])
+			}
+		})
 	}
 }
