@@ -157,14 +157,15 @@ func childBuilder(ctx context.Context, dir string) error {
 	return nil
 }
 
-// buildOnce is what an executor does for one key: hold, lock, look up, build on a
-// miss, record, and check the result while still holding.
+// buildOnce is what an executor does for one key: lease, lock, look up, build on
+// a miss, record, and check the result while the lease still holds it.
 func buildOnce(ctx context.Context, s *Store, key, buildLog string) error {
-	release, err := s.Hold(ctx)
+	l, err := s.NewLease(ctx, "build-"+key)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer l.Release()
+	ctx = WithLease(ctx, l)
 	unlock, err := s.LockKey(ctx, key)
 	if err != nil {
 		return err
@@ -172,7 +173,7 @@ func buildOnce(ctx context.Context, s *Store, key, buildLog string) error {
 	defer unlock()
 	a, err := s.GetAction(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		work, err := os.MkdirTemp(s.Dir(), "work-")
+		work, err := s.MkdirTemp("work-")
 		if err != nil {
 			return err
 		}
