@@ -156,10 +156,14 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 	return d, n, syncDir(filepath.Dir(final))
 }
 
-// pinExisting adds hex to the call's lease and then reports whether the object
-// final is present with size n, in that order: an object found after it was
-// pinned stays. Without a lease it only looks.
+// pinExisting reports whether the object final is present with size n, and if
+// so adds hex to the call's lease first and looks again: an object found after
+// it was pinned stays. One that is missing is pinned by place, as it is put
+// there.
 func (s *Store) pinExisting(ctx context.Context, kind leaseKind, hex, final string, n int64) (bool, error) {
+	if st, err := os.Lstat(final); err != nil || st.Size() != n {
+		return false, nil
+	}
 	if err := s.pin(ctx, kind, hex); err != nil {
 		return false, err
 	}
@@ -170,27 +174,43 @@ func (s *Store) pinExisting(ctx context.Context, kind leaseKind, hex, final stri
 // place renames the finished temporary file tmp to the object path final in a
 // shared section, unless an object of size n is already there, after adding
 // hex to the call's lease (kind 0: no lease entry). It reports whether tmp was
-// renamed. Every object enters the store through place, so GC, which deletes
-// only under the exclusive lock, finds at a path the inode its scan saw or a
-// newer one it must keep.
+// renamed. Every object enters the store through place or placeAll, so GC,
+// which deletes only under the exclusive lock, finds at a path the inode its
+// scan saw or a newer one it must keep.
 func (s *Store) place(ctx context.Context, kind leaseKind, hex, tmp, final string, n int64) (bool, error) {
+	placed, err := s.placeAll(ctx, kind, hex, n, tmp, final)
+	return len(placed) > 0, err
+}
+
+// placeAll is place for pairs of temporary file and object path, in one shared
+// section; a pair with no temporary file is skipped. It returns the object
+// paths it renamed to.
+func (s *Store) placeAll(ctx context.Context, kind leaseKind, hex string, n int64, pairs ...string) ([]string, error) {
 	release, err := s.shared(ctx)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	defer release()
 	if kind != 0 {
 		if err := s.pinLocked(ctx, kind, hex); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
-	if st, err := os.Lstat(final); err == nil && st.Size() == n {
-		return false, nil
+	var placed []string
+	for i := 0; i+1 < len(pairs); i += 2 {
+		tmp, final := pairs[i], pairs[i+1]
+		if tmp == "" {
+			continue
+		}
+		if st, err := os.Lstat(final); err == nil && st.Size() == n {
+			continue
+		}
+		if err := os.Rename(tmp, final); err != nil {
+			return placed, err
+		}
+		placed = append(placed, final)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return false, err
-	}
-	return true, nil
+	return placed, nil
 }
 
 // OpenBlob opens the blob d for reading. The reader re-hashes the bytes it returns and,

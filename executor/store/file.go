@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -98,8 +99,11 @@ func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid
 	} else if ok {
 		return d, n, s.ensureBlobLink(ctx, hex, obj, n)
 	}
-	if err := ensureShard(filepath.Dir(obj)); err != nil {
-		return "", 0, err
+	blob := s.blobPath(hex)
+	for _, d := range []string{obj, blob} {
+		if err := ensureShard(filepath.Dir(d)); err != nil {
+			return "", 0, err
+		}
 	}
 	tmp := ""
 	if st1.Nlink == 1 {
@@ -116,19 +120,34 @@ func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid
 			return "", 0, err
 		}
 	}
-	placed, err := s.place(ctx, kindBlob, hex, tmp, obj, n)
-	if !placed {
+	// The blob path is a second name of the same inode, placed with it.
+	tmpBlob := ""
+	if st, err := os.Lstat(blob); err != nil || st.Size() != n {
+		tmpBlob, err = s.tempName("l-")
+		if err == nil {
+			err = os.Link(tmp, tmpBlob)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return "", 0, err
+		}
+	}
+	placed, err := s.placeAll(ctx, kindBlob, hex, n, tmp, obj, tmpBlob, blob)
+	if !slices.Contains(placed, obj) {
 		os.Remove(tmp)
+	}
+	if tmpBlob != "" && !slices.Contains(placed, blob) {
+		os.Remove(tmpBlob)
 	}
 	if err != nil {
 		return "", 0, err
 	}
-	if placed {
-		if err := syncDir(filepath.Dir(obj)); err != nil {
+	for _, p := range placed {
+		if err := syncDir(filepath.Dir(p)); err != nil {
 			return "", 0, err
 		}
 	}
-	return d, n, s.ensureBlobLink(ctx, hex, obj, n)
+	return d, n, nil
 }
 
 // linkToTemp gives the file its metadata and links it into the session, ready
