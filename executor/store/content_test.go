@@ -213,3 +213,13 @@ func TestTreeDesc(t *testing.T) {
 		t.Fatalf("GetTreeDesc with the wrong size = %v, want ErrCorrupt", err)
 	}
 }
+
+// storage is oras-go's content.Storage, restated so that only the registry
+// package imports oras: the store must be usable as one.
+type storage interface {
+	Fetch(ctx context.Context, target ocispec.Descriptor) (io.ReadCloser, error)
+	Push(ctx context.Context, expected ocispec.Descriptor, content io.Reader) error
+	Exists(ctx context.Context, target ocispec.Descriptor) (bool, error)
+}
+
+var _ storage = (*Store)(nil)
