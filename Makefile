@@ -26,6 +26,7 @@ build:
 test: setup build
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race -run '^(TestGCUnderLoad|TestGCWriterRace|TestGateTurnstile)$$' ./executor/store/
 	test/rootless.sh
 	$(MAKE) --no-print-directory fuzz
 

@@ -84,7 +84,7 @@ for n in $sizes; do
 	cache=$(mktemp -d)
 	echo "bench: N=$n ($runs runs each)" >&2
 	# Cold: a fresh compile cache every run, so each run evaluates and stores.
-	strata_cmd="sh -c 'rm -rf $cache/compile && exec $strata -C $ws --cache-dir $cache compile -o /dev/null 2>/dev/null'"
+	strata_cmd="sh -c 'rm -rf $cache/state/compile && exec $strata -C $ws --cache-dir $cache compile -o /dev/null 2>/dev/null'"
 	# The reference: upstream cue evaluating the same package, with the schema
 	# embedded (strata.#Workspace), exporting every concrete section. (A bare
 	# `cue export` of the package fails: user stage modules and templates are

@@ -16,10 +16,13 @@ func newCacheCmd(g *globals) *cobra.Command {
 		Use:   "cache ls|gc|verify",
 		Short: "Inspect and maintain the store",
 		Long: `cache works on the store (--cache-dir, else $STRATA_CACHE_DIR, else
-$XDG_CACHE_HOME/strata): ls lists the action cache entries, gc drops the least
-recently used entries until the store fits --max-size and removes everything no
-entry refers to, verify re-hashes every object, moves bad ones aside and drops
-the entries that use them (exit 1 when it found anything).`,
+$XDG_CACHE_HOME/strata): ls lists the action cache entries and what state
+directories (the compile cache, the sandbox's probe results) hold, gc drops the
+least recently used entries (and logs of failed builds, and explain's records)
+until the store fits --max-size and removes everything no entry refers to and no
+running build holds, without waiting for builds, verify re-hashes every object,
+moves bad ones aside and drops the entries that use them (exit 1 when it found
+anything).`,
 		Args: args(cobra.NoArgs),
 	}
 	cmd.AddCommand(newCacheLsCmd(g), newCacheGCCmd(g), newCacheVerifyCmd(g))
@@ -38,6 +41,10 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 			}
 			defer st.Close()
 			infos, err := st.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			state, err := st.StateUsage(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -63,7 +70,7 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 				if out == nil {
 					out = []entry{}
 				}
-				return writeJSON(g.stdout, map[string]any{"ok": true, "dir": g.storeDir(), "entries": out})
+				return writeJSON(g.stdout, map[string]any{"ok": true, "dir": g.storeDir(), "entries": out, "state": state})
 			}
 			tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tSIZE\tLAST USED\tNAME")
@@ -72,6 +79,13 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 			}
 			tw.Flush()
 			fmt.Fprintf(g.stderr, "%d entries, %s referenced, store %s\n", len(out), humanSize(total), g.storeDir())
+			if len(state) > 0 {
+				var parts []string
+				for _, name := range sortedNames(state) {
+					parts = append(parts, name+" "+humanSize(state[name]))
+				}
+				fmt.Fprintf(g.stderr, "state: %s\n", strings.Join(parts, ", "))
+			}
 			return nil
 		},
 	}
@@ -103,11 +117,12 @@ func newCacheGCCmd(g *globals) *cobra.Command {
 			}
 			if g.json() {
 				return writeJSON(g.stdout, map[string]any{"ok": true, "bytes_before": stats.BytesBefore, "bytes_after": stats.BytesAfter,
-					"actions_removed": stats.ActionsRemoved, "blobs_removed": stats.BlobsRemoved, "files_removed": stats.FilesRemoved,
-					"checkouts_removed": stats.CheckoutsRemoved})
+					"actions_removed": stats.ActionsRemoved, "failures_removed": stats.FailuresRemoved, "weak_removed": stats.WeakRemoved,
+					"blobs_removed": stats.BlobsRemoved, "files_removed": stats.FilesRemoved, "checkouts_removed": stats.CheckoutsRemoved})
 			}
-			fmt.Fprintf(g.stdout, "%s → %s: removed %d entries, %d blobs, %d file objects, %d checkouts\n",
-				humanSize(stats.BytesBefore), humanSize(stats.BytesAfter), stats.ActionsRemoved, stats.BlobsRemoved, stats.FilesRemoved, stats.CheckoutsRemoved)
+			fmt.Fprintf(g.stdout, "%s → %s: removed %d entries, %d failure records, %d weak records, %d blobs, %d file objects, %d checkouts\n",
+				humanSize(stats.BytesBefore), humanSize(stats.BytesAfter), stats.ActionsRemoved, stats.FailuresRemoved, stats.WeakRemoved,
+				stats.BlobsRemoved, stats.FilesRemoved, stats.CheckoutsRemoved)
 			return nil
 		},
 	}

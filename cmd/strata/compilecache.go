@@ -12,6 +12,7 @@ import (
 	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	schema "github.com/strata-build/strata/cue"
+	"github.com/strata-build/strata/executor/store"
 	"github.com/strata-build/strata/lang"
 )
 
@@ -137,15 +138,17 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledP
 		key   string
 	)
 	if useCache {
+		// Not a workspace, or unreadable (an error here): let the loader say
+		// what is wrong.
 		var err error
-		cache = compilecache.New(g.storeDir())
-		key, err = compilecache.Key(g.dir, g.compileCacheInputs())
-		if err != nil {
-			// Not a workspace, or unreadable: let the loader say what is wrong.
-			cache = nil
-		} else if h, ok := cache.Open(ctx, key, g.dir); ok {
-			g.debugf("compile cache hit %s", key[:12])
-			return &compiledPlan{hit: h, nodes: h.Nodes}, nil
+		if key, err = compilecache.Key(g.dir, g.compileCacheInputs()); err == nil {
+			cache = g.compileCache()
+		}
+		if cache != nil {
+			if h, ok := cache.Open(ctx, key, g.dir); ok {
+				g.debugf("compile cache hit %s", key[:12])
+				return &compiledPlan{hit: h, nodes: h.Nodes}, nil
+			}
 		}
 	}
 	p, err := g.compileWorkspace(ctx)
@@ -167,6 +170,24 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledP
 		}
 	}
 	return c, nil
+}
+
+// compileCache returns the compile cache, kept in the store's state directory
+// "compile", or nil when the store cannot give one: the cache is an
+// optimisation, so that only costs a compile.
+func (g *globals) compileCache() *compilecache.Cache {
+	st, err := store.Open(g.storeDir())
+	if err != nil {
+		g.debugf("compile cache: %v", err)
+		return nil
+	}
+	defer st.Close()
+	dir, err := st.StateDir("compile")
+	if err != nil {
+		g.debugf("compile cache: %v", err)
+		return nil
+	}
+	return compilecache.New(dir)
 }
 
 // compileCacheInputs are the compile's inputs besides the workspace's files.

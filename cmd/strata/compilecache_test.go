@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +86,24 @@ func TestCompileCache(t *testing.T) {
 	if code := run(context.Background(), []string{"-C", dir, "--cache-dir", cache, "graph", "--format", "json"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "images.base.stages[1]") {
 		t.Errorf("graph from a hit: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
+	// The cache is the store's state: gc leaves it, ls counts it.
+	stdout.Reset()
+	if code := run(context.Background(), []string{"--cache-dir", cache, "cache", "gc", "--max-size", "0"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("cache gc: exit %d\n%s", code, stderr.String())
+	}
+	if _, hit := compileOnce(t, dir, cache); !hit {
+		t.Error("cache gc removed the compile cache")
+	}
+	stdout.Reset()
+	if code := run(context.Background(), []string{"--cache-dir", cache, "--output", "json", "cache", "ls"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("cache ls: exit %d\n%s", code, stderr.String())
+	}
+	var ls struct {
+		State map[string]int64 `json:"state"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &ls); err != nil || ls.State["compile"] <= 0 {
+		t.Errorf("cache ls state = %v, %v; want the compile cache's size", ls.State, err)
+	}
 }
 
 func TestCompileCacheMisses(t *testing.T) {
@@ -135,9 +154,13 @@ func TestCompileCacheTruncatedEntry(t *testing.T) {
 	dir := cacheWorkspace(t)
 	cache := t.TempDir()
 	cold, _ := compileOnce(t, dir, cache)
-	entries, err := filepath.Glob(filepath.Join(cache, "compile", "*.json"))
+	// Kept in the store's state directory, nowhere else in the store.
+	entries, err := filepath.Glob(filepath.Join(cache, "state", "compile", "*.json"))
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("cache entries: %v, %v", entries, err)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "compile")); !os.IsNotExist(err) {
+		t.Fatalf("compile/ in the store: %v", err)
 	}
 	info, err := os.Stat(entries[0])
 	if err != nil {

@@ -186,10 +186,10 @@ type Cache struct {
 	dir string
 }
 
-// New returns the compile cache of the store at storeDir (its compile/
-// subdirectory, created on the first Put).
-func New(storeDir string) *Cache {
-	return &Cache{dir: filepath.Join(storeDir, "compile")}
+// New returns the compile cache kept in dir (created, private, on the first Put
+// if missing). strata keeps it in the store's state directory "compile".
+func New(dir string) *Cache {
+	return &Cache{dir: dir}
 }
 
 // Dir returns the directory that holds the entries.
@@ -333,7 +333,7 @@ func (h *Hit) Close() error { return h.f.Close() }
 // Put stores an entry under key, atomically: readers see the old entry or the
 // whole new one, never part of it.
 func (c *Cache) Put(key string, e *Entry) error {
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return fmt.Errorf("compile cache: %w", err)
 	}
 	h := header{

@@ -2,7 +2,8 @@
 // compile reads, so that compiling an unchanged workspace again costs a few file
 // reads instead of a CUE evaluation.
 //
-// An entry lives at <store>/compile/<key>.json. The key (see Key) is the SHA-256
+// An entry lives at <dir>/<key>.json, where strata gives the cache the store's
+// state directory "compile" (<store>/state/compile/). The key (see Key) is the SHA-256
 // of the strata version and binary, the host fingerprint, the embedded schema and
 // every input file of the workspace. Local path sources are hashed by content by
 // the compiler; an entry records each one's digest and is only used when every

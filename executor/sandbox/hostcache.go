@@ -30,7 +30,13 @@ type probeCache struct {
 // (a missing, stale or unreadable file) means probing again. Cheap facts
 // (tools, binfmt, kvm, cgroups) are always read afresh. A caller that sees a
 // sandbox fail to set up should remove file, so the next run probes again.
+// The store gives the file its place (a state directory, see
+// store.Store.StateDir); an empty file means there is none, and nothing is
+// cached.
 func DetectCached(ctx context.Context, file string) (*Host, error) {
+	if file == "" {
+		return Detect(ctx)
+	}
 	key := probeKey()
 	if b, err := os.ReadFile(file); err == nil && key != "" {
 		var c probeCache

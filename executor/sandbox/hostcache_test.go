@@ -3,11 +3,13 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // TestDetectCached: the probes' results are written once and reused while their
@@ -55,5 +57,33 @@ func TestDetectCached(t *testing.T) {
 		if err != nil || h.Bwrap.Version == "from-the-cache" {
 			t.Errorf("%s: cache trusted: %v %q", name, err, h.Bwrap.Version)
 		}
+	}
+}
+
+// TestDetectCachedNowhere: with no place for the cache (the store could not
+// give one), DetectCached probes and creates nothing, not even a temporary file
+// in the current directory (inotify sees every create).
+func TestDetectCachedNowhere(t *testing.T) {
+	if _, err := Detect(context.Background()); err != nil {
+		t.Skip("no usable bwrap:", err)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Skip("inotify:", err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DetectCached(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if n, err := unix.Read(fd, buf); n > 0 {
+		t.Fatalf("DetectCached(\"\") created a file in the current directory (%d bytes of events)", n)
+	} else if !errors.Is(err, unix.EAGAIN) {
+		t.Fatal(err)
 	}
 }

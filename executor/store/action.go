@@ -65,10 +65,11 @@ func (s *Store) actionPath(key string) string {
 	return filepath.Join(s.dir, dirActions, key+".json")
 }
 
-// PutAction records a under a.Key, replacing any previous entry. It first checks that
-// every blob the entry refers to is present, including the file contents of its tree,
-// and fails with an error wrapping ErrNotFound otherwise, so an entry never points at a
-// missing object. The entry is written atomically.
+// PutAction records a under a.Key, replacing any previous entry and any
+// failure record of the key (see PutFailure). It first checks that every blob
+// the entry refers to is present, including the file contents of its tree, and
+// fails with an error wrapping ErrNotFound otherwise, so an entry never points
+// at a missing object. The entry is written atomically.
 func (s *Store) PutAction(ctx context.Context, a *Action) error {
 	if err := s.putAction(ctx, a); err != nil {
 		return fmt.Errorf("store %s: put action %s: %w", s.dir, a.Key, err)
@@ -89,15 +90,25 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 		if _, err := checkDigest(d); err != nil {
 			return err
 		}
-		if !s.HasBlob(d) {
-			return fmt.Errorf("blob %s: %w", d, ErrNotFound)
-		}
 	}
-	// A tree this Store committed is complete by construction; any other tree
-	// has each file blob checked (Bazel: never record an entry that points at a
-	// missing blob).
-	if a.Tree != "" && !s.isComplete(a.Tree) {
-		t, err := s.GetTree(ctx, a.Tree)
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	final := s.actionPath(a.Key)
+	err = s.writeRecord(ctx, final, b, func() error {
+		for _, d := range a.blobs() {
+			if !s.HasBlob(d) {
+				return fmt.Errorf("blob %s: %w", d, ErrNotFound)
+			}
+		}
+		// A tree committed under a live lease is complete by construction; any
+		// other tree has each file blob checked (Bazel: never record an entry that
+		// points at a missing blob).
+		if a.Tree == "" || s.isComplete(a.Tree) {
+			return nil
+		}
+		t, err := s.getTree(ctx, a.Tree)
 		if err != nil {
 			return err
 		}
@@ -106,18 +117,59 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 				return fmt.Errorf("tree %s: %s: blob %s: %w", a.Tree, e.Path, e.Digest, ErrNotFound)
 			}
 		}
-	}
-	b, err := json.Marshal(a)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	return s.writeFileAtomic(s.actionPath(a.Key), b, 0o644)
+	return removeIfExists(s.failurePath(a.Key))
+}
+
+// writeRecord writes data to the record file final (an action or failure
+// record) through a synced temporary file, and renames it into place in a
+// shared section after check, which makes sure what the record refers to is
+// there: GC, which deletes only under the exclusive lock, either sees the
+// record or has already deleted what check looks for.
+func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) error {
+	f, err := s.tempFile("r-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op once renamed
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	release, err := s.shared(ctx)
+	if err != nil {
+		return err
+	}
+	err = check()
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	release()
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(final))
 }
 
 // GetAction returns the entry for key and marks it used now (its modification time is
 // the clock GC's LRU order uses). A missing entry, an unreadable one, or one whose
 // tree, log or output blob is gone is a miss: the error wraps ErrNotFound and a broken
-// entry is removed.
+// entry is removed. With a lease (see WithLease) the entry's tree, log, outputs and
+// inputs are added to it before they are looked for.
 func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 	if err := validKey(key); err != nil {
 		return nil, fmt.Errorf("store %s: get action: %w", s.dir, err)
@@ -131,6 +183,9 @@ func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
 	}
 	defer f.Close()
+	if err := s.pinAction(ctx, a); err != nil {
+		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
+	}
 	for _, d := range a.blobs() {
 		if !s.HasBlob(d) {
 			if sameFile(f, p) {
@@ -139,11 +194,50 @@ func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 			return nil, fmt.Errorf("store %s: action %s: blob %s gone: %w", s.dir, key, d, ErrNotFound)
 		}
 	}
-	now := time.Now()
-	if err := os.Chtimes(p, now, now); err != nil && !errors.Is(err, fs.ErrNotExist) && !s.readOnly {
+	if err := s.touch(p); err != nil {
 		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
 	}
 	return a, nil
+}
+
+// pinAction adds what a refers to to the call's lease, in one shared section.
+func (s *Store) pinAction(ctx context.Context, a *Action) error {
+	l, err := s.leaseOf(ctx)
+	if err != nil || l == nil {
+		return err
+	}
+	var trees, blobs []string
+	for _, d := range append([]digest.Digest{a.Tree}, a.Inputs...) {
+		if hex, err := checkDigest(d); err == nil {
+			trees = append(trees, hex)
+		}
+	}
+	for _, d := range a.blobs() {
+		if hex, err := checkDigest(d); err == nil && d != a.Tree {
+			blobs = append(blobs, hex)
+		}
+	}
+	if l.has(kindTree, trees...) && l.has(kindBlob, blobs...) {
+		return nil
+	}
+	release, err := s.shared(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := l.add(kindTree, trees...); err != nil {
+		return err
+	}
+	return l.add(kindBlob, blobs...)
+}
+
+// touch marks the record at p used now, for GC's LRU order.
+func (s *Store) touch(p string) error {
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil && !errors.Is(err, fs.ErrNotExist) && !s.readOnly {
+		return err
+	}
+	return nil
 }
 
 // readAction reads and decodes the entry at p, returning the open file too. A
@@ -195,14 +289,15 @@ func (s *Store) PutWeak(ctx context.Context, weakKey string, data json.RawMessag
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.writeFileAtomic(s.weakPath(weakKey), bytes.Clone(data), 0o644); err != nil {
+	if err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), func() error { return nil }); err != nil {
 		return fmt.Errorf("store %s: put weak %s: %w", s.dir, weakKey, err)
 	}
 	return nil
 }
 
 // GetWeak returns the record PutWeak last stored for weakKey, or an error wrapping
-// ErrNotFound.
+// ErrNotFound, and marks it used now. GC collects weak records (see the package
+// documentation).
 func (s *Store) GetWeak(ctx context.Context, weakKey string) (json.RawMessage, error) {
 	if err := validKey(weakKey); err != nil {
 		return nil, fmt.Errorf("store %s: get weak: %w", s.dir, err)
@@ -220,6 +315,8 @@ func (s *Store) GetWeak(ctx context.Context, weakKey string) (json.RawMessage, e
 	if !json.Valid(b) {
 		return nil, fmt.Errorf("store %s: weak %s: %w", s.dir, weakKey, ErrCorrupt)
 	}
+	// Best effort: the time only orders GC's LRU.
+	_ = s.touch(s.weakPath(weakKey))
 	return b, nil
 }
 
@@ -258,7 +355,7 @@ func (s *Store) List(ctx context.Context) ([]ActionInfo, error) {
 			}
 		}
 		if ae.a.Tree != "" {
-			if t, err := s.GetTree(ctx, ae.a.Tree); err == nil {
+			if t, err := s.getTree(ctx, ae.a.Tree); err == nil {
 				for _, e := range t.Entries {
 					if e.Type == tree.File {
 						add(e.Digest, e.Size)

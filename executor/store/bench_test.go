@@ -6,7 +6,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 const benchSize = 64 << 20
@@ -68,5 +71,65 @@ func BenchmarkLinkFileKnown(b *testing.B) {
 		if _, _, err := s.LinkFile(ctx, p, 0o644, 0, 0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// digests returns n distinct digests.
+func digests(n int) []digest.Digest {
+	ds := make([]digest.Digest, n)
+	for i := range ds {
+		ds[i] = digest.FromString(strconv.Itoa(i))
+	}
+	return ds
+}
+
+// BenchmarkLeaseAdd10k adds 10,000 digests to a fresh lease in one call.
+func BenchmarkLeaseAdd10k(b *testing.B) {
+	ctx := context.Background()
+	s := newStore(b)
+	ds := digests(10000)
+	for b.Loop() {
+		l, err := s.NewLease(ctx, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Add(ctx, ds...); err != nil {
+			b.Fatal(err)
+		}
+		l.Release()
+	}
+}
+
+// BenchmarkLeaseAdd10kOneByOne adds 10,000 digests one call each, the way a
+// build adds objects as it writes them: a shared section and a write each.
+func BenchmarkLeaseAdd10kOneByOne(b *testing.B) {
+	ctx := context.Background()
+	s := newStore(b)
+	ds := digests(10000)
+	for b.Loop() {
+		l, err := s.NewLease(ctx, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range ds {
+			if err := l.Add(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+		l.Release()
+	}
+}
+
+// BenchmarkSharedSection enters and leaves a write section with no other
+// holder: the flock calls every object write now pays.
+func BenchmarkSharedSection(b *testing.B) {
+	ctx := context.Background()
+	s := newStore(b)
+	for b.Loop() {
+		leave, err := s.shared(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		leave()
 	}
 }

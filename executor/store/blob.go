@@ -72,7 +72,7 @@ func (s *Store) HasBlob(d digest.Digest) bool {
 // written to a temporary file, synced and renamed into place; if the blob is already
 // present (with the right size) the new copy is discarded.
 func (s *Store) PutBlob(ctx context.Context, r io.Reader) (digest.Digest, int64, error) {
-	d, n, err := s.putBlob(ctx, r)
+	d, n, err := s.putBlob(ctx, kindBlob, r, "", -1)
 	if err != nil {
 		return "", 0, fmt.Errorf("store %s: put blob: %w", s.dir, err)
 	}
@@ -85,7 +85,9 @@ func (s *Store) PutBytes(ctx context.Context, b []byte) (digest.Digest, error) {
 	return d, err
 }
 
-func (s *Store) putBlob(ctx context.Context, r io.Reader) (digest.Digest, int64, error) {
+// putBlob stores what r yields. When want is set the bytes must hash to it and
+// number size (if size >= 0), or the blob is refused with ErrCorrupt.
+func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want digest.Digest, size int64) (digest.Digest, int64, error) {
 	f, err := s.tempFile("b-*")
 	if err != nil {
 		return "", 0, err
@@ -122,10 +124,16 @@ func (s *Store) putBlob(ctx context.Context, r io.Reader) (digest.Digest, int64,
 		}
 	}
 	d := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil)))
+	switch {
+	case size >= 0 && n != size:
+		return "", 0, fmt.Errorf("blob %s: %w: got %d bytes, want %d", want, ErrCorrupt, n, size)
+	case want != "" && d != want:
+		return "", 0, fmt.Errorf("blob %s: %w: content hashes to %s", want, ErrCorrupt, d)
+	}
 	hex := d.Encoded()
 	final := s.blobPath(hex)
-	if st, err := os.Lstat(final); err == nil && st.Size() == n {
-		return d, n, nil
+	if ok, err := s.pinExisting(ctx, kind, hex, final, n); err != nil || ok {
+		return d, n, err
 	}
 	if err := f.Chmod(0o444); err != nil {
 		return "", 0, err
@@ -141,10 +149,68 @@ func (s *Store) putBlob(ctx context.Context, r io.Reader) (digest.Digest, int64,
 	if err := ensureShard(filepath.Dir(final)); err != nil {
 		return "", 0, err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", 0, err
+	placed, err := s.place(ctx, kind, hex, tmp, final, n)
+	if err != nil || !placed {
+		return d, n, err
 	}
 	return d, n, syncDir(filepath.Dir(final))
+}
+
+// pinExisting reports whether the object final is present with size n, and if
+// so adds hex to the call's lease first and looks again: an object found after
+// it was pinned stays. One that is missing is pinned by place, as it is put
+// there.
+func (s *Store) pinExisting(ctx context.Context, kind leaseKind, hex, final string, n int64) (bool, error) {
+	if st, err := os.Lstat(final); err != nil || st.Size() != n {
+		return false, nil
+	}
+	if err := s.pin(ctx, kind, hex); err != nil {
+		return false, err
+	}
+	st, err := os.Lstat(final)
+	return err == nil && st.Size() == n, nil
+}
+
+// place renames the finished temporary file tmp to the object path final in a
+// shared section, unless an object of size n is already there, after adding
+// hex to the call's lease (kind 0: no lease entry). It reports whether tmp was
+// renamed. Every object enters the store through place or placeAll, so GC,
+// which deletes only under the exclusive lock, finds at a path the inode its
+// scan saw or a newer one it must keep.
+func (s *Store) place(ctx context.Context, kind leaseKind, hex, tmp, final string, n int64) (bool, error) {
+	placed, err := s.placeAll(ctx, kind, hex, n, tmp, final)
+	return len(placed) > 0, err
+}
+
+// placeAll is place for pairs of temporary file and object path, in one shared
+// section; a pair with no temporary file is skipped. It returns the object
+// paths it renamed to.
+func (s *Store) placeAll(ctx context.Context, kind leaseKind, hex string, n int64, pairs ...string) ([]string, error) {
+	release, err := s.shared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if kind != 0 {
+		if err := s.pinLocked(ctx, kind, hex); err != nil {
+			return nil, err
+		}
+	}
+	var placed []string
+	for i := 0; i+1 < len(pairs); i += 2 {
+		tmp, final := pairs[i], pairs[i+1]
+		if tmp == "" {
+			continue
+		}
+		if st, err := os.Lstat(final); err == nil && st.Size() == n {
+			continue
+		}
+		if err := os.Rename(tmp, final); err != nil {
+			return placed, err
+		}
+		placed = append(placed, final)
+	}
+	return placed, nil
 }
 
 // OpenBlob opens the blob d for reading. The reader re-hashes the bytes it returns and,

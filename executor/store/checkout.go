@@ -26,7 +26,8 @@ func (s *Store) checkoutPath(hex string) string {
 // hardlinks of store objects. It is built once (in tmp/, then renamed into place, with
 // LockKey keeping concurrent builders from duplicating the work) and reused afterwards.
 // The checkout is read-only: writing to it would change store objects; use it as an
-// overlayfs lower directory. Callers hold Hold while they use it so GC keeps it.
+// overlayfs lower directory. With a lease (see WithLease) the tree is added to it, so
+// GC keeps the checkout while the lease lives.
 func (s *Store) Checkout(ctx context.Context, d digest.Digest) (string, error) {
 	p, err := s.checkout(ctx, d)
 	if err != nil {
@@ -38,6 +39,9 @@ func (s *Store) Checkout(ctx context.Context, d digest.Digest) (string, error) {
 func (s *Store) checkout(ctx context.Context, d digest.Digest) (string, error) {
 	hex, err := checkDigest(d)
 	if err != nil {
+		return "", err
+	}
+	if err := s.pin(ctx, kindTree, hex); err != nil {
 		return "", err
 	}
 	final := s.checkoutPath(hex)
@@ -52,7 +56,7 @@ func (s *Store) checkout(ctx context.Context, d digest.Digest) (string, error) {
 	if st, err := os.Lstat(final); err == nil && st.IsDir() {
 		return final, nil
 	}
-	t, err := s.GetTree(ctx, d)
+	t, err := s.getTree(ctx, d)
 	if err != nil {
 		return "", err
 	}
@@ -64,7 +68,7 @@ func (s *Store) checkout(ctx context.Context, d digest.Digest) (string, error) {
 		forceRemoveAll(tmp)
 		return "", err
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := s.placeDir(ctx, tmp, final); err != nil {
 		forceRemoveAll(tmp)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 			return final, nil // another process won the race
@@ -72,6 +76,16 @@ func (s *Store) checkout(ctx context.Context, d digest.Digest) (string, error) {
 		return "", err
 	}
 	return final, syncDir(filepath.Dir(final))
+}
+
+// placeDir renames the directory tmp to final in a shared section (see place).
+func (s *Store) placeDir(ctx context.Context, tmp, final string) error {
+	release, err := s.shared(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return os.Rename(tmp, final)
 }
 
 // buildCheckout materialises t at dir, which must not exist.
@@ -114,9 +128,13 @@ func (s *Store) buildCheckout(ctx context.Context, t *tree.Tree, dir string) err
 				if err != nil {
 					return err
 				}
-				err = s.copyObject(ctx, r, e.Digest, e.Size, dst, e.Mode, e.UID, e.GID)
+				tmp, err := s.copyToTemp(ctx, r, e.Digest, e.Size, e.Mode, e.UID, e.GID)
 				r.Close()
 				if err != nil {
+					return err
+				}
+				if err := os.Rename(tmp, dst); err != nil {
+					os.Remove(tmp)
 					return err
 				}
 			}
@@ -181,7 +199,7 @@ func (s *Store) checkCheckout(ctx context.Context, d digest.Digest, content bool
 	if err != nil {
 		return err
 	}
-	t, err := s.GetTree(ctx, d)
+	t, err := s.getTree(ctx, d)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -93,76 +94,106 @@ func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid
 	}
 	hex := d.Encoded()
 	obj := s.fileObjPath(hex, mode, uid, gid)
-	if st, err := os.Lstat(obj); err == nil && st.Size() == n {
-		return d, n, s.ensureBlobLink(hex, obj, n)
-	}
-	if err := ensureShard(filepath.Dir(obj)); err != nil {
+	if ok, err := s.pinExisting(ctx, kindBlob, hex, obj, n); err != nil {
 		return "", 0, err
+	} else if ok {
+		return d, n, s.ensureBlobLink(ctx, hex, obj, n)
 	}
-	linked := false
+	blob := s.blobPath(hex)
+	for _, d := range []string{obj, blob} {
+		if err := ensureShard(filepath.Dir(d)); err != nil {
+			return "", 0, err
+		}
+	}
+	tmp := ""
 	if st1.Nlink == 1 {
-		linked, err = s.linkInPlace(f, path, obj, mode, uid, gid, &st1)
+		tmp, err = s.linkToTemp(f, path, mode, uid, gid, &st1)
 		if err != nil {
 			return "", 0, err
 		}
 	}
-	if !linked {
+	if tmp == "" {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return "", 0, err
 		}
-		if err := s.copyObject(ctx, f, d, n, obj, mode, uid, gid); err != nil {
+		if tmp, err = s.copyToTemp(ctx, f, d, n, mode, uid, gid); err != nil {
 			return "", 0, err
 		}
 	}
-	if err := syncDir(filepath.Dir(obj)); err != nil {
+	// The blob path is a second name of the same inode, placed with it.
+	tmpBlob := ""
+	if st, err := os.Lstat(blob); err != nil || st.Size() != n {
+		tmpBlob, err = s.tempName("l-")
+		if err == nil {
+			err = os.Link(tmp, tmpBlob)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return "", 0, err
+		}
+	}
+	placed, err := s.placeAll(ctx, kindBlob, hex, n, tmp, obj, tmpBlob, blob)
+	if !slices.Contains(placed, obj) {
+		os.Remove(tmp)
+	}
+	if tmpBlob != "" && !slices.Contains(placed, blob) {
+		os.Remove(tmpBlob)
+	}
+	if err != nil {
 		return "", 0, err
 	}
-	return d, n, s.ensureBlobLink(hex, obj, n)
+	for _, p := range placed {
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return "", 0, err
+		}
+	}
+	return d, n, nil
 }
 
-// linkInPlace gives the file its metadata and links it into place as obj. It reports
-// false when the file is on another filesystem and must be copied.
-func (s *Store) linkInPlace(f *os.File, path, obj string, mode uint32, uid, gid int, st *unix.Stat_t) (bool, error) {
+// linkToTemp gives the file its metadata and links it into the session, ready
+// to be placed. It returns "" when the file is on another filesystem and must
+// be copied.
+func (s *Store) linkToTemp(f *os.File, path string, mode uint32, uid, gid int, st *unix.Stat_t) (string, error) {
 	fd := int(f.Fd())
 	if err := f.Sync(); err != nil {
-		return false, err
+		return "", err
 	}
 	// chown clears setuid and setgid bits, so it goes first.
 	if s.root && (int(st.Uid) != uid || int(st.Gid) != gid) {
 		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return false, err
+			return "", err
 		}
 	}
 	if err := unix.Fchmod(fd, mode); err != nil {
-		return false, err
+		return "", err
 	}
 	tmp, err := s.tempName("l-")
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	if err := os.Link(path, tmp); err != nil {
 		if errors.Is(err, unix.EXDEV) {
-			return false, nil
+			return "", nil
 		}
-		return false, err
+		return "", err
 	}
-	if err := os.Rename(tmp, obj); err != nil {
-		os.Remove(tmp)
-		return false, err
-	}
-	return true, nil
+	return tmp, nil
 }
 
-// copyObject copies r, which must hash to d, into a new file object obj.
-func (s *Store) copyObject(ctx context.Context, r io.Reader, d digest.Digest, n int64, obj string, mode uint32, uid, gid int) error {
+// copyToTemp copies r, which must hash to d, into a new synced temporary file
+// with the given metadata and returns its path.
+func (s *Store) copyToTemp(ctx context.Context, r io.Reader, d digest.Digest, n int64, mode uint32, uid, gid int) (string, error) {
 	t, err := s.tempFile("c-*")
 	if err != nil {
-		return err
+		return "", err
 	}
 	tmp := t.Name()
+	ok := false
 	defer func() {
 		t.Close()
-		os.Remove(tmp)
+		if !ok {
+			os.Remove(tmp)
+		}
 	}()
 	bp := getBuf()
 	defer putBuf(bp)
@@ -170,35 +201,33 @@ func (s *Store) copyObject(ctx context.Context, r io.Reader, d digest.Digest, n 
 	w := io.MultiWriter(t, verifier)
 	copied, err := io.CopyBuffer(w, struct{ io.Reader }{r}, *bp)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if copied != n || !verifier.Verified() {
-		return fmt.Errorf("copy of %s: %w: content changed", d, ErrCorrupt)
+		return "", fmt.Errorf("copy of %s: %w: content changed", d, ErrCorrupt)
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return "", err
 	}
 	fd := int(t.Fd())
 	if s.root {
 		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if err := unix.Fchmod(fd, mode&0o7777); err != nil {
-		return err
+		return "", err
 	}
 	if err := t.Sync(); err != nil {
-		return err
+		return "", err
 	}
-	if err := os.Rename(tmp, obj); err != nil {
-		return err
-	}
-	return nil
+	ok = true
+	return tmp, nil
 }
 
 // ensureBlobLink makes the blob path of hex a hardlink of obj unless a blob of the
 // right size is already there.
-func (s *Store) ensureBlobLink(hex, obj string, n int64) error {
+func (s *Store) ensureBlobLink(ctx context.Context, hex, obj string, n int64) error {
 	blob := s.blobPath(hex)
 	if st, err := os.Lstat(blob); err == nil && st.Size() == n {
 		return nil
@@ -213,8 +242,11 @@ func (s *Store) ensureBlobLink(hex, obj string, n int64) error {
 	if err := os.Link(obj, tmp); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, blob); err != nil {
+	placed, err := s.place(ctx, 0, hex, tmp, blob, n)
+	if !placed {
 		os.Remove(tmp)
+	}
+	if err != nil || !placed {
 		return err
 	}
 	return syncDir(filepath.Dir(blob))
@@ -249,11 +281,22 @@ func (s *Store) ensureFileObject(ctx context.Context, d digest.Digest, n int64, 
 	if err := ensureShard(filepath.Dir(obj)); err != nil {
 		return "", err
 	}
-	if err := s.copyObject(ctx, r, d, n, obj, mode, uid, gid); err != nil {
+	tmp, err := s.copyToTemp(ctx, r, d, n, mode, uid, gid)
+	if err != nil {
 		return "", err
 	}
-	if err := syncDir(filepath.Dir(obj)); err != nil {
+	// Not leased on its own: the caller's tree is.
+	placed, err := s.place(ctx, 0, hex, tmp, obj, n)
+	if !placed {
+		os.Remove(tmp)
+	}
+	if err != nil {
 		return "", err
 	}
-	return obj, s.ensureBlobLink(hex, obj, n)
+	if placed {
+		if err := syncDir(filepath.Dir(obj)); err != nil {
+			return "", err
+		}
+	}
+	return obj, s.ensureBlobLink(ctx, hex, obj, n)
 }

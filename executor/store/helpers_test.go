@@ -46,8 +46,10 @@ func child(t *testing.T, mode, dir string, extraEnv ...string) *exec.Cmd {
 	return cmd
 }
 
-// startAndWaitLine starts cmd and waits until it prints want on stdout.
-func startAndWaitLine(t *testing.T, cmd *exec.Cmd, want string) {
+// startAndWaitLine starts cmd and waits until it prints want on stdout. It
+// returns the rest of the child's output, which the caller must read or kill
+// the child.
+func startAndWaitLine(t *testing.T, cmd *exec.Cmd, want string) *bufio.Reader {
 	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -58,12 +60,16 @@ func startAndWaitLine(t *testing.T, cmd *exec.Cmd, want string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != want {
 		t.Fatalf("child said %q, %v; want %q", line, err, want)
 	}
-	go io.Copy(io.Discard, out)
+	return r
 }
+
+// childLeased is what the locker child keeps under its lease.
+const childLeased = "leased by the locker child"
 
 func runChild(mode, dir string) error {
 	ctx := context.Background()
@@ -78,7 +84,11 @@ func runChild(mode, dir string) error {
 		if _, err := s.LockKey(ctx, "held-key"); err != nil {
 			return err
 		}
-		if _, err := s.Hold(ctx); err != nil {
+		l, err := s.NewLease(ctx, "locker")
+		if err != nil {
+			return err
+		}
+		if _, err := s.PutBytes(WithLease(ctx, l), []byte(childLeased)); err != nil {
 			return err
 		}
 		fmt.Println("locked")
@@ -86,6 +96,13 @@ func runChild(mode, dir string) error {
 		return nil
 	case "builder":
 		return childBuilder(ctx, dir)
+	case "gcload":
+		s, err := Open(dir)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return loadBuilder(ctx, s, "child", 8)
 	case "diskfull":
 		return childDiskFull(ctx, dir)
 	}
@@ -116,6 +133,8 @@ func childWriter(ctx context.Context, dir string) error {
 		}
 		if i == 0 {
 			fmt.Println("ready")
+		} else {
+			fmt.Println("wrote", i)
 		}
 	}
 }
@@ -138,14 +157,15 @@ func childBuilder(ctx context.Context, dir string) error {
 	return nil
 }
 
-// buildOnce is what an executor does for one key: hold, lock, look up, build on a
-// miss, record, and check the result while still holding.
+// buildOnce is what an executor does for one key: lease, lock, look up, build on
+// a miss, record, and check the result while the lease still holds it.
 func buildOnce(ctx context.Context, s *Store, key, buildLog string) error {
-	release, err := s.Hold(ctx)
+	l, err := s.NewLease(ctx, "build-"+key)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer l.Release()
+	ctx = WithLease(ctx, l)
 	unlock, err := s.LockKey(ctx, key)
 	if err != nil {
 		return err
@@ -153,7 +173,7 @@ func buildOnce(ctx context.Context, s *Store, key, buildLog string) error {
 	defer unlock()
 	a, err := s.GetAction(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		work, err := os.MkdirTemp(s.Dir(), "work-")
+		work, err := s.MkdirTemp("work-")
 		if err != nil {
 			return err
 		}

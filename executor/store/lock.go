@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -118,19 +119,228 @@ func (s *Store) LockKeyWaiting(ctx context.Context, key string, waiting func(hol
 	return release, nil
 }
 
-// Hold takes a shared lock that keeps GC and Verify out until released, blocking while
-// one of them runs or until ctx is done. A build holds it from before it writes its
-// first object until after its PutAction, and while it uses a checkout. A process must
-// not call GC or Verify while it holds Hold itself: they would wait forever.
-func (s *Store) Hold(ctx context.Context) (release func(), err error) {
-	release, err = lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_SH, nil)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: hold: %w", s.dir, err)
-	}
-	return release, nil
+// gate orders the store's short write sections against GC's and Verify's
+// exclusive ones, across goroutines and processes.
+//
+// A writer holds locks/gc.lock shared only for the few system calls that put an
+// object in place or add it to a lease (see shared); GC holds it exclusively
+// only for one slice of deletions (gcSlice). flock is unfair: a stream of
+// shared holders whose sections overlap would keep an exclusive waiter out for
+// ever. So the exclusive side first takes locks/gc.intent exclusively (a
+// turnstile): a process with no shared holder passes the turnstile shared before
+// it takes gc.lock, so none gets in while GC waits; a process whose goroutines
+// already hold gc.lock probes the turnstile before admitting another one, and
+// lets its holders drain instead when GC is waiting. gc.lock then frees as soon
+// as the sections in flight end, which takes microseconds.
+type gate struct {
+	mu      sync.Mutex
+	n       int           // goroutines of this Store inside a shared section
+	locking bool          // one of them is taking the flock for all
+	wake    chan struct{} // closed when n drops to 0 or locking ends
+	lock    *os.File
+	held    *os.File // the descriptor holding gc.lock shared: lock, or one flockWait opened
+	intent  *os.File
+	probe   *os.File // a second descriptor of gc.intent for LOCK_NB probes
 }
 
-// lockExclusive takes the GC lock exclusively.
-func (s *Store) lockExclusive(ctx context.Context) (func(), error) {
-	return lockPath(ctx, filepath.Join(s.dir, gcLockName), unix.LOCK_EX, nil)
+// openGate opens the lock files of the gate. A read-only store has none: it
+// cannot be collected by this process, and its writes fail anyway.
+func (s *Store) openGate() error {
+	if s.readOnly {
+		return nil
+	}
+	var files [3]*os.File
+	for i, name := range []string{gcLockName, gcIntentName, gcIntentName} {
+		f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			for _, g := range files[:i] {
+				g.Close()
+			}
+			return err
+		}
+		files[i] = f
+	}
+	s.gate.lock, s.gate.intent, s.gate.probe = files[0], files[1], files[2]
+	return nil
+}
+
+func (g *gate) close() {
+	for _, f := range []*os.File{g.lock, g.intent, g.probe} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// pending reports whether a GC or Verify waits at the turnstile or runs.
+func (g *gate) pending() bool {
+	if unix.Flock(int(g.probe.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
+		return true
+	}
+	unix.Flock(int(g.probe.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// shared enters a write section and returns the function that leaves it. A
+// section must be short (no fsync, no hashing, no waiting for other locks) and
+// must not enter another one: while GC waits, a nested entry would wait for its
+// own section to end.
+func (s *Store) shared(ctx context.Context) (func(), error) {
+	g := &s.gate
+	if g.lock == nil {
+		return func() {}, nil
+	}
+	g.mu.Lock()
+	for {
+		if g.n > 0 && !g.pending() {
+			g.n++
+			g.mu.Unlock()
+			return g.leave, nil
+		}
+		if g.n == 0 && !g.locking {
+			break
+		}
+		if g.wake == nil {
+			g.wake = make(chan struct{})
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("store %s: wait for gc: %w", s.dir, ctx.Err())
+		}
+		g.mu.Lock()
+	}
+	g.locking = true
+	g.mu.Unlock()
+	held, err := flockWait(ctx, g.intent, unix.LOCK_SH)
+	if err == nil {
+		var lockHeld *os.File
+		lockHeld, err = flockWait(ctx, g.lock, unix.LOCK_SH)
+		unlockHeld(g.intent, held)
+		held = lockHeld
+	}
+	g.mu.Lock()
+	g.locking = false
+	if err == nil {
+		g.n, g.held = 1, held
+	}
+	g.wakeAll()
+	g.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	return g.leave, nil
+}
+
+// wakeAll wakes the goroutines waiting to enter; g.mu is held.
+func (g *gate) wakeAll() {
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 {
+		unlockHeld(g.lock, g.held)
+		g.held = nil
+		g.wakeAll()
+	}
+	g.mu.Unlock()
+}
+
+// flockWait takes a flock of kind how on the file f names and returns the
+// descriptor that holds it: f itself when the lock is free, else a fresh
+// descriptor that waits in the kernel, so that it is granted the moment the
+// holder lets go (polling would sleep through the short gaps GC leaves between
+// its batches, and GC through those between writers). When ctx ends first the
+// wait is abandoned: its descriptor is closed once granted, and being its own
+// open file its lock never mixes with f's.
+func flockWait(ctx context.Context, f *os.File, how int) (*os.File, error) {
+	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err == nil {
+		return f, nil
+	} else if !errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, fmt.Errorf("flock %s: %w", f.Name(), err)
+	}
+	w, err := os.Open(f.Name())
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(int(w.Fd()), how)
+			if !errors.Is(err, unix.EINTR) {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("flock %s: %w", f.Name(), err)
+		}
+		return w, nil
+	case <-ctx.Done():
+		go func() { <-done; w.Close() }()
+		return nil, fmt.Errorf("wait for lock %s: %w", f.Name(), ctx.Err())
+	}
+}
+
+// unlockHeld releases a lock flockWait returned for f.
+func unlockHeld(f, held *os.File) {
+	if held == f {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	} else if held != nil {
+		held.Close()
+	}
+}
+
+// exclusive waits at the turnstile and then for the write sections in flight to
+// end, and returns the function that lets writers in again. Its own descriptors
+// conflict with this Store's shared ones, so a GC in a process that also builds
+// waits for that process's sections too.
+func (s *Store) exclusive(ctx context.Context) (func(), error) {
+	intent, err := os.OpenFile(filepath.Join(s.dir, gcIntentName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	heldIntent, err := flockWait(ctx, intent, unix.LOCK_EX)
+	if err != nil {
+		intent.Close()
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(s.dir, gcLockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		closeFiles(intent, heldIntent)
+		return nil, err
+	}
+	heldLock, err := flockWait(ctx, lock, unix.LOCK_EX)
+	if err != nil {
+		closeFiles(intent, heldIntent, lock)
+		return nil, err
+	}
+	// Closing a descriptor releases its lock.
+	return func() { closeFiles(lock, heldLock, intent, heldIntent) }, nil
+}
+
+// closeFiles closes each distinct file once.
+func closeFiles(fs ...*os.File) {
+	for i, f := range fs {
+		if f != nil && !slices.Contains(fs[:i], f) {
+			f.Close()
+		}
+	}
+}
+
+// lockRun takes locks/gc.run exclusively for the whole of a GC or Verify, so
+// that two of them never interleave. Builds never take it.
+func (s *Store) lockRun(ctx context.Context) (func(), error) {
+	return lockPath(ctx, filepath.Join(s.dir, gcRunName), unix.LOCK_EX, nil)
 }

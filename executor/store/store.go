@@ -41,6 +41,14 @@ type Store struct {
 	lockf   *os.File // holds the flock on session
 	closed  bool
 	trees   treeCache
+	hold    *Lease // the lease of calls without one while Hold is held
+	holds   int    // callers holding Hold
+
+	gate gate
+
+	// afterMark, when set (by tests), runs in GC between choosing what to
+	// delete and deleting it: where a writer racing with GC must not lose.
+	afterMark func()
 }
 
 const (
@@ -48,12 +56,17 @@ const (
 	dirFiles      = "files"
 	dirActions    = "actions"
 	dirWeak       = "weak"
+	dirFailures   = "failures"
+	dirLeases     = "leases"
+	dirState      = "state"
 	dirCheckouts  = "checkouts"
 	dirLocks      = "locks"
 	dirKeyLocks   = "locks/keys"
 	dirTmp        = "tmp"
 	dirQuarantine = "quarantine"
 	gcLockName    = "locks/gc.lock"
+	gcIntentName  = "locks/gc.intent"
+	gcRunName     = "locks/gc.run"
 	sessionPrefix = "s-"
 )
 
@@ -73,7 +86,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	s := &Store{dir: abs, root: os.Geteuid() == 0}
-	for _, d := range []string{dirBlobs, dirFiles, dirActions, dirWeak, dirCheckouts, dirKeyLocks, dirTmp, dirQuarantine} {
+	for _, d := range []string{dirBlobs, dirFiles, dirActions, dirWeak, dirFailures, dirLeases, dirCheckouts, dirKeyLocks, dirTmp, dirQuarantine} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
 			if !readOnlyErr(err) {
 				return nil, fmt.Errorf("open store %s: %w", abs, err)
@@ -93,7 +106,14 @@ func Open(dir string) (*Store, error) {
 	if _, err := s.sweepTmp(); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	if err := s.migrate(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if err := s.openGate(); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
 	if err := s.newSession(); err != nil {
+		s.gate.close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil
@@ -159,7 +179,8 @@ func private(dir string) error {
 func (s *Store) Dir() string { return s.dir }
 
 // Close releases the Store's session directory and removes it. Locks returned by
-// LockKey and Hold are independent of Close and must be released by their callers.
+// LockKey, and leases, are independent of Close and must be released by their
+// callers.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -172,6 +193,7 @@ func (s *Store) Close() error {
 	}
 	err := forceRemoveAll(s.session)
 	s.lockf.Close()
+	s.gate.close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
 	}
@@ -279,39 +301,6 @@ func (s *Store) tempName(prefix string) (string, error) {
 		return "", ErrClosed
 	}
 	return filepath.Join(s.session, prefix+randHex(8)), nil
-}
-
-// writeFileAtomic writes data to name through a synced temporary file and a rename.
-func (s *Store) writeFileAtomic(name string, data []byte, perm os.FileMode) error {
-	f, err := s.tempFile("w-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(filepath.Dir(name))
 }
 
 // ensureShard creates the shard directory dir if needed, syncing its parent when it

@@ -22,19 +22,24 @@ import (
 // PutTree stores the canonical encoding of t as a blob and returns its digest, which is
 // t.Digest(). The tree must be valid (see tree.Tree.Validate).
 func (s *Store) PutTree(ctx context.Context, t *tree.Tree) (digest.Digest, error) {
-	b, err := t.Encode()
-	if err != nil {
-		return "", fmt.Errorf("store %s: put tree: %w", s.dir, err)
-	}
-	d, err := s.PutBytes(ctx, b)
-	if err == nil {
-		s.cacheTree(d, t)
-	}
-	return d, err
+	desc, err := s.PutTreeDesc(ctx, t)
+	return desc.Digest, err
 }
 
 // GetTree reads, verifies and decodes the tree manifest d.
 func (s *Store) GetTree(ctx context.Context, d digest.Digest) (*tree.Tree, error) {
+	hex, err := checkDigest(d)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: get tree: %w", s.dir, err)
+	}
+	if err := s.pin(ctx, kindTree, hex); err != nil {
+		return nil, err
+	}
+	return s.getTree(ctx, d)
+}
+
+// getTree is GetTree without the lease.
+func (s *Store) getTree(ctx context.Context, d digest.Digest) (*tree.Tree, error) {
 	if t, ok := s.cachedTree(d); ok && s.HasBlob(d) {
 		return t, nil
 	}
@@ -155,7 +160,7 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (*tree.Tree, digest.D
 	if err != nil {
 		return nil, "", fmt.Errorf("commit %s: %w", dir, err)
 	}
-	s.markComplete(d) // every file was just linked
+	s.markComplete(ctx, d) // every file was just linked
 	return t, d, nil
 }
 
@@ -238,7 +243,7 @@ func (s *Store) CommitUpper(ctx context.Context, base *tree.Tree, upperDir strin
 	}
 	// Upper files were just linked; the rest belong to base, which the caller took
 	// from a recorded action or an earlier commit (see the contract above).
-	s.markComplete(d)
+	s.markComplete(ctx, d)
 	return t, d, nil
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"container/list"
+	"context"
 
 	"github.com/opencontainers/go-digest"
 
@@ -14,14 +15,14 @@ import (
 const treeCacheSize = 8
 
 // treeCache holds recently put or read manifests, decoded, and remembers which
-// trees are complete: committed by this Store (CommitDir, CommitUpper), so every
-// file blob they name was linked or belongs to their recorded base. Callers get
-// copies, so mutating a returned tree never changes the cache. Guarded by
-// Store.mu.
+// trees are complete: committed by this Store (CommitDir, CommitUpper) under a
+// lease, so every file blob they name was linked or belongs to their recorded
+// base, and stays while that lease lives. Callers get copies, so mutating a
+// returned tree never changes the cache. Guarded by Store.mu.
 type treeCache struct {
 	lru      *list.List // of *cachedTree, most recent first
 	byDigest map[digest.Digest]*list.Element
-	complete map[digest.Digest]bool
+	complete map[digest.Digest]*Lease
 }
 
 type cachedTree struct {
@@ -38,7 +39,7 @@ func (s *Store) cacheTree(d digest.Digest, t *tree.Tree) {
 	defer s.mu.Unlock()
 	c := &s.trees
 	if c.lru == nil {
-		c.lru, c.byDigest, c.complete = list.New(), map[digest.Digest]*list.Element{}, map[digest.Digest]bool{}
+		c.lru, c.byDigest = list.New(), map[digest.Digest]*list.Element{}
 	}
 	if el, ok := c.byDigest[d]; ok {
 		c.lru.MoveToFront(el)
@@ -62,17 +63,30 @@ func (s *Store) cachedTree(d digest.Digest) (*tree.Tree, bool) {
 	return copyTree(el.Value.(*cachedTree).t), true
 }
 
-func (s *Store) markComplete(d digest.Digest) {
+// markComplete records that the tree d, just committed, is complete for as long
+// as the call's lease lives. Without a lease nothing keeps its files from GC, so
+// PutAction checks them.
+func (s *Store) markComplete(ctx context.Context, d digest.Digest) {
+	l, _ := s.leaseOf(ctx)
+	if l == nil || l.path == "" {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.trees.complete == nil {
-		s.trees.complete = map[digest.Digest]bool{}
+		s.trees.complete = map[digest.Digest]*Lease{}
 	}
-	s.trees.complete[d] = true
+	for d, l := range s.trees.complete {
+		if !l.live() {
+			delete(s.trees.complete, d)
+		}
+	}
+	s.trees.complete[d] = l
 }
 
 func (s *Store) isComplete(d digest.Digest) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.trees.complete[d]
+	l := s.trees.complete[d]
+	s.mu.Unlock()
+	return l != nil && l.live()
 }

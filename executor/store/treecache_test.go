@@ -46,10 +46,19 @@ func TestTreeCache(t *testing.T) {
 		t.Errorf("PutAction of a tree with a missing blob = %v, want ErrNotFound", err)
 	}
 
-	// A committed tree is complete: PutAction records it.
+	// A tree committed under a lease is complete while the lease lives (its
+	// files cannot go): PutAction records it. Without a lease it is checked.
 	dir := t.TempDir()
 	os.WriteFile(dir+"/h", []byte("h"), 0o644)
-	_, cd, err := s.CommitDir(ctx, dir)
+	if _, nd, err := s.CommitDir(ctx, dir); err != nil || s.isComplete(nd) {
+		t.Fatalf("committed without a lease: complete %v, %v", s.isComplete(nd), err)
+	}
+	l, err := s.NewLease(ctx, "commit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(dir+"/i", []byte("i"), 0o644)
+	_, cd, err := s.CommitDir(WithLease(ctx, l), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +67,10 @@ func TestTreeCache(t *testing.T) {
 	}
 	if err := s.PutAction(ctx, &Action{Key: strings.Repeat("b", 64), Tree: cd}); err != nil {
 		t.Fatal(err)
+	}
+	l.Release()
+	if s.isComplete(cd) {
+		t.Error("complete after its lease was released")
 	}
 
 	// A tree whose blob was removed behind the cache's back is not served.

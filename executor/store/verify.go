@@ -67,11 +67,14 @@ type verifyObj struct {
 
 func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 	rep := &VerifyReport{}
-	release, err := s.lockExclusive(ctx)
+	if s.readOnly {
+		return rep, ErrReadOnly
+	}
+	unlock, err := s.lockRun(ctx)
 	if err != nil {
 		return rep, err
 	}
-	defer release()
+	defer unlock()
 
 	var objs []verifyObj
 	for _, top := range []string{dirBlobs, dirFiles} {
@@ -141,20 +144,18 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 		return rep, err
 	}
 
+	// Hashing and the checks that read trees and checkouts run beside builds;
+	// moving objects aside and dropping entries happen under the exclusive lock.
 	bad := map[string]bool{}      // content hex known bad
-	badFiles := map[string]bool{} // file object names quarantined
-	quarantine := func(o verifyObj) error {
+	badFiles := map[string]bool{} // file object names to quarantine
+	var toQuarantine []int        // indices into objs
+	quarantine := func(i int) {
+		o := objs[i]
 		rep.Corrupt = append(rep.Corrupt, o.rel)
-		name := strings.ReplaceAll(o.rel, "/", "_") + "." + time.Now().UTC().Format("20060102T150405") + "." + randHex(4)
-		dst := filepath.Join(dirQuarantine, name)
-		if err := os.Rename(filepath.Join(s.dir, o.rel), filepath.Join(s.dir, dst)); err != nil {
-			return err
-		}
-		rep.Quarantined = append(rep.Quarantined, dst)
+		toQuarantine = append(toQuarantine, i)
 		if o.file {
 			badFiles[filepath.Base(o.rel)] = true
 		}
-		return nil
 	}
 	counted := map[inode]bool{}
 	for i, o := range objs {
@@ -182,17 +183,13 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 			ok = false // metadata changed: the content is fine, the object is not
 		}
 		if !ok {
-			if err := quarantine(o); err != nil {
-				return rep, err
-			}
+			quarantine(i)
 		}
 	}
 	// Every object holding bad content goes, even one that hashed right on its own inode.
 	for i, o := range objs {
 		if stats[i].Ino != 0 && bad[o.hex] && !contains(rep.Corrupt, o.rel) {
-			if err := quarantine(o); err != nil {
-				return rep, err
-			}
+			quarantine(i)
 		}
 	}
 
@@ -201,7 +198,7 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 		t, ok := trees[d]
 		if !ok {
 			var err error
-			if t, err = s.GetTree(ctx, d); err != nil {
+			if t, err = s.getTree(ctx, d); err != nil {
 				t = nil
 			}
 			trees[d] = t
@@ -222,6 +219,62 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 	}
 	ents, err := s.actionEntries()
 	if err != nil {
+		return rep, err
+	}
+	for _, ae := range ents {
+		if ae.a.Tree != "" {
+			treeBad(ae.a.Tree) // read outside the lock
+		}
+	}
+	type checkout struct {
+		hex string
+		in  inode
+		bad bool
+	}
+	var cos []checkout
+	des, err := os.ReadDir(filepath.Join(s.dir, dirCheckouts))
+	if err != nil {
+		return rep, err
+	}
+	for _, de := range des {
+		var st unix.Stat_t
+		if unix.Lstat(filepath.Join(s.dir, dirCheckouts, de.Name()), &st) != nil {
+			continue
+		}
+		d := digest.NewDigestFromEncoded(digest.SHA256, de.Name())
+		good := d.Validate() == nil && !bad[de.Name()] && !treeBad(d) && s.checkCheckout(ctx, d, false) == nil
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		cos = append(cos, checkout{hex: de.Name(), in: inode{uint64(st.Dev), st.Ino}, bad: !good})
+	}
+	trash, err := s.MkdirTemp("verify-")
+	if err != nil {
+		return rep, err
+	}
+	defer forceRemoveAll(trash)
+
+	release, err := s.exclusive(ctx)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
+	for _, i := range toQuarantine {
+		o := objs[i]
+		p := filepath.Join(s.dir, o.rel)
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil || st.Dev != stats[i].Dev || st.Ino != stats[i].Ino {
+			continue // gone, or replaced by a writer since it was hashed
+		}
+		name := strings.ReplaceAll(o.rel, "/", "_") + "." + time.Now().UTC().Format("20060102T150405") + "." + randHex(4)
+		dst := filepath.Join(dirQuarantine, name)
+		if err := os.Rename(p, filepath.Join(s.dir, dst)); err != nil {
+			return rep, err
+		}
+		rep.Quarantined = append(rep.Quarantined, dst)
+	}
+	// Entries written since they were listed are checked too.
+	if ents, err = s.actionEntries(); err != nil {
 		return rep, err
 	}
 	// An entry goes when an object it refers to is bad or gone, when its tree
@@ -266,19 +319,17 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 			rep.DroppedActions = append(rep.DroppedActions, ae.a.Key)
 		}
 	}
-	cos, err := os.ReadDir(filepath.Join(s.dir, dirCheckouts))
-	if err != nil {
-		return rep, err
-	}
 	for _, co := range cos {
-		d := digest.NewDigestFromEncoded(digest.SHA256, co.Name())
-		if d.Validate() == nil && !bad[co.Name()] && !tainted[d] && !treeBad(d) && s.checkCheckout(ctx, d, false) == nil {
+		d := digest.NewDigestFromEncoded(digest.SHA256, co.hex)
+		if !co.bad && !tainted[d] {
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return rep, err
+		p := filepath.Join(s.dir, dirCheckouts, co.hex)
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil || (inode{uint64(st.Dev), st.Ino}) != co.in {
+			continue
 		}
-		if err := forceRemoveAll(filepath.Join(s.dir, dirCheckouts, co.Name())); err != nil {
+		if err := os.Rename(p, filepath.Join(trash, co.hex)); err != nil {
 			return rep, err
 		}
 		rep.RemovedCheckouts = append(rep.RemovedCheckouts, d)
