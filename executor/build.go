@@ -248,11 +248,14 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 	if err != nil {
 		return nil, err
 	}
-	release, err := opts.Store.Hold(ctx)
+	// The build's lease keeps what it uses and makes from GC, which never
+	// waits for a build to end.
+	lease, err := opts.Store.NewLease(ctx, "build")
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	defer release()
+	defer lease.Release()
+	ctx = store.WithLease(ctx, lease)
 
 	names := displayNames(p, opts.Targets)
 	ev := &emitter{fn: opts.Events, total: len(ids), names: names}

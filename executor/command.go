@@ -206,9 +206,9 @@ func (r *LocalRunner) sandboxed(ctx context.Context, n *plan.Node, host *sandbox
 		res.Log = ocispec.Descriptor{MediaType: MediaTypeLog, Digest: logD, Size: size}
 	}
 	if runErr != nil {
-		if errors.Is(runErr, sandbox.ErrSetup) {
+		if p := r.hostCache(); errors.Is(runErr, sandbox.ErrSetup) && p != "" {
 			// The host may have changed under the cached probe results.
-			os.Remove(r.hostCache())
+			os.Remove(p)
 		}
 		return res, &tailError{runErr, tail}
 	}

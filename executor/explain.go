@@ -48,12 +48,11 @@ func nameRecordKey(name string) string {
 	return "name-" + hex.EncodeToString(sum[:])
 }
 
-// logRecordKey names the record of the log of a node that has no action entry
-// (a failed node, a hook).
-func logRecordKey(id string) string { return "log-" + id }
-
+// putNodeLog keeps the log of a run that left no action entry (a failed node,
+// a cleanup hook) as the node's failure record, which GC collects with the
+// actions.
 func putNodeLog(ctx context.Context, st *store.Store, id string, log digest.Digest) error {
-	return st.PutWeak(ctx, logRecordKey(id), mustJSON(map[string]digest.Digest{"log": log}))
+	return st.PutFailure(ctx, id, log)
 }
 
 // ErrNoLog is returned by NodeLog for a node with no log in the store.
@@ -65,13 +64,8 @@ func NodeLog(ctx context.Context, st *store.Store, n *plan.Node) (digest.Digest,
 	if a, err := st.GetAction(ctx, n.ID); err == nil && a.Log != "" {
 		return a.Log, nil
 	}
-	if b, err := st.GetWeak(ctx, logRecordKey(n.ID)); err == nil {
-		var r struct {
-			Log digest.Digest `json:"log"`
-		}
-		if json.Unmarshal(b, &r) == nil && r.Log != "" && st.HasBlob(r.Log) {
-			return r.Log, nil
-		}
+	if d, err := st.LastFailure(ctx, n.ID); err == nil {
+		return d, nil
 	}
 	return "", fmt.Errorf("%s: %w (never built, or built by a step that keeps no log)", n.Name, ErrNoLog)
 }

@@ -79,13 +79,14 @@ func (r *LocalRunner) runOutput(ctx context.Context, n *plan.Node, in Inputs) (R
 		res.Tree = r.treeDesc(ld)
 		return res, nil
 	}
-	// Linked, not copied: an artifact is often large, and an ext4 image sparse.
-	d, _, err := st.LinkFile(ctx, dst, 0o444, 0, 0)
+	// Moved in, not copied: an artifact is often large, and an ext4 image
+	// sparse.
+	desc, err := st.AddFile(ctx, dst, w.MediaType)
 	if err != nil {
 		return Result{}, fmt.Errorf("store %s: %w", name, err)
 	}
-	if d != w.Digest {
-		return Result{}, fmt.Errorf("store %s: stored digest %s, output reported %s", name, d, w.Digest)
+	if desc.Digest != w.Digest || desc.Size != w.Size {
+		return Result{}, fmt.Errorf("store %s: stored %s (%d bytes), the assembler reported %s (%d bytes)", name, desc.Digest, desc.Size, w.Digest, w.Size)
 	}
 	return res, nil
 }

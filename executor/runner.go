@@ -107,8 +107,15 @@ func (r *LocalRunner) sandboxHost(ctx context.Context, n *plan.Node) (*sandbox.H
 	return r.host, r.hostErr
 }
 
-// hostCache is the file where the sandbox probes' results are kept.
-func (r *LocalRunner) hostCache() string { return filepath.Join(r.st.Dir(), "host.json") }
+// hostCache is the file where the sandbox probes' results are kept, in the
+// store's state directory "sandbox"; "" (nothing cached) when it has none.
+func (r *LocalRunner) hostCache() string {
+	dir, err := r.st.StateDir("sandbox")
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "host.json")
+}
 
 // input returns the result of dependency id, which must have finished.
 func input(in Inputs, id string) (Result, error) {

@@ -77,8 +77,8 @@
 // manifest, its file objects and its checkout. A lease is a file its process holds a
 // flock on, so it ends when Release is called or the process dies; adding to it
 // appends a line (no fsync), a few microseconds per call. A worker makes one lease
-// per node and releases it, so nothing stays pinned for ever. Hold, the old
-// build-long lock, is now a lease shared by the calls made without one.
+// per node and releases it, so nothing stays pinned for ever. A call made without a
+// lease pins nothing: what it writes is GC's to take once it is unreferenced.
 //
 // # Garbage collection and its locking
 //

@@ -188,8 +188,7 @@ func (l *Lease) Release() error {
 }
 
 // leaseOf returns the lease a call made with ctx adds its objects to: the
-// context's (see WithLease), else the one Hold keeps while some caller holds
-// it, else nil.
+// context's (see WithLease), else nil.
 func (s *Store) leaseOf(ctx context.Context) (*Lease, error) {
 	if l, ok := ctx.Value(leaseKey{}).(*Lease); ok && l != nil {
 		if l.s.dir != s.dir {
@@ -197,9 +196,7 @@ func (s *Store) leaseOf(ctx context.Context) (*Lease, error) {
 		}
 		return l, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hold, nil
+	return nil, nil
 }
 
 // pinLocked adds the objects to the call's lease, if any. The caller is in a
@@ -225,38 +222,4 @@ func (s *Store) pin(ctx context.Context, kind leaseKind, hexes ...string) error 
 	}
 	defer release()
 	return l.add(kind, hexes...)
-}
-
-// Hold is what builds used before leases: it keeps a lease for the store's
-// calls made without one (see WithLease) until every caller of Hold has
-// released it. It no longer keeps GC or Verify waiting, and never waits
-// itself. Builds should use NewLease and WithLease instead.
-func (s *Store) Hold(ctx context.Context) (release func(), err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.hold == nil {
-		s.mu.Unlock()
-		l, err := s.NewLease(ctx, "hold")
-		s.mu.Lock()
-		if err != nil {
-			return nil, fmt.Errorf("store %s: hold: %w", s.dir, err)
-		}
-		if s.hold == nil {
-			s.hold = l
-		} else {
-			defer l.Release()
-		}
-	}
-	s.holds++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.holds--; s.holds == 0 {
-				s.hold.Release()
-				s.hold = nil
-			}
-		})
-	}, nil
 }

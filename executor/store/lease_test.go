@@ -418,37 +418,6 @@ func TestLeaseKeepsTree(t *testing.T) {
 	}
 }
 
-// TestHoldIsALease: Hold no longer keeps GC waiting; what calls without a
-// lease write while it is held stays until the last holder releases it.
-func TestHoldIsALease(t *testing.T) {
-	ctx := context.Background()
-	s := newStore(t)
-	r1, err := s.Hold(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2, err := s.Hold(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := s.PutBytes(ctx, []byte("held"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GC(ctx, 0); err != nil {
-		t.Fatal(err) // would wait for ever with the old shared lock
-	}
-	r1()
-	r1() // twice is once
-	if _, err := s.GC(ctx, 0); err != nil || !s.HasBlob(d) {
-		t.Fatalf("with one holder left: %v, present %v", err, s.HasBlob(d))
-	}
-	r2()
-	if _, err := s.GC(ctx, 0); err != nil || s.HasBlob(d) {
-		t.Fatalf("after the last release: %v, present %v", err, s.HasBlob(d))
-	}
-}
-
 // TestVerifyIgnoresLeases: a corrupt object is quarantined even while a
 // lease holds it.
 func TestVerifyIgnoresLeases(t *testing.T) {

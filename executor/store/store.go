@@ -41,8 +41,6 @@ type Store struct {
 	lockf   *os.File // holds the flock on session
 	closed  bool
 	trees   treeCache
-	hold    *Lease // the lease of calls without one while Hold is held
-	holds   int    // callers holding Hold
 
 	gate gate
 
