@@ -317,7 +317,7 @@ func TestBuildPlanJSONExec(t *testing.T) {
 		t.Fatalf("compile: %s", r.stderr)
 	}
 	fromDir := buildJSON(t, ws, t.TempDir())
-	fromPlan := parseJSONBuild(t, runCLI(t, "", t.TempDir(), "--output", "json", "build", planFile))
+	fromPlan := parseJSONBuild(t, runCLI(t, "", t.TempDir(), "--output", "json", "build", "--out-dir", t.TempDir(), planFile))
 	if fromDir.code != 0 || fromPlan.code != 0 {
 		t.Fatalf("builds: %d %d\n%s\n%s", fromDir.code, fromPlan.code, fromDir.stderr, fromPlan.stderr)
 	}
