@@ -273,9 +273,9 @@ func selectVariant(idx *ocispec.Index, name, deviceType, platform string) (ocisp
 	}
 	switch {
 	case best < 0 || bestScore < 0:
-		return ocispec.Descriptor{}, fmt.Errorf("%s: %w for %s; on offer: %s", name, ErrNoMatch, what, strings.Join(offer, "; "))
+		return ocispec.Descriptor{}, fmt.Errorf("%w for %s; on offer: %s", ErrNoMatch, what, strings.Join(offer, "; "))
 	case tie:
-		return ocispec.Descriptor{}, fmt.Errorf("%s: several variants fit %s (give --device-type or --platform); on offer: %s", name, what, strings.Join(offer, "; "))
+		return ocispec.Descriptor{}, fmt.Errorf("several variants fit %s (give --device-type or --platform); on offer: %s", what, strings.Join(offer, "; "))
 	}
 	return cands[best], nil
 }
