@@ -83,7 +83,9 @@ func (s storeContents) put(ctx context.Context, desc ocispec.Descriptor, r io.Re
 	return nil
 }
 
-func (s storeContents) path(desc ocispec.Descriptor) (string, error) { return s.st.BlobPath(desc.Digest) }
+func (s storeContents) path(desc ocispec.Descriptor) (string, error) {
+	return s.st.BlobPath(desc.Digest)
+}
 
 func (s storeContents) getTree(ctx context.Context, d digest.Digest) (*tree.Tree, error) {
 	return s.st.GetTree(ctx, d)

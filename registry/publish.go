@@ -289,9 +289,9 @@ func mergeIndex(old *ocispec.Index, entries []ocispec.Descriptor, img *image) oc
 		def = def || d.Annotations[AnnotationDefault] == "true"
 	}
 	idx := ocispec.Index{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: all,
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageIndex,
+		Manifests:   all,
 		Annotations: withAnnotations(nil, ocispec.AnnotationVersion, img.version, ocispec.AnnotationCreated, img.created),
 	}
 	if def {

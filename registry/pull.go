@@ -33,12 +33,12 @@ type PullOptions struct {
 // Pulled is what Pull fetched.
 type Pulled struct {
 	// Reference is the reference resolved, at the digest it resolved to.
-	Reference  string        `json:"reference"`
-	Repository string        `json:"repository"`
-	Image      string        `json:"image"`
-	Version    string        `json:"version"`
-	Platform   string        `json:"platform"`
-	DeviceTypes []string     `json:"device_types"`
+	Reference   string   `json:"reference"`
+	Repository  string   `json:"repository"`
+	Image       string   `json:"image"`
+	Version     string   `json:"version"`
+	Platform    string   `json:"platform"`
+	DeviceTypes []string `json:"device_types"`
 	// Digest is the strata manifest's; Index the version's index.
 	Digest digest.Digest `json:"digest"`
 	Index  digest.Digest `json:"index,omitempty"`
