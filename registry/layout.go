@@ -120,7 +120,7 @@ func (l *layout) push(ctx context.Context, desc ocispec.Descriptor, r io.Reader)
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("%s: write %s: %w", l.repo, desc.Digest, err)
+		return err
 	}
 	if l.hook != nil {
 		l.hook("blob-written")

@@ -70,15 +70,15 @@ func (v *verifier) Read(p []byte) (int, error) {
 	}
 	switch {
 	case v.n > v.desc.Size:
-		v.err = fmt.Errorf("%s: %w: more than %d bytes", v.desc.Digest, ErrDigest, v.desc.Size)
+		v.err = fmt.Errorf("%w: more than the %d bytes of %s", ErrDigest, v.desc.Size, v.desc.Digest)
 		return 0, v.err
 	case err == io.EOF:
 		got := digest.NewDigest(v.desc.Digest.Algorithm(), v.h)
 		switch {
 		case v.n != v.desc.Size:
-			v.err = fmt.Errorf("%s: %w: %d bytes, want %d", v.desc.Digest, ErrDigest, v.n, v.desc.Size)
+			v.err = fmt.Errorf("%w: %d bytes of the %d of %s", ErrDigest, v.n, v.desc.Size, v.desc.Digest)
 		case got != v.desc.Digest:
-			v.err = fmt.Errorf("%s: %w: content hashes to %s", v.desc.Digest, ErrDigest, got)
+			v.err = fmt.Errorf("%w: content of %s hashes to %s", ErrDigest, v.desc.Digest, got)
 		default:
 			v.err = io.EOF
 		}

@@ -74,7 +74,7 @@ func (c *Client) pushBlob(ctx context.Context, t target, b blob) error {
 			return nil
 		}
 		if attempt >= blobAttempts || !retryable(ctx, err) {
-			return fmt.Errorf("push %s to %s: %w", b.desc.Digest, t.name(), err)
+			return fmt.Errorf("blob %s to %s: %w", b.desc.Digest, t.name(), err)
 		}
 		ev.Kind, ev.Message = EventRetry, err.Error()
 		c.emit(ev)
@@ -217,7 +217,7 @@ func (c *Client) fetchBlob(ctx context.Context, src, dst target, d ocispec.Descr
 			return nil
 		}
 		if attempt >= blobAttempts || !retryable(ctx, err) {
-			return fmt.Errorf("pull %s from %s: %w", d.Digest, src.name(), err)
+			return fmt.Errorf("blob %s from %s: %w", d.Digest, src.name(), err)
 		}
 		ev.Kind, ev.Message = EventRetry, err.Error()
 		c.emit(ev)
