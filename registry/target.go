@@ -70,15 +70,15 @@ func (v *verifier) Read(p []byte) (int, error) {
 	}
 	switch {
 	case v.n > v.desc.Size:
-		v.err = fmt.Errorf("%w: more than the %d bytes of %s", ErrDigest, v.desc.Size, v.desc.Digest)
+		v.err = fmt.Errorf("%w: more than %d bytes", ErrDigest, v.desc.Size)
 		return 0, v.err
 	case err == io.EOF:
 		got := digest.NewDigest(v.desc.Digest.Algorithm(), v.h)
 		switch {
 		case v.n != v.desc.Size:
-			v.err = fmt.Errorf("%w: %d bytes of the %d of %s", ErrDigest, v.n, v.desc.Size, v.desc.Digest)
+			v.err = fmt.Errorf("%w: %d bytes, want %d", ErrDigest, v.n, v.desc.Size)
 		case got != v.desc.Digest:
-			v.err = fmt.Errorf("%w: content of %s hashes to %s", ErrDigest, v.desc.Digest, got)
+			v.err = fmt.Errorf("%w: content hashes to %s", ErrDigest, got)
 		default:
 			v.err = io.EOF
 		}
@@ -105,7 +105,7 @@ func readVerified(ctx context.Context, t target, desc ocispec.Descriptor) ([]byt
 	defer rc.Close()
 	b, err := io.ReadAll(newVerifier(rc, desc))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.name(), err)
+		return nil, fmt.Errorf("%s %s: %w", t.name(), desc.Digest, err)
 	}
 	return b, nil
 }
