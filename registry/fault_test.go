@@ -115,7 +115,7 @@ func TestHelperProcess(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			_, err = c.Install(ctx, os.Getenv("REF"), os.Getenv("TARGET"), InstallOptions{DeviceType: os.Getenv("DEVICE")})
+			_, err = c.Install(ctx, os.Getenv("REF"), os.Getenv("TARGET"), InstallOptions{DeviceType: os.Getenv("DEVICE"), AllowDowngrade: os.Getenv("ALLOW_DOWNGRADE") != ""})
 			return err
 		default:
 			return fmt.Errorf("unknown helper %q", what)

@@ -109,7 +109,7 @@ func (l *layout) push(ctx context.Context, desc ocispec.Descriptor, r io.Reader)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
-	_, err = io.Copy(f, readerOnly{newVerifier(ctxReader{ctx, r}, desc)})
+	err = copySparse(f, newVerifier(ctxReader{ctx, r}, desc), nil)
 	if err == nil {
 		err = f.Chmod(0o444)
 	}
@@ -327,3 +327,37 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// copySparse copies r into the new file f, leaving blocks of zeros as holes
+// (ext4 and raw disk images are mostly holes; writing their zeros would cost
+// their full size on disk), and returns r's error; step, when set, is called
+// after each chunk.
+func copySparse(f *os.File, r io.Reader, step func()) error {
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		for i := 0; i < n; i += sparseBlock {
+			b := buf[i:min(i+sparseBlock, n)]
+			if !bytes.Equal(b, zeroBlock[:len(b)]) {
+				if _, err := f.WriteAt(b, off); err != nil {
+					return err
+				}
+			}
+			off += int64(len(b))
+		}
+		if n > 0 && step != nil {
+			step()
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			return f.Truncate(off)
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+const sparseBlock = 64 << 10
+
+var zeroBlock = make([]byte, sparseBlock)

@@ -380,24 +380,8 @@ func copyVerified(ctx context.Context, src *layout, root *os.Root, name string, 
 			root.Remove(tmp)
 		}
 	}()
-	buf := make([]byte, 1<<20)
-	v := newVerifier(ctxReader{ctx, rc}, d)
-	for {
-		n, rerr := v.Read(buf)
-		if n > 0 {
-			if _, err := f.Write(buf[:n]); err != nil {
-				return err
-			}
-			if step != nil {
-				step()
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("%s: %w", name, rerr)
-		}
+	if err := copySparse(f, newVerifier(ctxReader{ctx, rc}, d), step); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
 		return err
