@@ -294,7 +294,6 @@ func TestSecurityRow09ConnectionResetDuringUpload(t *testing.T) {
 	}
 }
 
-
 // TestSecurityRow10RetryAfterThen503: a 429 with Retry-After and then a 503
 // are waited out (the wait capped at MaxWait); when the retries run out the
 // error names the registry and the status.
@@ -468,7 +467,7 @@ func TestSecurityRow12KilledBeforeTag(t *testing.T) {
 		st.Close()
 	}
 	srv.Reset()
-	if err := child(t, "publish", "STORE="+dir, "REGISTRY="+srv.Host, ).Run(); err != nil {
+	if err := child(t, "publish", "STORE="+dir, "REGISTRY="+srv.Host).Run(); err != nil {
 		t.Fatal(err)
 	}
 	if n, b := srv.BlobUploads(); n != 0 || b != 0 {
