@@ -7,9 +7,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/schema"
 
 	"github.com/strata-build/strata/internal/regtest"
 )
@@ -153,5 +157,19 @@ func TestRegistryRefusingOCI11(t *testing.T) {
 	p, err := c2.Pull(ctx, srv.Host+"/fleet/a", PullOptions{DeviceType: "x86/nuc"})
 	if err != nil || p.Image != "nuc" || len(p.Files) != 1 {
 		t.Fatalf("pull: %+v %v", p, err)
+	}
+	// The 1.0 form validates against the image-spec's schemas too.
+	for _, d := range []digest.Digest{p.Digest, p.Index} {
+		b, err := os.ReadFile(filepath.Join(p.Layout, "blobs", "sha256", d.Encoded()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := schema.ValidatorMediaTypeManifest
+		if d == p.Index {
+			v = schema.ValidatorMediaTypeImageIndex
+		}
+		if err := v.Validate(bytes.NewReader(b)); err != nil || bytes.Contains(b, []byte("artifactType")) {
+			t.Errorf("%s: %v\n%s", d, err, b)
+		}
 	}
 }
