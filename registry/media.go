@@ -94,3 +94,5 @@ func sortedStrings(s []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+func sortStrings(s []string) { slices.Sort(s) }

@@ -214,6 +214,7 @@ func (c *Client) fetchBlob(ctx context.Context, src, dst target, d ocispec.Descr
 	for attempt := 1; ; attempt++ {
 		err := c.download(ctx, src, dst, d, ev)
 		if err == nil {
+			c.remember(src, d)
 			return nil
 		}
 		if attempt >= blobAttempts || !retryable(ctx, err) {
