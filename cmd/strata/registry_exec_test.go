@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/image-spec/schema"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/store"
 	"github.com/strata-build/strata/executor/tree"
@@ -391,5 +392,66 @@ func TestRegistrySchemasExec(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRegistryCacheSecondMachineExec is the remote build cache as the
+// executor will use it (see registry.Tiered): every result of a build on
+// store A is uploaded; store B, empty, gets each node through a tiered cache
+// (local, then the registry) and a build on B then runs nothing.
+func TestRegistryCacheSecondMachineExec(t *testing.T) {
+	strataBin(t)
+	ctx := context.Background()
+	ws := copyExample(t, "minimal")
+	cacheA, cacheB := t.TempDir(), t.TempDir()
+	srv := startRegistryT(t)
+	if jb := buildJSON(t, ws, cacheA); !jb.ok {
+		t.Fatalf("build on A: %s", jb.errText)
+	}
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	if r := runCLI(t, ws, cacheA, "compile", "-o", planFile); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	f, err := os.Open(planFile)
+	must(t, err)
+	p, err := plan.Decode(f)
+	f.Close()
+	must(t, err)
+
+	stA, err := store.Open(cacheA)
+	must(t, err)
+	clientA, err := registry.New(stA, registry.Options{})
+	must(t, err)
+	to, err := clientA.Cache(srv.Host + "/cache/minimal")
+	must(t, err)
+	up := &registry.Tiered{Local: stA, To: to}
+	for _, n := range p.Nodes {
+		a, err := stA.GetAction(ctx, n.ID)
+		if err != nil {
+			continue // publish nodes are never cached
+		}
+		must(t, up.PutAction(ctx, a))
+	}
+	stA.Close()
+
+	stB, err := store.Open(cacheB)
+	must(t, err)
+	clientB, err := registry.New(stB, registry.Options{})
+	must(t, err)
+	from, err := clientB.Cache(srv.Host + "/cache/minimal")
+	must(t, err)
+	down := &registry.Tiered{Local: stB, From: []*registry.Cache{from}}
+	for _, n := range p.Nodes {
+		if n.Kind == "publish" {
+			continue
+		}
+		if _, err := down.GetAction(ctx, n.ID); err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+	}
+	stB.Close()
+	jb := buildJSON(t, ws, cacheB)
+	if !jb.ok || jb.result.Built != 0 || jb.result.Cached == 0 {
+		t.Fatalf("build on B: built %d, cached %d: %s", jb.result.Built, jb.result.Cached, jb.errText)
 	}
 }
