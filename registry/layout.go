@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -78,10 +79,19 @@ func (l *layout) exists(ctx context.Context, desc ocispec.Descriptor) (bool, err
 		return false, err
 	}
 	fi, err := os.Stat(p)
-	if err != nil {
+	if err != nil || fi.Size() != desc.Size {
 		return false, nil
 	}
-	return fi.Size() == desc.Size, nil
+	if desc.Size < smallBlob {
+		f, err := os.Open(p)
+		if err != nil {
+			return false, nil
+		}
+		defer f.Close()
+		_, err = readAllDiscard(newVerifier(f, desc))
+		return err == nil, nil
+	}
+	return true, nil
 }
 
 func (l *layout) fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
@@ -96,8 +106,16 @@ func (l *layout) fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadClo
 	return f, err
 }
 
+// smallBlob is the size under which blobs are not synced one by one: tag
+// syncs the whole filesystem once before a tag can reach them, and exists
+// re-hashes them (cheap at this size), so one torn by a power cut before that
+// is fetched again rather than trusted.
+const smallBlob = 1 << 20
+
 // push writes r into ingest/, checks it against desc and renames it into
-// place: a reader never sees a partial or wrong blob.
+// place: a reader never sees a partial or wrong blob. A large blob is synced
+// before the rename, its writeback started as it is written so the sync
+// overlaps the transfer.
 func (l *layout) push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
 	p, err := l.blobPath(desc)
 	if err != nil {
@@ -109,11 +127,12 @@ func (l *layout) push(ctx context.Context, desc ocispec.Descriptor, r io.Reader)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once renamed
-	err = copySparse(f, newVerifier(ctxReader{ctx, r}, desc), nil)
+	large := desc.Size >= smallBlob
+	err = copySparse(f, newVerifier(ctxReader{ctx, r}, desc), large, nil)
 	if err == nil {
 		err = f.Chmod(0o444)
 	}
-	if err == nil {
+	if err == nil && large {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -128,7 +147,21 @@ func (l *layout) push(ctx context.Context, desc ocispec.Descriptor, r io.Reader)
 	if err := os.Rename(tmp, p); err != nil {
 		return fmt.Errorf("oci layout %s: %w", l.dir, err)
 	}
-	return syncDir(filepath.Dir(p))
+	return nil
+}
+
+// flush makes every blob written so far durable (their contents and names):
+// one syncfs, instead of a sync per small blob.
+func (l *layout) flush() error {
+	d, err := os.Open(filepath.Join(l.dir, "blobs", "sha256"))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("oci layout %s: sync: %w", l.dir, err)
+	}
+	return d.Sync()
 }
 
 // tag records tag → desc in index.json; the content must already be a blob.
@@ -137,6 +170,9 @@ func (l *layout) tag(ctx context.Context, desc ocispec.Descriptor, b []byte, tag
 		if err := l.push(ctx, desc, bytes.NewReader(b)); err != nil {
 			return err
 		}
+	}
+	if err := l.flush(); err != nil {
+		return err
 	}
 	return l.update(func(idx *ocispec.Index) error {
 		d := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, ArtifactType: desc.ArtifactType,
@@ -330,12 +366,19 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // copySparse copies r into the new file f, leaving blocks of zeros as holes
 // (ext4 and raw disk images are mostly holes; writing their zeros would cost
-// their full size on disk), and returns r's error; step, when set, is called
-// after each chunk.
-func copySparse(f *os.File, r io.Reader, step func()) error {
-	buf := make([]byte, 1<<20)
-	var off int64
+// their full size on disk), and returns r's error. With writeback, it starts
+// writing each 8 MiB to disk as it goes, so a final sync has little left to
+// wait for. step, when set, is called after each chunk.
+func copySparse(f *os.File, r io.Reader, writeback bool, step func()) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var off, flushed int64
 	for {
+		if writeback && off-flushed >= 8<<20 {
+			_ = unix.SyncFileRange(int(f.Fd()), flushed, off-flushed, unix.SYNC_FILE_RANGE_WRITE)
+			flushed = off
+		}
 		n, rerr := io.ReadFull(r, buf)
 		for i := 0; i < n; i += sparseBlock {
 			b := buf[i:min(i+sparseBlock, n)]
@@ -359,5 +402,9 @@ func copySparse(f *os.File, r io.Reader, step func()) error {
 }
 
 const sparseBlock = 64 << 10
+
+// bufPool holds copy buffers: a pull of many small blobs must not allocate
+// (and zero) a megabyte for each.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 var zeroBlock = make([]byte, sparseBlock)

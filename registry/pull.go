@@ -380,7 +380,7 @@ func copyVerified(ctx context.Context, src *layout, root *os.Root, name string, 
 			root.Remove(tmp)
 		}
 	}()
-	if err := copySparse(f, newVerifier(ctxReader{ctx, rc}, d), step); err != nil {
+	if err := copySparse(f, newVerifier(ctxReader{ctx, rc}, d), true, step); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
