@@ -126,7 +126,7 @@ func (t timing) show(bytes int64) string {
 		return "n/a"
 	}
 	m := t.median()
-	return fmt.Sprintf("%.0f ms (%.0f MB/s)", float64(m.Microseconds())/1000, float64(bytes)/m.Seconds()/1e6)
+	return fmt.Sprintf("%.0f ms (%.1f MB/s)", float64(m.Microseconds())/1000, float64(bytes)/m.Seconds()/1e6)
 }
 
 func (t timing) ms() string {
