@@ -252,6 +252,9 @@ func VerifySlot(dir, slot string) (*Slot, error) {
 // Rollback makes the other slot of a target directory current again, after
 // checking that it is complete and its files match their digests.
 func Rollback(dir string) (*Installed, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("rollback: %s: %w", dir, errNoCurrent)
+	}
 	unlock, err := lockFile(filepath.Join(dir, targetLock))
 	if err != nil {
 		return nil, fmt.Errorf("rollback: lock %s: %w", dir, err)
@@ -262,7 +265,7 @@ func Rollback(dir string) (*Installed, error) {
 	}
 	cur, curSlot, err := readCurrent(dir)
 	if err != nil {
-		return nil, fmt.Errorf("rollback: %w", err)
+		return nil, fmt.Errorf("rollback: %s: %w", dir, err)
 	}
 	other := slotA
 	if curSlot == slotA {
