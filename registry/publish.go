@@ -58,9 +58,8 @@ var _ executor.Publisher = (*Client)(nil)
 // artifact manifest for its platform, an oci output as an ordinary container
 // image beside it, both in the image index of its version, tagged with the
 // version and the publish tags. It goes to the publish node's repository
-// (under Options.Registry), or to Options-independent PublishTo's. Blobs the
-// repository has are not sent again; tags are set only after everything they
-// reach is there.
+// (under Options.Registry), or where PublishTo says. Blobs the repository has
+// are not sent again; tags are set only after everything they reach is there.
 func (c *Client) Publish(ctx context.Context, req executor.PublishRequest) (executor.Result, error) {
 	var po publishOptions
 	if req.Node != nil && len(req.Node.Options) > 0 {
