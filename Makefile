@@ -46,10 +46,11 @@ fuzz:
 demo: setup build
 	@scripts/demo.sh
 
-## bench: compile vs cue export at N = 100, 1000, 3000 (numbers go to bench/README.md)
+## bench: compile vs cue export at N = 100, 1000, 3000; registry push/pull vs oras.Copy and crane (numbers go to bench/README.md)
 bench: setup build
 	@bench/compile.sh
 	@bench/buildstream.sh
+	@bench/registry.sh
 
 ## bench-build: strata build vs BuildStream 1.6 at N = 10, 50, 100 leaves (~10 min)
 bench-build: setup build

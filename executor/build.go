@@ -80,6 +80,10 @@ type Options struct {
 	// OutDir/<image>/<output name>: copies the user owns and may change, never
 	// links into the store. Default <Workspace>/out.
 	OutDir string
+	// Cache is where node results are looked up and recorded by strong key;
+	// nil means Store. A remote cache (registry.Tiered: local first, then a
+	// registry) goes here; it must record hits in Store.
+	Cache ActionCache
 	// Publisher runs publish nodes (strata push); nil skips them: a build
 	// does not publish.
 	Publisher Publisher
@@ -279,7 +283,11 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 			}
 		}
 	}
-	d := &cached{cache: opts.Store, run: runner, st: opts.Store, plan: p, pub: opts.Publisher, explain: opts.Explain, events: ev}
+	cache := opts.Cache
+	if cache == nil {
+		cache = opts.Store
+	}
+	d := &cached{cache: cache, run: runner, st: opts.Store, plan: p, pub: opts.Publisher, explain: opts.Explain, events: ev}
 	order, failed := walk(ctx, p, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
 
 	tasks := make(map[string]*task, len(order))

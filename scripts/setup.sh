@@ -37,3 +37,10 @@ if ! [ -x bin/cue ] || ! bin/cue version 2>/dev/null | grep -q "$cue_version"; t
 	echo "setup: installing cue $cue_version into bin/" >&2
 	GOBIN="$PWD/bin" go install "cuelang.org/go/cmd/cue@$cue_version"
 fi
+
+# crane reads what strata pushes in the registry interoperability tests.
+crane_version=v0.22.1
+if ! [ -x bin/crane ] || ! bin/crane version 2>/dev/null | grep -q "${crane_version#v}"; then
+	echo "setup: installing crane $crane_version into bin/" >&2
+	GOBIN="$PWD/bin" go install "github.com/google/go-containerregistry/cmd/crane@$crane_version"
+fi

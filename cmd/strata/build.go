@@ -24,6 +24,7 @@ import (
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/store"
+	"github.com/strata-build/strata/registry"
 )
 
 // binaryEnv names a static strata binary to bind into the sandbox for built-in
@@ -37,6 +38,9 @@ type buildFlags struct {
 	explain   bool
 	outDir    string
 	timeout   time.Duration
+	cacheFrom []string
+	cacheTo   string
+	plainHTTP bool
 }
 
 func newBuildCmd(g *globals) *cobra.Command {
@@ -76,11 +80,46 @@ and strata exits 130 (143 for SIGTERM); the next build resumes from the cache.`,
 	fl.BoolVar(&f.keepGoing, "keep-going", false, "keep building what does not depend on a failed node")
 	fl.BoolVar(&f.explain, "explain", false, "say why each rebuilt node is not cached")
 	fl.StringVar(&f.outDir, "out-dir", "", "where outputs are exported (default: the workspace's out/)")
+	fl.StringArrayVar(&f.cacheFrom, "cache-from", nil, "a registry repository to take node results from before building them (repeatable)")
+	fl.StringVar(&f.cacheTo, "cache-to", "", "a registry repository to put every node result into")
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "reach the cache registries over plain HTTP (loopback ones always are)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "cap on every stage's, job's and hook's run time, below its own timeout (default 1h); e.g. 30m")
 	return cmd
 }
 
 var errJobs = errors.New("-j takes the number of nodes to run at once: 0 (one per CPU) or more")
+
+// remoteCache is the tiered action cache of --cache-from and --cache-to (the
+// local store first, then the registries; every result recorded locally and
+// uploaded to --cache-to), or nil for the local store alone.
+func remoteCache(st *store.Store, f buildFlags, r *renderer) (executor.ActionCache, error) {
+	if len(f.cacheFrom) == 0 && f.cacheTo == "" {
+		return nil, nil
+	}
+	warn := func(ev registry.Event) {
+		if ev.Kind == registry.EventCacheWarning {
+			r.event(executor.Event{Kind: executor.EventWarning, Name: "cache " + ev.Repository, Line: ev.Message})
+		}
+	}
+	c, err := registry.New(st, registry.Options{PlainHTTP: f.plainHTTP, UserAgent: "strata/" + strataVersion(), Events: warn})
+	if err != nil {
+		return nil, err
+	}
+	t := &registry.Tiered{Local: st, Events: warn}
+	for _, repo := range f.cacheFrom {
+		rc, err := c.Cache(repo)
+		if err != nil {
+			return nil, &usageError{fmt.Errorf("--cache-from %s: %w", repo, err)}
+		}
+		t.From = append(t.From, rc)
+	}
+	if f.cacheTo != "" {
+		if t.To, err = c.Cache(f.cacheTo); err != nil {
+			return nil, &usageError{fmt.Errorf("--cache-to %s: %w", f.cacheTo, err)}
+		}
+	}
+	return t, nil
+}
 
 // strataBinary is the static strata binary bound into sandboxes for built-in
 // stages: $STRATA_BINARY, else this executable.
@@ -195,7 +234,12 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		return err
 	}
 	r := newRenderer(g)
+	cache, err := remoteCache(st, f, r)
+	if err != nil {
+		return err
+	}
 	res, err := executor.Build(ctx, v, executor.Options{
+		Cache: cache,
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
 		Timeout: f.timeout,

@@ -185,6 +185,7 @@ terminated (SIGTERM).`,
 		newInitCmd(g), newVetCmd(g), newCompileCmd(g), newGraphCmd(g), newExpandCmd(g),
 		newStagesCmd(g), newModCmd(g), newVersionCmd(g), newCompletionCmd(),
 		build, explain, logs, newTestCmd(g), newCacheCmd(g), newDoctorCmd(g), newBuiltinCmd(g),
+		newPushCmd(g), newVersionsCmd(g), newPullCmd(g), newInstallCmd(g), newRollbackCmd(g),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true // newCompletionCmd, with examples
 	root.SetHelpCommand(newHelpCmd())

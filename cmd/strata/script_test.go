@@ -11,6 +11,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/strata-build/strata/executor/sandbox"
+	"github.com/strata-build/strata/internal/regtest"
 )
 
 func TestMain(m *testing.M) {
@@ -49,6 +50,14 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// registry starts the reference registry on 127.0.0.1 for the
+			// rest of the script and sets $REGISTRY to its host:port.
+			"registry": func(ts *testscript.TestScript, neg bool, args []string) {
+				srv, err := regtest.Start(regtest.Options{})
+				ts.Check(err)
+				ts.Defer(srv.Close)
+				ts.Setenv("REGISTRY", srv.Host)
+			},
 			// exits CODE PROG [ARGS...] runs PROG and checks its exit code;
 			// its stdout and stderr are then checked as after exec.
 			"exits": func(ts *testscript.TestScript, neg bool, args []string) {
