@@ -151,12 +151,17 @@ func TestCacheRefusesTamperedEntry(t *testing.T) {
 	}
 	stB := newStore(t)
 	from, _ := newClient(t, stB, Options{}).Cache(srv.Host + "/cache/build")
-	tiered := &Tiered{Local: stB, From: []*Cache{from}}
+	var warnings []Event
+	tiered := &Tiered{Local: stB, From: []*Cache{from}, Events: func(ev Event) { warnings = append(warnings, ev) }}
+	// A forged entry is a miss (the node is built) and a warning, never a hit.
 	_, err := tiered.GetAction(ctx, a.Key)
-	if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrDigest) {
-		t.Fatalf("forged entry: %v", err)
+	if !errors.Is(err, store.ErrNotFound) || len(warnings) != 1 || warnings[0].Kind != EventCacheWarning {
+		t.Fatalf("forged entry: %v, warnings %+v", err, warnings)
 	}
-	t.Log(err)
+	if _, direct := from.GetAction(ctx, a.Key); !errors.Is(direct, ErrInvalid) && !errors.Is(direct, ErrDigest) {
+		t.Fatalf("the cache itself took the forged entry: %v", direct)
+	}
+	t.Log(warnings[0].Message)
 	if _, err := stB.GetAction(ctx, a.Key); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the forged entry was recorded: %v", err)
 	}

@@ -30,6 +30,9 @@ const (
 	// EventFallback: the registry refused the OCI 1.1 manifest form; the
 	// 1.0-compatible form is used from now on.
 	EventFallback EventKind = "fallback"
+	// EventIdentical: the image is published already with exactly this
+	// content; nothing was pushed (Message says so).
+	EventIdentical EventKind = "identical"
 	// EventCacheWarning: the remote cache failed to give or take a result;
 	// the build goes on from the local store (Message says what happened).
 	EventCacheWarning EventKind = "cache-warning"

@@ -40,6 +40,9 @@ type Published struct {
 	Form string `json:"form"`
 	// Local is the local OCI layout directory, for a local repository.
 	Local string `json:"local,omitempty"`
+	// Identical reports that the repository already held exactly this
+	// content under these tags, so nothing was pushed (build-compare).
+	Identical bool `json:"identical,omitempty"`
 }
 
 // publishOptions are a publish node's options (compiler: publish).
@@ -164,6 +167,21 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 	if err != nil {
 		return nil, err
 	}
+	// Build-compare (the OBS worker's): when the version is already published
+	// with exactly this content, nothing is pushed or tagged.
+	if d, same := c.alreadyPublished(ctx, t, img, md, tags); same {
+		c.emit(Event{Kind: EventIdentical, Repository: t.name(), Digest: d.Digest, Tag: versionTag,
+			Message: fmt.Sprintf("%s %s is identical to what %s:%s holds: nothing published", img.name, img.version, t.name(), versionTag)})
+		pub := &Published{Image: img.name, Repository: ref.Name(), Version: img.version, Tags: tags, Form: "oci-1.1",
+			Index: d.Digest, Manifest: md.Digest, Identical: true}
+		if img.container != nil {
+			pub.Container = img.container.Digest
+		}
+		if l, ok := t.(*layout); ok {
+			pub.Local = l.dir
+		}
+		return pub, nil
+	}
 	have, err := t.exists(ctx, md)
 	if err != nil {
 		return nil, err
@@ -250,6 +268,41 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 	}
 	pub.Index = id.Digest
 	return pub, nil
+}
+
+// alreadyPublished reports whether every tag points at one index that holds
+// this image's manifest md for its platform (and its container image, if any):
+// the content is published already. It returns that index.
+func (c *Client) alreadyPublished(ctx context.Context, t target, img *image, md ocispec.Descriptor, tags []string) (ocispec.Descriptor, bool) {
+	d, err := t.resolve(ctx, tags[0])
+	if err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	for _, tag := range tags[1:] {
+		if o, err := t.resolve(ctx, tag); err != nil || o.Digest != d.Digest {
+			return d, false
+		}
+	}
+	idx, err := c.fetchIndex(ctx, t, tags[0])
+	if err != nil {
+		return d, false
+	}
+	found, container := false, img.container == nil
+	for _, m := range idx.Manifests {
+		if m.Annotations[AnnotationImage] != img.name || m.Platform == nil ||
+			m.Platform.OS != img.platform.OS || m.Platform.Architecture != img.platform.Architecture {
+			continue
+		}
+		switch {
+		case m.Digest == md.Digest:
+			found = true
+		case img.container != nil && m.Digest == img.container.Digest:
+			container = true
+		default:
+			return d, false // another build of this image and platform
+		}
+	}
+	return d, found && container
 }
 
 // refused11 reports whether a manifest push failed the way registries refuse

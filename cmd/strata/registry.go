@@ -174,7 +174,11 @@ func runPush(ctx context.Context, g *globals, f pushFlags, args []string) error 
 	} else {
 		for _, pb := range pubs {
 			for _, tag := range pb.Tags {
-				fmt.Fprintf(g.stdout, "%s:%s\t%s\n", terminalSafe(pb.Repository), terminalSafe(tag), pb.Index)
+				note := ""
+				if pb.Identical {
+					note = "\tidentical: nothing published"
+				}
+				fmt.Fprintf(g.stdout, "%s:%s\t%s%s\n", terminalSafe(pb.Repository), terminalSafe(tag), pb.Index, note)
 			}
 		}
 		if err != nil {
@@ -487,6 +491,8 @@ func (r *transferRenderer) event(ev registry.Event) {
 			break
 		}
 		line = fmt.Sprintf("exists  %s %s %s", terminalSafe(ev.Repository), terminalSafe(name), sizeString(ev.Size))
+	case registry.EventIdentical:
+		line = "identical " + terminalSafe(ev.Message)
 	case registry.EventBlobMounted:
 		line = fmt.Sprintf("mounted %s %s %s", terminalSafe(ev.Repository), terminalSafe(name), terminalSafe(ev.Message))
 	case registry.EventRetry:

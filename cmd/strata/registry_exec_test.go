@@ -112,10 +112,21 @@ func TestRegistryRoundTripFleetExec(t *testing.T) {
 			}
 		}
 	}
+	// Build-compare: unchanged images pushed again publish nothing at all and
+	// say they are identical.
 	srv.Reset()
-	pushJSON(t, ws, cache, "--registry", srv.Host+"/acme")
-	if n, b := srv.BlobUploads(); n != 0 || b != 0 {
-		t.Errorf("the second push uploaded %d blobs, %d bytes", n, b)
+	again := pushJSON(t, ws, cache, "--registry", srv.Host+"/acme")
+	if n, b := srv.BlobUploads(); n != 0 || b != 0 || srv.ManifestPuts() != 0 {
+		t.Errorf("the second push uploaded %d blobs, %d bytes, %d manifests", n, b, srv.ManifestPuts())
+	}
+	for _, pb := range again.Published {
+		if !pb.Identical {
+			t.Errorf("%s %s: not reported identical", pb.Image, pb.Version)
+		}
+	}
+	r := runCLI(t, ws, cache, "push", "--registry", srv.Host+"/acme")
+	if r.code != 0 || !strings.Contains(r.stdout, "identical: nothing published") {
+		t.Errorf("text push of unchanged images: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 
