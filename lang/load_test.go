@@ -257,10 +257,12 @@ func TestLoadFleet(t *testing.T) {
 		}
 	}
 	instPos := lang.Pos{File: "fleet.cue", Line: 42, Col: 11}
+	// The records are computed: their position is the resource's.
+	recPos := lang.Pos{File: "devices.cue", Line: 22, Col: 12}
 	wantInst := []lang.Instance{
-		{Template: "per-device-type", Resource: "device-types", Record: 5, Pos: instPos},
-		{Template: "per-device-type", Resource: "device-types", Record: 2, Pos: instPos},
-		{Template: "per-device-type", Resource: "device-types", Record: 3, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 5, RecordPos: recPos, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 2, RecordPos: recPos, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 3, RecordPos: recPos, Pos: instPos},
 	}
 	if d := cmp.Diff(wantInst, instances); d != "" {
 		t.Errorf("instances (-want +got):\n%s", d)
