@@ -79,6 +79,19 @@ templates: per_board: {
 	}
 }
 `,
+	`package p
+
+resources: devices: {job: "probe", schema: {name: string, category: "CDROM" | "DISK"}}
+jobs: probe: command: ["/bin/sh", "-c", "echo '{}' > /run/strata/out/records.jsonl"]
+templates: "optical-read": {
+	resource: "devices"
+	each: {
+		device: _
+		if: device.category == "CDROM"
+		jobs: "optical/read_\(device.name)": {command: ["true"], needs: ["jobs.probe"]}
+	}
+}
+`,
 	"package p\n\nimages: a: {version: \"1\", stages: []}\n",
 	"package p\n",
 }
