@@ -176,7 +176,9 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	if err != nil {
 		return err
 	}
-	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil {
+	fromFile := planFromFile(args, targets)
+	// A target the plan does not know may be an instance of a pending template.
+	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil && (fromFile || len(v.Plan().Pending) == 0) {
 		return &usageError{err}
 	}
 	if f.jobs < 0 {
@@ -195,11 +197,11 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		return err
 	}
 	r := newRenderer(g)
-	res, err := executor.Build(ctx, v, executor.Options{
+	res, err := g.buildExpanding(ctx, v, executor.Options{
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
 		Timeout: f.timeout,
-	})
+	}, fromFile)
 	r.close()
 	if res == nil {
 		return signalExit(ctx, err)
