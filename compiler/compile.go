@@ -354,6 +354,13 @@ func imageDeps(ws *lang.Workspace, img *lang.Image) []string {
 			add(m.BuildRoot)
 		}
 	}
+	// A hook's build root is compiled first too: the image's hook nodes take
+	// its tree.
+	for _, hn := range img.Hooks {
+		if h := ws.Hooks[hn]; h != nil && h.BuildRoot != "images."+img.Name {
+			add(h.BuildRoot)
+		}
+	}
 	sort.Strings(out)
 	return out
 }
