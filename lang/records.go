@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"cuelang.org/go/cue"
+	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
 	cuejson "cuelang.org/go/encoding/json"
 )
@@ -117,7 +120,7 @@ func (l *loader) parseJobRecords(r *Resource, schema cue.Value, data []byte) *jo
 		jr.pos = append(jr.pos, pos)
 		nerr := len(l.c.errs)
 		if err := v.Validate(cue.Concrete(true)); err != nil {
-			l.addRecordErr(err, raw, v, fmt.Sprintf("%s[%d]", path, i), file, pos)
+			l.addRecordErr(err, raw, v, schema, fmt.Sprintf("%s[%d]", path, i), file, pos)
 		} else if b, err := v.MarshalJSON(); err != nil {
 			l.c.add(pos, fmt.Sprintf("%s[%d]", path, i), "%v", err)
 		} else {
@@ -145,21 +148,37 @@ func (l *loader) parseJobRecords(r *Resource, schema cue.Value, data []byte) *jo
 // addRecordErr reports why a record does not match its resource's schema: at
 // the value in the job's records (the record's line when the error is a field
 // the record lacks), with the record's path (resources.devs[2].category).
-func (l *loader) addRecordErr(err error, raw, v cue.Value, path, file string, at Pos) {
+func (l *loader) addRecordErr(err error, raw, v, schema cue.Value, path, file string, at Pos) {
+	errs := cueErrors(err)
+	// The error that sums up a disjunction has no position; its alternatives'
+	// have the value's.
+	posOf := map[string]Pos{}
+	for _, e := range errs {
+		if k := strings.Join(e.Path(), "\x00"); posOf[k] == (Pos{}) || posOf[k] == at {
+			posOf[k] = recordErrPos(e, file, at)
+		}
+	}
 	var items []*item
-	for _, e := range cueErrors(err) {
+	said := map[string]bool{}
+	for _, e := range errs {
+		key := strings.Join(e.Path(), "\x00")
 		rel := e.Path()
 		if len(rel) >= 3 && rel[0] == "resources" && rel[2] == "schema" {
 			// The path is the schema's, where the record was unified.
 			rel = rel[3:]
 		}
-		pos := at
-		for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
-			if p.IsValid() && p.Filename() == file {
-				pos = Pos{File: file, Line: p.Line(), Col: p.Column()}
-				break
-			}
+		if said[key] {
+			continue
 		}
+		if msg, ok := disjunctionMsg(e, schema, raw, rel); ok {
+			// CUE's errors for a disjunction may list only some of its
+			// alternatives; the schema lists them all.
+			said[key] = true
+			items = slices.DeleteFunc(items, func(it *item) bool { return strings.Join(it.e.Path(), "\x00") == key })
+			l.c.add(posOf[key], path+"."+cuePathString(rel), "%s", msg)
+			continue
+		}
+		pos := posOf[key]
 		epath := path
 		if sub := cuePathString(rel); sub != "" {
 			epath += "." + sub
@@ -173,6 +192,39 @@ func (l *loader) addRecordErr(err error, raw, v cue.Value, path, file string, at
 		}})
 	}
 	l.c.addItems(items)
+}
+
+// recordErrPos is the first of an error's positions in the job's records (the
+// value in error), else the record's line.
+func recordErrPos(e cueerrors.Error, file string, at Pos) Pos {
+	for _, p := range append([]token.Pos{e.Position()}, e.InputPositions()...) {
+		if p.IsValid() && p.Filename() == file {
+			return Pos{File: file, Line: p.Line(), Col: p.Column()}
+		}
+	}
+	return at
+}
+
+// disjunctionMsg says which values a record's field may take when it takes
+// none of its schema's alternatives (all concrete), and what it holds.
+func disjunctionMsg(e cueerrors.Error, schema, raw cue.Value, rel []string) (string, bool) {
+	if !strings.Contains(e.Error(), "empty disjunction") || !schema.Exists() || len(rel) == 0 {
+		return "", false
+	}
+	op, args := lookupElems(schema, rel).Expr()
+	have, err := lookupElems(raw, rel).MarshalJSON()
+	if op != cue.OrOp || err != nil {
+		return "", false
+	}
+	var alts []string
+	for _, a := range args {
+		b, err := a.MarshalJSON()
+		if err != nil {
+			return "", false
+		}
+		alts = append(alts, string(b))
+	}
+	return fmt.Sprintf("%s is not allowed here (want one of: %s)", shortArg(string(have)), strings.Join(alts, ", ")), true
 }
 
 // jsonKind names the kind of a decoded JSON value for an error.
