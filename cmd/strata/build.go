@@ -500,7 +500,7 @@ changed (JSON paths, old → new).`,
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			v, rest, err := g.loadPlan(ctx, a)
+			v, rest, err := g.loadPlanNamed(ctx, a)
 			if err != nil {
 				return err
 			}
@@ -555,7 +555,7 @@ assembled by strata itself and keep no log. With --output json:
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			v, rest, err := g.loadPlan(ctx, a)
+			v, rest, err := g.loadPlanNamed(ctx, a)
 			if err != nil {
 				return err
 			}

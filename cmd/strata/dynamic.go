@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -90,7 +91,9 @@ func (g *globals) expandPlan(ctx context.Context, v *plan.Verified, opts executo
 	if err != nil {
 		return nil, nil, err
 	}
-	g.noteExpanded(ws)
+	if _, quiet := opts.Runner.(cacheOnly); !quiet {
+		g.noteExpanded(ws)
+	}
 	p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
 	if err != nil {
 		return nil, nil, g.reportSpecError(err)
@@ -231,4 +234,43 @@ func (g *globals) runExpandResources(ctx context.Context) (*lang.Workspace, erro
 		return nil, nil, fmt.Errorf("the resource jobs failed, so their templates are not expanded: %w", err)
 	}
 	return g.loadWorkspacePartial(ctx, lang.WithJobRecords(records))
+}
+
+// cacheOnly is a Runner that runs nothing: a build through it gives what the
+// action cache holds and fails every other node.
+type cacheOnly struct{}
+
+var errNotBuilt = errors.New("not in the cache")
+
+func (cacheOnly) Run(context.Context, *plan.Node, executor.Inputs) (executor.Result, error) {
+	return executor.Result{}, errNotBuilt
+}
+
+// loadPlanNamed is loadPlan for commands about nodes by name (logs, explain):
+// when a name is not in the plan and templates wait on resource jobs, the plan
+// is expanded with the records those jobs wrote in an earlier build, from the
+// store; nothing runs.
+func (g *globals) loadPlanNamed(ctx context.Context, args []string) (*plan.Verified, []string, error) {
+	v, rest, err := g.loadPlan(ctx, args)
+	if err != nil || planFromFile(args, rest) || len(v.Plan().Pending) == 0 || len(rest) == 0 {
+		return v, rest, err
+	}
+	_, rerr := executor.ResolveNodes(v.Plan(), rest)
+	if rerr == nil {
+		return v, rest, nil
+	}
+	st, err := g.openStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer st.Close()
+	ev, res, err := g.expandPlan(ctx, v, executor.Options{Store: st, Runner: cacheOnly{}, Workspace: g.dir})
+	if res != nil {
+		pt := v.Plan().Pending[0]
+		return nil, nil, &usageError{fmt.Errorf("%w; templates.%s waits on %s, whose records the store does not hold (strata build or strata test runs it)", rerr, pt.Template, pt.Job)}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return ev, rest, nil
 }

@@ -222,6 +222,14 @@ func TestCheckboxBuildAndTestProbeExec(t *testing.T) {
 	if r := runCLI(t, ws, cache, "test", "optical/read_sr0"); r.code != 0 || !strings.Contains(r.stdout, "passed  jobs.optical/read_sr0") {
 		t.Errorf("test optical/read_sr0: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// An instance's log is found from the records in the store; nothing runs.
+	if r := runCLI(t, ws, cache, "logs", "jobs.optical/read_sr1"); r.code != 0 || r.stdout != "reading /dev/sr1\n" {
+		t.Errorf("logs: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, ws, t.TempDir(), "logs", "jobs.optical/read_sr1"); r.code != 2 ||
+		!strings.Contains(r.stderr, "templates.optical-read waits on jobs.probe, whose records the store does not hold (strata build or strata test runs it)") {
+		t.Errorf("logs with an empty store: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	planFile := filepath.Join(t.TempDir(), "plan.json")
 	for range 2 { // a compile, then a compile-cache hit
