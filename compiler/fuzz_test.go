@@ -217,6 +217,11 @@ func FuzzVerify(f *testing.F) {
 			}
 			_ = img
 		}
+		for _, pt := range v.Plan().Pending {
+			if n, ok := v.Plan().Node(pt.Node); !ok || n.Kind != plan.KindJob || plan.CheckName(pt.Template) != nil {
+				t.Fatalf("accepted pending template %+v that waits on no job of the plan", pt)
+			}
+		}
 	})
 }
 
