@@ -265,3 +265,13 @@ func TestJobResourceUndefinedJob(t *testing.T) {
 		t.Errorf("got  %v\nwant %s", err, want)
 	}
 }
+
+// TestJobRecordsTooLarge: what a job wrote is read up to MaxRecordsSize.
+func TestJobRecordsTooLarge(t *testing.T) {
+	big := []byte(strings.Repeat(" ", lang.MaxRecordsSize+1))
+	_, err := loadSrc(t, checkboxProbe, lang.WithJobRecords(map[string][]byte{"probe": big}))
+	want := "main.cue:3:12: resources.devices: jobs.probe wrote 67108865 bytes to records.jsonl; records are read up to 64 MiB"
+	if err == nil || err.Error() != want {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+}
