@@ -35,9 +35,11 @@ fi
 
 # qemu-user-static ships binfmt_misc entries in /usr/lib/binfmt.d that only a
 # running systemd-binfmt or binfmt-support registers, and neither runs in a
-# container or CI job: register them here. Only entries with the F flag (the
-# kernel opens the interpreter now, so it works inside a sandbox's mount
-# namespace) are useful to strata. Registrations last until the next boot.
+# container or CI job: register here those of the arm architectures, which
+# examples/cross and the tests use (the rest stay as the host has them, so a
+# test can still find an architecture this host does not run). Only entries
+# with the F flag (the kernel opens the interpreter now, so it works inside a
+# sandbox's mount namespace) are useful to strata. They last until the next boot.
 binfmt=/proc/sys/fs/binfmt_misc
 if [ "$(id -u)" -eq 0 ] && [ -d /usr/lib/binfmt.d ]; then
 	if ! [ -e "$binfmt/register" ]; then
@@ -45,7 +47,7 @@ if [ "$(id -u)" -eq 0 ] && [ -d /usr/lib/binfmt.d ]; then
 			echo "setup: cannot mount binfmt_misc: foreign-arch stages will be refused here" >&2
 	fi
 	if [ -w "$binfmt/register" ]; then
-		for conf in /usr/lib/binfmt.d/qemu-*.conf; do
+		for conf in /usr/lib/binfmt.d/qemu-aarch64.conf /usr/lib/binfmt.d/qemu-arm.conf; do
 			[ -e "$conf" ] || continue
 			name=$(basename "$conf" .conf)
 			[ -e "$binfmt/$name" ] && continue
