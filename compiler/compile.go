@@ -82,7 +82,29 @@ func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan,
 		}
 	}
 	c.nameHooks()
+	if err := c.pending(); err != nil {
+		return nil, err
+	}
 	return c.p, nil
+}
+
+// pending lists the templates that wait on a resource job (lang.Template.Pending):
+// the plan holds the job, and says which of its nodes the instances wait on.
+func (c *compiler) pending() error {
+	for _, name := range sortedKeys(c.ws.Templates) {
+		t := c.ws.Templates[name]
+		if !t.Pending {
+			continue
+		}
+		job := c.byName["jobs."+t.Job]
+		if job == nil {
+			return fmt.Errorf("templates.%s waits on jobs.%s, which is not in the plan", name, t.Job)
+		}
+		c.p.Pending = append(c.p.Pending, plan.Pending{
+			Template: name, Resource: t.Resource, Job: "jobs." + t.Job, Node: job.ID, Origin: t.Pos.String(),
+		})
+	}
+	return nil
 }
 
 // nameHooks names a hook's node hooks.NAME (DESIGN §7) when every image that runs
@@ -330,6 +352,13 @@ func imageDeps(ws *lang.Workspace, img *lang.Image) []string {
 		}
 		if m := ws.StageModules[st.Type]; m != nil {
 			add(m.BuildRoot)
+		}
+	}
+	// A hook's build root is compiled first too: the image's hook nodes take
+	// its tree.
+	for _, hn := range img.Hooks {
+		if h := ws.Hooks[hn]; h != nil && h.BuildRoot != "images."+img.Name {
+			add(h.BuildRoot)
 		}
 	}
 	sort.Strings(out)

@@ -79,6 +79,19 @@ templates: per_board: {
 	}
 }
 `,
+	`package p
+
+resources: devices: {job: "probe", schema: {name: string, category: "CDROM" | "DISK"}}
+jobs: probe: command: ["/bin/sh", "-c", "echo '{}' > /run/strata/out/records.jsonl"]
+templates: "optical-read": {
+	resource: "devices"
+	each: {
+		device: _
+		if: device.category == "CDROM"
+		jobs: "optical/read_\(device.name)": {command: ["true"], needs: ["jobs.probe"]}
+	}
+}
+`,
 	"package p\n\nimages: a: {version: \"1\", stages: []}\n",
 	"package p\n",
 }
@@ -203,6 +216,11 @@ func FuzzVerify(f *testing.F) {
 				t.Fatalf("accepted image name %q", name)
 			}
 			_ = img
+		}
+		for _, pt := range v.Plan().Pending {
+			if n, ok := v.Plan().Node(pt.Node); !ok || n.Kind != plan.KindJob || plan.CheckName(pt.Template) != nil {
+				t.Fatalf("accepted pending template %+v that waits on no job of the plan", pt)
+			}
 		}
 	})
 }

@@ -83,6 +83,12 @@ func (l *loader) refs() map[string][]ref {
 			out[owner] = append(out[owner], ref{path: owner + ".buildroot", pos: l.index.at(owner+".buildroot", h.Pos), target: h.BuildRoot})
 		}
 	}
+	for _, name := range sortedKeys(l.ws.Resources) {
+		if r := l.ws.Resources[name]; r.Job != "" {
+			owner := "resources." + name
+			out[owner] = append(out[owner], ref{path: owner + ".job", pos: l.index.at(owner+".job", r.Pos), target: "jobs." + r.Job})
+		}
+	}
 	for _, name := range sortedKeys(l.ws.StageModules) {
 		m := l.ws.StageModules[name]
 		if m.BuildRoot != "" && m.BuildRoot != "host" {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -45,7 +46,10 @@ var ErrNotWorkspace = errors.New("not a strata workspace")
 // workspace as could be modelled (so that `strata expand` can show the templates
 // of a workspace whose other parts fail); such a workspace must not be compiled.
 // Other errors are I/O failures, with no workspace.
-func Load(ctx context.Context, dir string) (*Workspace, error) {
+//
+// Templates over a resource a job produces are pending unless the job's
+// records are given (WithJobRecords).
+func Load(ctx context.Context, dir string, opts ...Option) (*Workspace, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load workspace %s: %w", dir, err)
@@ -59,6 +63,9 @@ func Load(ctx context.Context, dir string) (*Workspace, error) {
 	l := &loader{
 		ctx:   cuecontext.New(),
 		index: newPosIndex(),
+	}
+	for _, o := range opts {
+		o(&l.opts)
 	}
 	l.c = &collector{dir: abs, index: l.index}
 	ws := &Workspace{
@@ -82,6 +89,7 @@ func Load(ctx context.Context, dir string) (*Workspace, error) {
 }
 
 type loader struct {
+	opts    options
 	ctx     *cue.Context
 	c       *collector
 	index   *posIndex
@@ -107,6 +115,9 @@ type loader struct {
 	// failed holds the names (images.x, hooks.y…) that are defined but did not
 	// decode; their errors are reported, and references to them are not.
 	failed map[string]bool
+	// jobRecords holds, per resource a job produces, the records Load was
+	// given for it.
+	jobRecords map[string]*jobRecords
 }
 
 func (l *loader) load(ctx context.Context, dir string) error {
@@ -146,6 +157,10 @@ func (l *loader) load(ctx context.Context, dir string) error {
 		if !v.Exists() {
 			continue
 		}
+		if sec == "resources" {
+			l.validateResources(v)
+			continue
+		}
 		if err := v.Validate(cue.Concrete(true)); err != nil {
 			l.c.addCUE(err, sec)
 		}
@@ -164,6 +179,7 @@ func (l *loader) load(ctx context.Context, dir string) error {
 		return err
 	}
 	l.expandTemplates()
+	l.markResourceJobs()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -531,6 +547,7 @@ func (l *loader) decodeSources() {
 }
 
 func (l *loader) decodeResources() {
+	l.jobRecords = map[string]*jobRecords{}
 	for _, f := range fields(l.lookup("resources")) {
 		path := "resources." + f.name
 		r := &Resource{Name: f.name, Pos: l.index.at(path, Pos{})}
@@ -547,8 +564,46 @@ func (l *loader) decodeResources() {
 		} else {
 			job, _ := f.v.LookupPath(cue.ParsePath("job")).String()
 			r.Job = job
+			schema := f.v.LookupPath(cue.ParsePath("schema"))
+			if schema.Exists() {
+				r.Schema = canonicalSource(schema)
+			}
+			if data, ok := l.opts.records[job]; ok && job != "" && !l.c.reportedUnder(path) {
+				l.jobRecords[f.name] = l.parseJobRecords(r, schema, data)
+			} else {
+				r.Pending = true
+			}
 		}
 		l.ws.Resources[f.name] = r
+	}
+}
+
+// validateResources checks that every resource is concrete but for a job
+// resource's schema, which is a schema: incomplete by nature (name: string).
+func (l *loader) validateResources(v cue.Value) {
+	for _, f := range fields(v) {
+		check := f.v
+		if f.v.IncompleteKind() != cue.ListKind {
+			check = f.v.LookupPath(cue.ParsePath("job"))
+			if !check.Exists() {
+				check = f.v
+			}
+		}
+		if err := check.Validate(cue.Concrete(true)); err != nil {
+			l.c.addCUE(err, "resources."+f.name)
+		}
+	}
+}
+
+// markResourceJobs makes every resource's job list RecordsFile among its
+// outputs: the executor then fails the job when it did not write its records,
+// naming the file, rather than a later step finding nothing to read.
+func (l *loader) markResourceJobs() {
+	for _, name := range sortedKeys(l.ws.Resources) {
+		r := l.ws.Resources[name]
+		if j := l.ws.Jobs[r.Job]; j != nil && !slices.Contains(j.Outputs, RecordsFile) {
+			j.Outputs = append(j.Outputs, RecordsFile)
+		}
 	}
 }
 

@@ -247,7 +247,7 @@ func TestLoadFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff([]string{"base", "fleet-x86-gateway", "fleet-x86-nuc", "fleet-x86-thin-client"}, keys(ws.Images)); d != "" {
+	if d := cmp.Diff([]string{"base", "fleet-x86-gateway", "fleet-x86-nuc", "fleet-x86-thin-client", "host-tools"}, keys(ws.Images)); d != "" {
 		t.Errorf("images (-want +got):\n%s", d)
 	}
 	var instances []lang.Instance
@@ -257,10 +257,12 @@ func TestLoadFleet(t *testing.T) {
 		}
 	}
 	instPos := lang.Pos{File: "fleet.cue", Line: 42, Col: 11}
+	// The records are computed: their position is the resource's.
+	recPos := lang.Pos{File: "devices.cue", Line: 22, Col: 12}
 	wantInst := []lang.Instance{
-		{Template: "per-device-type", Resource: "device-types", Record: 5, Pos: instPos},
-		{Template: "per-device-type", Resource: "device-types", Record: 2, Pos: instPos},
-		{Template: "per-device-type", Resource: "device-types", Record: 3, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 5, RecordPos: recPos, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 2, RecordPos: recPos, Pos: instPos},
+		{Template: "per-device-type", Resource: "device-types", Record: 3, RecordPos: recPos, Pos: instPos},
 	}
 	if d := cmp.Diff(wantInst, instances); d != "" {
 		t.Errorf("instances (-want +got):\n%s", d)
@@ -335,6 +337,54 @@ func TestLoadFleet(t *testing.T) {
 	}
 	if r := ws.Resources["device-types"]; r == nil || len(r.Records) != 6 {
 		t.Errorf("resource device-types: %+v", r)
+	}
+	// The lab: a probe job's resource and a per-device test template that
+	// waits on it; a lint hook in the host-tools image and a cleanup hook.
+	if h := ws.Hooks["lint"]; h == nil || h.On != "post-build" || h.BuildRoot != "images.host-tools" {
+		t.Errorf("hook lint: %+v", h)
+	}
+	if h := ws.Hooks["cleanup"]; h == nil || h.On != "cleanup" {
+		t.Errorf("hook cleanup: %+v", h)
+	}
+	if d := cmp.Diff([]string{"size-check", "lint", "cleanup"}, nuc.Hooks); d != "" {
+		t.Errorf("fleet-x86-nuc hooks (-want +got):\n%s", d)
+	}
+	if r := ws.Resources["bench"]; r == nil || r.Job != "probe" || !r.Pending {
+		t.Errorf("resource bench: %+v", r)
+	}
+	if tm := ws.Templates["per-device-test"]; tm == nil || !tm.Pending || tm.Job != "probe" {
+		t.Errorf("template per-device-test: %+v", tm)
+	}
+	if j := ws.Jobs["probe"]; j == nil || !slices.Contains(j.Outputs, lang.RecordsFile) {
+		t.Errorf("job probe: %+v", j)
+	}
+}
+
+// TestLoadFleetBench: given the probe's records, the per-device test template
+// defines one job per bench device whose image this host builds, checked
+// against the bench's schema: a device type the fleet does not have is an
+// error at the record's line.
+func TestLoadFleetBench(t *testing.T) {
+	records := `{"name": "nuc-7", "device_type": "x86/nuc", "slot": 1}
+{"name": "pi-2", "device_type": "raspberry-pi/4", "slot": 4}
+`
+	ws, err := lang.Load(context.Background(), "../examples/fleet", lang.WithJobRecords(map[string][]byte{"probe": []byte(records)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := ws.Jobs["bench/nuc-7"]
+	if j == nil || j.Image != "images.fleet-x86-nuc" || j.Instance.RecordPos.String() != "jobs.probe/records.jsonl:1:1" {
+		t.Fatalf("jobs.bench/nuc-7: %+v", j)
+	}
+	if ws.Jobs["bench/pi-2"] != nil {
+		t.Error("pi-2 has no image this host builds, yet a test job")
+	}
+	_, err = lang.Load(context.Background(), "../examples/fleet", lang.WithJobRecords(map[string][]byte{
+		"probe": []byte(`{"name": "vax", "device_type": "dec/vax", "slot": 1}`),
+	}))
+	want := `jobs.probe/records.jsonl:1:32: resources.bench[0].device_type: "dec/vax" is not allowed here (want one of: "raspberry-pi/4", "raspberry-pi/3b", "x86/nuc", "x86/thin-client", "beaglebone/black", "x86/gateway")`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v", err)
 	}
 }
 

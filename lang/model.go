@@ -68,10 +68,18 @@ type Source struct {
 
 // Resource is a list of records, written down or produced at build time by Job.
 type Resource struct {
-	Name    string            `json:"name"`
+	Name string `json:"name"`
+	// Records are the records as JSON: written down, or (for a job's resource)
+	// what the job wrote, unified with Schema, when Load was given them.
 	Records []json.RawMessage `json:"records,omitempty"`
 	Job     string            `json:"job,omitempty"`
-	Pos     Pos               `json:"pos"`
+	// Schema is the schema a job's records are checked against, as canonical
+	// CUE source; empty when the resource declares none.
+	Schema string `json:"schema,omitempty"`
+	// Pending reports that Job's records were not given to Load: the templates
+	// over the resource wait on the job.
+	Pending bool `json:"pending,omitempty"`
+	Pos     Pos  `json:"pos"`
 }
 
 // StageModule is a stage type: built in (strata.*) or declared under stages:.
@@ -158,7 +166,12 @@ type Instance struct {
 	Template string `json:"template"`
 	Resource string `json:"resource"`
 	Record   int    `json:"record"`
-	Pos      Pos    `json:"pos"`
+	// RecordPos is where the record is: in the workspace's files, or for a job's
+	// resource the record's line of what the job wrote
+	// (jobs.probe/records.jsonl:3:1).
+	RecordPos Pos `json:"record_pos"`
+	// Pos is the template line that defines the image or job.
+	Pos Pos `json:"pos"`
 }
 
 // Image is an image to build.
@@ -181,7 +194,8 @@ type Image struct {
 	Pos         Pos               `json:"pos"`
 }
 
-// Job is a command run in a build root against built images.
+// Job is a command run in a build root against built images. The job of a
+// resource lists RecordsFile among its Outputs, whether or not the spec does.
 type Job struct {
 	Name      string        `json:"name"`
 	Image     string        `json:"image,omitempty"`
@@ -214,7 +228,12 @@ type Template struct {
 	// Param is the name the record is bound to inside each.
 	Param string `json:"param"`
 	// Filter is the source of the if expression, empty when there is none.
-	Filter  string           `json:"filter,omitempty"`
+	Filter string `json:"filter,omitempty"`
+	// Job is the job that writes the resource's records, for a job's resource.
+	Job string `json:"job,omitempty"`
+	// Pending reports that the template waits on Job: its records, and so its
+	// instances, exist once the job ran (see WithJobRecords).
+	Pending bool             `json:"pending,omitempty"`
 	Records []TemplateRecord `json:"records"`
 	Pos     Pos              `json:"pos"`
 }

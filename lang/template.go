@@ -29,10 +29,7 @@ func (l *loader) expandTemplates() {
 			l.c.add(l.index.at(path+".resource", t.Pos), path+".resource", "resource %q is not defined (resources: %s)", t.Resource, strings.Join(sortedKeys(l.ws.Resources), ", "))
 			continue
 		}
-		if res.Job != "" {
-			l.c.add(l.index.at(path+".resource", t.Pos), path+".resource", "resource %q is produced by job %q at build time; templates over job-produced resources are not supported yet", t.Resource, res.Job)
-			continue
-		}
+		t.Job = res.Job
 		each := f.v.LookupPath(cue.ParsePath("each"))
 		var params []string
 		for _, ef := range fields(each) {
@@ -54,14 +51,24 @@ func (l *loader) expandTemplates() {
 				t.Filter = string(b)
 			}
 		}
-		records, _ := l.lookup("resources." + cue.MakePath(cue.Str(t.Resource)).String()).List()
+		if res.Pending {
+			// Its instances exist once the job ran (WithJobRecords).
+			t.Pending = true
+			continue
+		}
+		records, recordErrs := l.resourceRecords(res)
 		// A filter problem is one error, whichever records meet it.
 		var filterMsgs []string
 		filterRecs := map[string][]int{}
-		for i := 0; records.Next(); i++ {
-			rec := records.Value()
+		for i, rec := range records {
 			recPath := l.recordDesc(f.name, t.Resource, i)
 			tr := TemplateRecord{Index: i, Record: json.RawMessage(res.Records[i])}
+			if len(recordErrs[i]) > 0 {
+				// Reported once, at the record's line.
+				tr.Errors = recordErrs[i]
+				t.Records = append(t.Records, tr)
+				continue
+			}
 			nerr := len(l.c.errs)
 			inst := each.FillPath(cue.MakePath(cue.Str(t.Param)), rec)
 			if ifv := inst.LookupPath(cue.ParsePath("if")); ifv.Exists() {
@@ -89,7 +96,7 @@ func (l *loader) expandTemplates() {
 			tr.Passed = true
 			l.recordKeys = jsonKeys(res.Records[i])
 			l.checkInstance(inst, path, t.Param, recPath)
-			origin := &Instance{Template: f.name, Resource: t.Resource, Record: i}
+			origin := &Instance{Template: f.name, Resource: t.Resource, Record: i, RecordPos: l.recordPos(t.Resource, i)}
 			for _, img := range fields(inst.LookupPath(cue.ParsePath("images"))) {
 				full := "images." + img.name
 				posPath := l.instancePosPath(path+".each.images", img.name)
@@ -176,14 +183,42 @@ func (l *loader) expandTemplates() {
 	}
 }
 
-// recordDesc names a template's record with its position:
-// "templates.t record 1 (resources.devs[1] at main.cue:3:40)".
-func (l *loader) recordDesc(template, resource string, i int) string {
+// resourceRecords returns the records of a resource that is not pending, each
+// with the errors it was reported with (a job's record its schema refused).
+func (l *loader) resourceRecords(res *Resource) ([]cue.Value, [][]string) {
+	if jr := l.jobRecords[res.Name]; jr != nil {
+		return jr.values, jr.errs
+	}
+	var out []cue.Value
+	it, _ := l.lookup("resources." + cue.MakePath(cue.Str(res.Name)).String()).List()
+	for it.Next() {
+		out = append(out, it.Value())
+	}
+	// A record that did not give JSON was reported and has no entry in
+	// res.Records: instantiate only what lines up.
+	out = out[:min(len(out), len(res.Records))]
+	return out, make([][]string, len(out))
+}
+
+// recordPos is where record i of a resource is: its line in the workspace's
+// files (the resource's when the record was computed), or in what the
+// resource's job wrote.
+func (l *loader) recordPos(resource string, i int) Pos {
+	if jr := l.jobRecords[resource]; jr != nil && i < len(jr.pos) {
+		return jr.pos[i]
+	}
 	pos := l.index.at(fmt.Sprintf("resources.%s[%d]", resource, i), Pos{File: "."})
 	if r := l.ws.Resources[resource]; r != nil && pos.File == "." {
 		pos = r.Pos
 	}
-	return fmt.Sprintf("templates.%s record %d (resources.%s[%d] at %s)", template, i, resource, i, pos)
+	return pos
+}
+
+// recordDesc names a template's record with its position:
+// "templates.t record 1 (resources.devs[1] at main.cue:3:40)", or for a job's
+// record "(resources.devs[1] at jobs.probe/records.jsonl:2:1)".
+func (l *loader) recordDesc(template, resource string, i int) string {
+	return fmt.Sprintf("templates.%s record %d (resources.%s[%d] at %s)", template, i, resource, i, l.recordPos(resource, i))
 }
 
 // instanceNote is what errors about an instance's image or job end with.

@@ -215,7 +215,9 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	if err != nil {
 		return err
 	}
-	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil {
+	fromFile := planFromFile(args, targets)
+	// A target the plan does not know may be an instance of a pending template.
+	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil && (fromFile || len(v.Plan().Pending) == 0) {
 		return &usageError{err}
 	}
 	if f.jobs < 0 {
@@ -238,12 +240,12 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	if err != nil {
 		return err
 	}
-	res, err := executor.Build(ctx, v, executor.Options{
+	res, err := g.buildExpanding(ctx, v, executor.Options{
 		Cache: cache,
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
 		Timeout: f.timeout,
-	})
+	}, fromFile)
 	r.close()
 	if res == nil {
 		return signalExit(ctx, err)
@@ -542,7 +544,7 @@ changed (JSON paths, old → new).`,
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			v, rest, err := g.loadPlan(ctx, a)
+			v, rest, err := g.loadPlanNamed(ctx, a)
 			if err != nil {
 				return err
 			}
@@ -597,7 +599,7 @@ assembled by strata itself and keep no log. With --output json:
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			v, rest, err := g.loadPlan(ctx, a)
+			v, rest, err := g.loadPlanNamed(ctx, a)
 			if err != nil {
 				return err
 			}

@@ -38,6 +38,8 @@ type compiledPlan struct {
 	encoded []byte     // on a miss: exactly what plan.Encode writes
 	hit     *compilecache.Hit
 	nodes   int
+	// pending are the plan's templates that wait on resource jobs.
+	pending []plan.Pending
 }
 
 // writeTo writes the encoded plan to w.
@@ -147,7 +149,7 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledP
 		if cache != nil {
 			if h, ok := cache.Open(ctx, key, g.dir); ok {
 				g.debugf("compile cache hit %s", key[:12])
-				return &compiledPlan{hit: h, nodes: h.Nodes}, nil
+				return &compiledPlan{hit: h, nodes: h.Nodes, pending: h.Pending}, nil
 			}
 		}
 	}
@@ -159,9 +161,9 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledP
 	if err := p.Encode(&buf); err != nil {
 		return nil, err
 	}
-	c := &compiledPlan{plan: p, encoded: buf.Bytes(), nodes: len(p.Nodes)}
+	c := &compiledPlan{plan: p, encoded: buf.Bytes(), nodes: len(p.Nodes), pending: p.Pending}
 	if cache != nil {
-		e := &compilecache.Entry{Plan: c.encoded, Nodes: c.nodes, Paths: compilecache.PathSources(p)}
+		e := &compilecache.Entry{Plan: c.encoded, Nodes: c.nodes, Paths: compilecache.PathSources(p), Pending: p.Pending}
 		if err := cache.Put(key, e); err != nil {
 			// The cache is an optimisation: failing to fill it never fails a compile.
 			g.debugf("%v", err)

@@ -55,7 +55,8 @@ func validDesc(d ocispec.Descriptor, optional bool) bool {
 // TestLibraryBuildsFleetExec builds examples/fleet through the public library
 // (lang.Load, compiler.Compile, plan.Verify, executor.Build) with a runner that
 // records every call: each node runs once, and what it is given of its
-// dependencies is content descriptors only. A second build runs nothing.
+// dependencies is content descriptors only. A second build runs nothing but
+// the cleanup hooks.
 func TestLibraryBuildsFleetExec(t *testing.T) {
 	ctx := context.Background()
 	ws, err := lang.Load(ctx, filepath.Join("..", "..", "examples", "fleet"))
@@ -105,7 +106,10 @@ func TestLibraryBuildsFleetExec(t *testing.T) {
 	if _, err := executor.Build(ctx, v, opts); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.calls) != 0 {
-		t.Errorf("a second build ran %v", rec.calls)
+	for name := range rec.calls {
+		// Cleanup hooks release what a build took: they run every time.
+		if n, _ := p.Node(name); n == nil || n.Type != "cleanup" {
+			t.Errorf("a second build ran %s", name)
+		}
 	}
 }

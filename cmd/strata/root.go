@@ -228,12 +228,12 @@ func writeJSON(w io.Writer, v any) error {
 
 // loadWorkspace loads the workspace and, when it is invalid, reports every error
 // (text on stderr, or JSON on stdout) and returns an error that exits 2.
-func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
+func (g *globals) loadWorkspace(ctx context.Context, opts ...lang.Option) (*lang.Workspace, error) {
 	stop, err := g.watchEvaluation(g.dir)
 	if err != nil {
 		return nil, err
 	}
-	ws, err := lang.Load(ctx, g.dir)
+	ws, err := lang.Load(ctx, g.dir, opts...)
 	stop()
 	if err == nil {
 		return ws, nil
@@ -244,12 +244,12 @@ func (g *globals) loadWorkspace(ctx context.Context) (*lang.Workspace, error) {
 // loadWorkspacePartial loads the workspace; when it is invalid, it returns as much
 // of it as could be modelled and the errors (specErr), for the caller to show
 // with reportSpecError after what it could show.
-func (g *globals) loadWorkspacePartial(ctx context.Context) (ws *lang.Workspace, specErr, err error) {
+func (g *globals) loadWorkspacePartial(ctx context.Context, opts ...lang.Option) (ws *lang.Workspace, specErr, err error) {
 	stop, err := g.watchEvaluation(g.dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	ws, err = lang.Load(ctx, g.dir)
+	ws, err = lang.Load(ctx, g.dir, opts...)
 	stop()
 	if errors.Is(err, lang.ErrInvalid) && ws != nil {
 		return ws, err, nil

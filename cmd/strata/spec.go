@@ -53,6 +53,7 @@ func runVet(ctx context.Context, g *globals) error {
 	for _, w := range ws.Warnings {
 		fmt.Fprintln(g.stderr, "warning: "+w.String())
 	}
+	g.notePending(pendingOf(ws), "strata build runs the jobs first (strata expand --run-resources shows %s expanded)")
 	fmt.Fprintf(g.stdout, "ok: %d images, %d jobs, %d hooks, %d templates, %d sources\n",
 		len(ws.Images), len(ws.Jobs), len(ws.Hooks), len(ws.Templates), len(ws.Sources))
 	return nil
@@ -101,6 +102,7 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
 				return err
 			}
 			defer c.close()
+			g.notePending(c.pending, "the plan holds %s pending (strata build runs the jobs first)")
 			if out == "" || out == "-" {
 				return c.writeTo(g.stdout)
 			}
@@ -108,7 +110,7 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
 				return err
 			}
 			if g.json() {
-				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": c.nodes})
+				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": c.nodes, "pending": nonNil(c.pending)})
 			}
 			fmt.Fprintf(g.stderr, "wrote %s (%d nodes)\n", out, c.nodes)
 			return nil
@@ -276,17 +278,23 @@ func writeGraph(w io.Writer, p *plan.Plan, format string, keep map[string]bool) 
 }
 
 func newExpandCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "expand [TEMPLATE]",
+	var runResources bool
+	cmd := &cobra.Command{
+		Use:   "expand [TEMPLATE] [--run-resources]",
 		Short: "Show templates, their records, the filter result and the instances",
 		Long: `expand shows, for every template (or the one named), the resource it is
 instantiated over, each record, whether it passed the template's if filter and,
 when it did not, why (the filter and the record values it looked at), and the
-images and jobs each instance defines with the template line they come from.
-When other parts of the spec fail, the templates are still shown, then the
-errors (exit 2).`,
+images and jobs each instance defines with the template line they come from
+and the record's. When other parts of the spec fail, the templates are still
+shown, then the errors (exit 2).
+
+A template over a resource a job produces ({job: NAME}) waits on that job:
+expand says so, unless --run-resources, which runs the resource jobs (over
+the store, as build does) and shows the expansion of the records they wrote.`,
 		Example: `  strata expand
   strata expand per-device-type
+  strata expand --run-resources
   strata --output json expand`,
 		ValidArgsFunction: completeTemplates(g),
 		Args:              args(cobra.MaximumNArgs(1)),
@@ -294,6 +302,9 @@ errors (exit 2).`,
 			// The templates are shown even when other parts of the spec fail,
 			// followed by the errors (exit 2).
 			ws, specErr, err := g.loadWorkspacePartial(cmd.Context())
+			if err == nil && specErr == nil && runResources {
+				ws, specErr, err = g.runExpandResources(cmd.Context())
+			}
 			if err != nil {
 				return err
 			}
@@ -310,12 +321,16 @@ errors (exit 2).`,
 			return writeExpand(g, ws, names, specErr)
 		},
 	}
+	cmd.Flags().BoolVar(&runResources, "run-resources", false, "run the jobs that produce resources, and expand the templates over their records")
+	return cmd
 }
 
 type expandInstance struct {
-	Name   string   `json:"name"`
-	Record int      `json:"record"`
-	Origin lang.Pos `json:"origin"`
+	Name   string `json:"name"`
+	Record int    `json:"record"`
+	// RecordPos is where the record is (for a job's, its line of records.jsonl).
+	RecordPos lang.Pos `json:"record_pos"`
+	Origin    lang.Pos `json:"origin"`
 }
 
 type expandTemplate struct {
@@ -331,13 +346,13 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string, specErr error) 
 		for _, r := range t.Records {
 			for _, d := range r.Defines {
 				kind, n, _ := strings.Cut(d, ".")
-				var origin lang.Pos
+				var in *lang.Instance
 				if kind == "images" {
-					origin = ws.Images[n].Instance.Pos
+					in = ws.Images[n].Instance
 				} else {
-					origin = ws.Jobs[n].Instance.Pos
+					in = ws.Jobs[n].Instance
 				}
-				et.Instances = append(et.Instances, expandInstance{Name: d, Record: r.Index, Origin: origin})
+				et.Instances = append(et.Instances, expandInstance{Name: d, Record: r.Index, RecordPos: in.RecordPos, Origin: in.Pos})
 			}
 		}
 		out = append(out, et)
@@ -361,9 +376,20 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string, specErr error) 
 			fmt.Fprintln(w)
 		}
 		fmt.Fprintf(w, "template %s  (%s)\n", t.Name, t.Pos)
-		fmt.Fprintf(w, "  resource: %s (%d records), parameter: %s\n", t.Resource, len(t.Records), t.Param)
+		switch {
+		case t.Pending:
+			fmt.Fprintf(w, "  resource: %s (records from jobs.%s), parameter: %s\n", t.Resource, t.Job, t.Param)
+		case t.Job != "":
+			fmt.Fprintf(w, "  resource: %s (%d records from jobs.%s), parameter: %s\n", t.Resource, len(t.Records), t.Job, t.Param)
+		default:
+			fmt.Fprintf(w, "  resource: %s (%d records), parameter: %s\n", t.Resource, len(t.Records), t.Param)
+		}
 		if t.Filter != "" {
 			fmt.Fprintf(w, "  filter:   if %s\n", t.Filter)
+		}
+		if t.Pending {
+			fmt.Fprintf(w, "  waits on jobs.%s: its records exist once it ran (strata expand --run-resources runs it; strata build does)\n", t.Job)
+			continue
 		}
 		passed, failed := 0, 0
 		for _, r := range t.Records {
@@ -394,7 +420,7 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string, specErr error) 
 		}
 		fmt.Fprintf(w, "  instances: %d\n", len(t.Instances))
 		for _, in := range t.Instances {
-			fmt.Fprintf(w, "    %s  from record %d at %s\n", in.Name, in.Record, in.Origin)
+			fmt.Fprintf(w, "    %s  from record %d (%s) at %s\n", in.Name, in.Record, in.RecordPos, in.Origin)
 		}
 	}
 	if specErr != nil {

@@ -65,6 +65,41 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 	if err != nil {
 		return err
 	}
+	if f.build.jobs < 0 {
+		return &usageError{errJobs}
+	}
+	st, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bin, err := strataBinary()
+	if err != nil {
+		return err
+	}
+	opts := executor.Options{
+		Store: st, Binary: bin, Jobs: f.build.jobs, KeepGoing: f.build.keepGoing, Timeout: f.build.timeout,
+		Workspace: g.dir, OutDir: f.build.outDir,
+	}
+	// The jobs of templates that wait on resource jobs exist once those ran.
+	// When a resource job fails, its failure is the report.
+	var res *executor.BuildResult
+	if planFromFile(args, rest) {
+		g.notePending(v.Plan().Pending, "a plan file keeps %s pending (strata test DIR runs the jobs first)")
+	} else if needsInstances(v.Plan(), rest) && !allJobs(v.Plan(), rest) {
+		r := newRenderer(g)
+		opts.Events = r.event
+		ev, resourceRes, xerr := g.expandPlan(ctx, v, opts)
+		r.close()
+		switch {
+		case resourceRes != nil:
+			res, err = resourceRes, xerr
+		case xerr != nil:
+			return signalExit(ctx, xerr)
+		default:
+			v = ev
+		}
+	}
 	p := v.Plan()
 	var jobs []*plan.Node
 	for _, n := range p.Nodes {
@@ -72,7 +107,7 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 			jobs = append(jobs, n)
 		}
 	}
-	if len(rest) > 0 {
+	if len(rest) > 0 && res == nil {
 		jobs = jobs[:0]
 		for _, name := range rest {
 			n, ok := p.Node(name)
@@ -88,28 +123,15 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 	if len(jobs) == 0 {
 		return &usageError{errors.New("test: the workspace has no jobs")}
 	}
-	if f.build.jobs < 0 {
-		return &usageError{errJobs}
+	if res == nil {
+		for _, n := range jobs {
+			opts.Targets = append(opts.Targets, n.ID)
+		}
+		r := newRenderer(g)
+		opts.Events = r.event
+		res, err = executor.Build(ctx, v, opts)
+		r.close()
 	}
-	var targets []string
-	for _, n := range jobs {
-		targets = append(targets, n.ID)
-	}
-	st, err := g.openStore()
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	bin, err := strataBinary()
-	if err != nil {
-		return err
-	}
-	r := newRenderer(g)
-	res, err := executor.Build(ctx, v, executor.Options{
-		Store: st, Binary: bin, Jobs: f.build.jobs, KeepGoing: f.build.keepGoing, Timeout: f.build.timeout,
-		Targets: targets, Workspace: g.dir, Events: r.event, OutDir: f.build.outDir,
-	})
-	r.close()
 	if res == nil {
 		return signalExit(ctx, err)
 	}
@@ -184,6 +206,21 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 		return signalExit(ctx, err)
 	}
 	return &reportedError{code: exitFailed, err: fmt.Errorf("test: %d of %d jobs failed", failed, len(reports))}
+}
+
+// allJobs reports whether every name (jobs.NAME or NAME) is a job of p: then
+// strata test needs no template instance.
+func allJobs(p *plan.Plan, names []string) bool {
+	for _, name := range names {
+		n, ok := p.Node(name)
+		if !ok {
+			n, ok = p.Node("jobs." + name)
+		}
+		if !ok || n.Kind != plan.KindJob {
+			return false
+		}
+	}
+	return len(names) > 0
 }
 
 func count(reports []jobReport, status string) int {

@@ -167,6 +167,9 @@ type Entry struct {
 	Nodes int
 	// Paths are the plan's path sources with the digests the plan was compiled with.
 	Paths []PathSource
+	// Pending are the plan's templates that wait on resource jobs, so that a
+	// hit can say so without decoding the plan.
+	Pending []plan.Pending
 }
 
 // header is the first line of an entry file; the encoded plan follows it.
@@ -175,8 +178,10 @@ type header struct {
 	Key    string       `json:"key"`
 	Nodes  int          `json:"nodes"`
 	Paths  []PathSource `json:"paths"`
-	Size   int          `json:"plan_size"`
-	CRC32C uint32       `json:"plan_crc32c"`
+	// Pending is omitted when empty, so entries without it read the same.
+	Pending []plan.Pending `json:"pending,omitempty"`
+	Size    int            `json:"plan_size"`
+	CRC32C  uint32         `json:"plan_crc32c"`
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -211,7 +216,7 @@ func (c *Cache) Get(ctx context.Context, key, dir string) (*Entry, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths}, true
+	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending}, true
 }
 
 // Open is Get without reading the plan: the returned Hit copies it to a writer
@@ -247,6 +252,8 @@ type Hit struct {
 	Nodes int
 	// Paths are the plan's path sources with the digests the plan was compiled with.
 	Paths []PathSource
+	// Pending are the plan's templates that wait on resource jobs.
+	Pending []plan.Pending
 
 	f         *os.File
 	name      string
@@ -294,7 +301,7 @@ func open(f *os.File, key string) (*Hit, error) {
 	if _, err := f.ReadAt(last, info.Size()-2); err != nil || string(last) != "}\n" {
 		return nil, errDamaged
 	}
-	return &Hit{Nodes: h.Nodes, Paths: h.Paths, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
+	return &Hit{Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
 }
 
 // Size is the size of the encoded plan in bytes.
@@ -337,7 +344,7 @@ func (c *Cache) Put(key string, e *Entry) error {
 		return fmt.Errorf("compile cache: %w", err)
 	}
 	h := header{
-		Format: FormatVersion, Key: key, Nodes: e.Nodes, Paths: e.Paths,
+		Format: FormatVersion, Key: key, Nodes: e.Nodes, Paths: e.Paths, Pending: e.Pending,
 		Size: len(e.Plan), CRC32C: crc32.Checksum(e.Plan, crcTable),
 	}
 	if h.Paths == nil {

@@ -145,6 +145,27 @@ func TestPutGet(t *testing.T) {
 	}
 }
 
+// TestPendingKept: an entry keeps the plan's pending templates, so a hit says
+// which templates wait on which job without decoding the plan.
+func TestPendingKept(t *testing.T) {
+	ctx := context.Background()
+	dir := workspace(t)
+	c := compilecache.New(t.TempDir())
+	k := key(t, dir, inputs)
+	pending := []plan.Pending{{Template: "t", Resource: "r", Job: "jobs.probe", Node: "n", Origin: "a.cue:1:1"}}
+	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Nodes: 3, Pending: pending}); err != nil {
+		t.Fatal(err)
+	}
+	h, ok := c.Open(ctx, k, dir)
+	if !ok {
+		t.Fatal("miss after Put")
+	}
+	defer h.Close()
+	if len(h.Pending) != 1 || h.Pending[0] != pending[0] {
+		t.Errorf("pending %+v, want %+v", h.Pending, pending)
+	}
+}
+
 func TestPathSource(t *testing.T) {
 	ctx := context.Background()
 	dir := workspace(t)

@@ -126,6 +126,10 @@ func WalkPathSource(ctx context.Context, dir, rel string, fn func(SourceEntry) e
 		stat = root.Stat
 	}
 	info, err := stat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		// os.Root's own words name its syscall: "statat x: no such file".
+		return fail(fmt.Errorf("%w in the workspace", fs.ErrNotExist))
+	}
 	if err != nil {
 		return fail(err)
 	}

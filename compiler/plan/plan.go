@@ -34,6 +34,44 @@ type Plan struct {
 	Nodes  []*Node            `json:"nodes"`
 	Images map[string]*Image  `json:"images"`
 	Stages map[string]*Module `json:"stages"`
+	// Pending are the templates over resources a job produces, sorted by
+	// template: their instances are not in the plan, since they depend on what
+	// the job writes. Building the workspace runs the jobs first and compiles
+	// again with their records; a plan file keeps them pending.
+	Pending []Pending `json:"pending,omitempty"`
+}
+
+// Pending is a template that waits on a resource job.
+type Pending struct {
+	// Template and Resource are the template's and its resource's names.
+	Template string `json:"template"`
+	Resource string `json:"resource"`
+	// Job is the name of the resource's job (jobs.NAME) and Node the ID of its
+	// node, which lists RecordsFile among its outputs.
+	Job  string `json:"job"`
+	Node string `json:"node"`
+	// Origin is the template's CUE position. It is not part of any key.
+	Origin string `json:"origin"`
+}
+
+// RecordsFile is the file a resource job writes its records to, in the
+// directory it gives back.
+const RecordsFile = "records.jsonl"
+
+// PendingJobs returns the IDs of the nodes the pending templates wait on, each
+// once, in plan order.
+func (p *Plan) PendingJobs() []string {
+	want := map[string]bool{}
+	for _, pt := range p.Pending {
+		want[pt.Node] = true
+	}
+	var out []string
+	for _, n := range p.Nodes {
+		if want[n.ID] {
+			out = append(out, n.ID)
+		}
+	}
+	return out
 }
 
 // Host identifies a non-hermetic "host" build root.

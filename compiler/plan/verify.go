@@ -1,9 +1,11 @@
 package plan
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -67,6 +69,9 @@ func Verify(p *Plan, opts VerifyOptions) (*Verified, error) {
 		}
 	}
 	if err := v.images(); err != nil {
+		return nil, err
+	}
+	if err := v.pending(); err != nil {
 		return nil, err
 	}
 	if v.hostNode != nil && p.Host != opts.Host {
@@ -310,6 +315,42 @@ func (v *verifier) images() error {
 			if _, ok := v.p.Images[strings.TrimPrefix(r, "images.")]; !ok {
 				return bad("runtime image %s is not in the plan", clip(r))
 			}
+		}
+	}
+	return nil
+}
+
+// pending checks the templates that wait on resource jobs: named as a
+// workspace names things, in order, each waiting on a job node of the plan that
+// answers to the job's name and must write the records.
+func (v *verifier) pending() error {
+	for i, pt := range v.p.Pending {
+		bad := func(format string, a ...any) error {
+			return fmt.Errorf("%w: pending template %s: %s", ErrInvalid, clip(pt.Template), fmt.Sprintf(format, a...))
+		}
+		for _, name := range []string{pt.Template, pt.Resource} {
+			if err := CheckName(name); err != nil {
+				return bad("%v", err)
+			}
+		}
+		if i > 0 && v.p.Pending[i-1].Template >= pt.Template {
+			return bad("pending templates are not sorted by name, or one appears twice")
+		}
+		if !printable(pt.Origin) {
+			return bad("origin has control characters")
+		}
+		n := v.byID[pt.Node]
+		if n == nil || n.Kind != KindJob {
+			return bad("node %s is not a job of the plan", clip(pt.Node))
+		}
+		if n.Name != pt.Job && !slices.Contains(aliasNames(n), pt.Job) {
+			return bad("node %s is %s, not %s", n.ID, n.Name, clip(pt.Job))
+		}
+		var o struct {
+			Outputs []string `json:"outputs"`
+		}
+		if err := json.Unmarshal(n.Options, &o); err != nil || !slices.Contains(o.Outputs, RecordsFile) {
+			return bad("job %s does not list %s among its outputs", n.Name, RecordsFile)
 		}
 	}
 	return nil
