@@ -375,7 +375,7 @@ func ResolveTargets(p *plan.Plan, targets []string) ([]string, error) {
 				continue
 			}
 		}
-		return nil, fmt.Errorf("%w %q: not an image (%s) or node name", ErrUnknownTarget, t, strings.Join(imageNames(p), ", "))
+		return nil, fmt.Errorf("%w %q: not an image%s or node name", ErrUnknownTarget, t, knownImages(p))
 	}
 	return p.Closure(want), nil
 }
@@ -420,7 +420,7 @@ func ResolveNodes(p *plan.Plan, names []string) ([]*plan.Node, error) {
 		img := strings.TrimPrefix(name, "images.")
 		pi, ok := p.Images[img]
 		if !ok {
-			return nil, fmt.Errorf("%w %q: not an image (%s) or node name", ErrUnknownTarget, name, strings.Join(imageNames(p), ", "))
+			return nil, fmt.Errorf("%w %q: not an image%s or node name", ErrUnknownTarget, name, knownImages(p))
 		}
 		own := map[string]bool{}
 		for _, id := range append(slices.Clone(pi.Outputs), pi.Hooks...) {
@@ -448,6 +448,16 @@ func nodeOf(n *plan.Node, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// knownImages lists the plan's images for a message, " (a, b)", or "" when
+// it has none.
+func knownImages(p *plan.Plan) string {
+	names := imageNames(p)
+	if len(names) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(names, ", ") + ")"
 }
 
 func imageNames(p *plan.Plan) []string {

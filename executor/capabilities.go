@@ -82,6 +82,13 @@ func emulatedNote(e []string) string {
 	return ", emulating " + strings.Join(e, ", ")
 }
 
+// goOnly are the built-in stages that run no program of the build root or the
+// tree: they need no emulation of the image's arch. strata.busybox runs the
+// busybox it installs; strata.debootstrap, mmdebstrap.
+var goOnly = map[string]bool{
+	"strata.files": true, "strata.copy": true, "strata.extract": true, "strata.users": true, "strata.hostname": true,
+}
+
 // checkCapabilities refuses the build before any node runs when a node among
 // ids requires what c lacks; the error names every such node.
 func checkCapabilities(p *plan.Plan, ids []string, names map[string]string, c Capabilities) error {
@@ -95,7 +102,7 @@ func checkCapabilities(p *plan.Plan, ids []string, names map[string]string, c Ca
 			continue
 		}
 		r := *n.Requires
-		if n.Kind == plan.KindStage && isBuiltin(n.Type) && n.Type != "strata.run" {
+		if n.Kind == plan.KindStage && goOnly[n.Type] {
 			r.Arch = "" // Go code of the host's arch, whatever the image's
 		}
 		if m := c.missing(&r); m != "" {

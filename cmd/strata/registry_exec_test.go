@@ -387,6 +387,10 @@ func TestRegistrySchemasExec(t *testing.T) {
 	must(t, err)
 	for _, e := range ents {
 		t.Run(e.Name(), func(t *testing.T) {
+			if e.Name() == "cross" {
+				needCrossDeb(t)
+				needArm64(t)
+			}
 			ws := copyExample(t, e.Name())
 			cache := t.TempDir()
 			doc := pushJSON(t, ws, cache)
