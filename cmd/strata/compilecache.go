@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,34 +27,6 @@ func (g *globals) storeDir() string {
 		return filepath.Join(d, "strata")
 	}
 	return filepath.Join(os.TempDir(), "strata-cache")
-}
-
-// compiledPlan is a compile's result: the plan compiled in this process, or a
-// compile-cache hit whose stored bytes are copied to the output undecoded.
-type compiledPlan struct {
-	plan    *plan.Plan // on a miss
-	encoded []byte     // on a miss: exactly what plan.Encode writes
-	hit     *compilecache.Hit
-	nodes   int
-	// pending are the plan's templates that wait on resource jobs.
-	pending []plan.Pending
-}
-
-// writeTo writes the encoded plan to w.
-func (c *compiledPlan) writeTo(w io.Writer) error {
-	if c.hit != nil {
-		_, err := c.hit.WriteTo(w)
-		return err
-	}
-	_, err := w.Write(c.encoded)
-	return err
-}
-
-// close releases a cache hit's entry.
-func (c *compiledPlan) close() {
-	if c.hit != nil {
-		c.hit.Close()
-	}
 }
 
 // cachedCompile returns the workspace's plan, from the compile cache when no input
@@ -108,70 +78,23 @@ func (g *globals) cachedPlan(ctx context.Context) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.close()
-	if c.plan != nil {
-		return c.plan, nil
-	}
-	b, err := c.hit.Bytes()
-	if err != nil {
-		// Damaged after all (its checksum): compile.
-		return g.compileWorkspace(ctx)
-	}
-	p, err := plan.Decode(bytes.NewReader(b))
-	if err != nil {
-		// A stored plan the decoder rejects: compile, so the user sees what a
-		// compile without the cache would say.
-		g.debugf("compile cache: %v", err)
-		return g.compileWorkspace(ctx)
-	}
-	return p, nil
+	defer c.Close()
+	return c.Decoded(ctx, g.compileWorkspace, g.debug)
 }
 
 // compileEncoded returns the workspace's plan encoded, from the compile cache when
-// useCache is set and no input has changed. On a hit the plan is not decoded:
-// `strata compile` copies the stored bytes to its output.
-func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compiledPlan, error) {
+// useCache is set and no input has changed (compilecache.Compile). On a hit the
+// plan is not decoded: strata compile copies the stored bytes to its output.
+func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compilecache.Compiled, error) {
 	// A bad limit is refused on a cache hit too, not only when CUE runs.
 	if _, _, err := evalLimits(); err != nil {
 		return nil, err
 	}
-	var (
-		cache *compilecache.Cache
-		key   string
-	)
+	var cache *compilecache.Cache
 	if useCache {
-		// Not a workspace, or unreadable (an error here): let the loader say
-		// what is wrong.
-		var err error
-		if key, err = compilecache.Key(g.dir, g.compileCacheInputs()); err == nil {
-			cache = g.compileCache()
-		}
-		if cache != nil {
-			if h, ok := cache.Open(ctx, key, g.dir); ok {
-				g.debugf("compile cache hit %s", key[:12])
-				return &compiledPlan{hit: h, nodes: h.Nodes, pending: h.Pending}, nil
-			}
-		}
+		cache = g.compileCache()
 	}
-	p, err := g.compileWorkspace(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := p.Encode(&buf); err != nil {
-		return nil, err
-	}
-	c := &compiledPlan{plan: p, encoded: buf.Bytes(), nodes: len(p.Nodes), pending: p.Pending}
-	if cache != nil {
-		e := &compilecache.Entry{Plan: c.encoded, Nodes: c.nodes, Paths: compilecache.PathSources(p), Pending: p.Pending}
-		if err := cache.Put(key, e); err != nil {
-			// The cache is an optimisation: failing to fill it never fails a compile.
-			g.debugf("%v", err)
-		} else {
-			g.debugf("compile cache store %s", key[:12])
-		}
-	}
-	return c, nil
+	return compilecache.Compile(ctx, cache, g.dir, g.compileCacheInputs(), g.compileWorkspace, g.debug)
 }
 
 // compileCache returns the compile cache, kept in the store's state directory
@@ -212,6 +135,8 @@ func (g *globals) compileCacheInputs() compilecache.Inputs {
 	}
 	return in
 }
+
+func (g *globals) debug(s string) { g.debugf("%s", s) }
 
 func (g *globals) debugf(format string, a ...any) {
 	if g.verbose {

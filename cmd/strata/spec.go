@@ -101,18 +101,19 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
 			if err != nil {
 				return err
 			}
-			defer c.close()
-			g.notePending(c.pending, "the plan holds %s pending (strata build runs the jobs first)")
+			defer c.Close()
+			g.notePending(c.Pending, "the plan holds %s pending (strata build runs the jobs first)")
+			write := func(w io.Writer) error { _, err := c.WriteTo(w); return err }
 			if out == "" || out == "-" {
-				return c.writeTo(g.stdout)
+				return write(g.stdout)
 			}
-			if err := writeFileAtomic(out, c.writeTo); err != nil {
+			if err := writeFileAtomic(out, write); err != nil {
 				return err
 			}
 			if g.json() {
-				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": c.nodes, "pending": nonNil(c.pending)})
+				return writeJSON(g.stdout, map[string]any{"ok": true, "plan": out, "nodes": c.Nodes, "pending": nonNil(c.Pending)})
 			}
-			fmt.Fprintf(g.stderr, "wrote %s (%d nodes)\n", out, c.nodes)
+			fmt.Fprintf(g.stderr, "wrote %s (%d nodes)\n", out, c.Nodes)
 			return nil
 		},
 	}

@@ -254,3 +254,36 @@ func digest(t *testing.T, dir, rel string) string {
 	}
 	return d
 }
+
+// TestCompileThroughCache: Compile compiles once and serves the unchanged
+// workspace from the cache after, with the stored bytes; a nil cache always
+// compiles; a failing compile is not stored.
+func TestCompileThroughCache(t *testing.T) {
+	ctx := context.Background()
+	dir := workspace(t)
+	c := compilecache.New(t.TempDir())
+	calls := 0
+	compile := func(context.Context) (*plan.Plan, error) {
+		calls++
+		return &plan.Plan{Version: plan.Version, Nodes: []*plan.Node{{ID: "a", Kind: plan.KindSource}}}, nil
+	}
+	first, err := compilecache.Compile(ctx, c, dir, compilecache.Inputs{StrataVersion: "t"}, compile, nil)
+	if err != nil || first.Plan == nil || calls != 1 {
+		t.Fatalf("first: %+v %v, %d compiles", first, err, calls)
+	}
+	second, err := compilecache.Compile(ctx, c, dir, compilecache.Inputs{StrataVersion: "t"}, compile, nil)
+	if err != nil || second.Hit == nil || calls != 1 {
+		t.Fatalf("second: %+v %v, %d compiles", second, err, calls)
+	}
+	defer second.Close()
+	var buf bytes.Buffer
+	if _, err := second.WriteTo(&buf); err != nil || !bytes.Equal(buf.Bytes(), first.Encoded) {
+		t.Fatalf("the hit's bytes differ from the compile's: %v", err)
+	}
+	if p, err := second.Decoded(ctx, compile, nil); err != nil || len(p.Nodes) != 1 || calls != 1 {
+		t.Fatalf("decoded hit: %v, %d compiles", err, calls)
+	}
+	if _, err := compilecache.Compile(ctx, nil, dir, compilecache.Inputs{StrataVersion: "t"}, compile, nil); err != nil || calls != 2 {
+		t.Fatalf("nil cache: %v, %d compiles", err, calls)
+	}
+}
