@@ -3,7 +3,6 @@ package executor
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,7 +144,7 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 	defer pr.Close()
 	next := &stamp{Artifacts: map[string]stampArtifact{}}
 	if full {
-		stage := "." + base + ".tmp-" + randomSuffix()
+		stage := "." + base + ".tmp-" + rand.Text()
 		if err := pr.Mkdir(stage, 0o755); err != nil {
 			return nil, err
 		}
@@ -181,7 +180,7 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 				states[it.name] = ArtifactCurrent
 				continue
 			}
-			tmp := "." + it.name + ".tmp-" + randomSuffix()
+			tmp := "." + it.name + ".tmp-" + rand.Text()
 			err := x.write(ctx, ir, tmp, it)
 			if err == nil {
 				err = exchange(ir, tmp, it.name)
@@ -464,7 +463,7 @@ func (x *exporter) writeStamp(image string, s *stamp) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp-" + randomSuffix()
+	tmp := p + ".tmp-" + rand.Text()
 	if err := x.root.WriteFile(tmp, b, 0o644); err != nil {
 		return err
 	}
@@ -473,12 +472,6 @@ func (x *exporter) writeStamp(image string, s *stamp) error {
 		return err
 	}
 	return nil
-}
-
-func randomSuffix() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // sortedImages returns the keys of m in order.

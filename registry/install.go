@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,7 +108,7 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 	p := a.pulled(r, src)
 	info := Slot{Slot: next, Reference: a.ref.String(), Repository: r.Name(), Image: a.cfg.Name, Version: a.cfg.Version,
 		DeviceType: opts.DeviceType, Digest: a.manD.Digest, Files: p.Files}
-	staging := filepath.Join(dir, ".staging-"+randHex())
+	staging := filepath.Join(dir, ".staging-"+rand.Text())
 	if err := c.stage(ctx, src, staging, &info); err != nil {
 		os.RemoveAll(staging)
 		return nil, fmt.Errorf("install %s: %w", ref, err)
@@ -118,7 +117,7 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 	// The inactive slot is replaced whole: the old one moves aside, the staged
 	// one takes its name. A crash in between leaves no inactive slot, and the
 	// current link still points at the active one.
-	aside := filepath.Join(dir, ".old-"+randHex())
+	aside := filepath.Join(dir, ".old-"+rand.Text())
 	if err := os.Rename(filepath.Join(dir, next), aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		os.RemoveAll(staging)
 		return nil, fmt.Errorf("install: %w", err)
@@ -180,7 +179,7 @@ func (c *Client) stage(ctx context.Context, src *layout, dir string, info *Slot)
 // switchCurrent points the current link at slot with one rename of a fresh
 // link over it, then syncs the directory.
 func switchCurrent(dir, slot string, step func(string)) error {
-	tmp := filepath.Join(dir, ".current-"+randHex())
+	tmp := filepath.Join(dir, ".current-"+rand.Text())
 	if err := os.Symlink(slot, tmp); err != nil {
 		return err
 	}
@@ -314,10 +313,4 @@ func sweepTarget(dir string) error {
 		}
 	}
 	return nil
-}
-
-func randHex() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

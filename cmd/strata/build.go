@@ -200,6 +200,18 @@ func signalExit(ctx context.Context, err error) error {
 	return &reportedError{code: code, err: err}
 }
 
+// alreadyReported is the exit for a command that has printed err itself: the
+// failure code, or the signal's if the command was interrupted.
+func alreadyReported(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return signalExit(ctx, err)
+	}
+	return &reportedError{code: exitFailed, err: err}
+}
+
 func (g *globals) openStore() (*store.Store, error) {
 	dir := g.storeDir()
 	st, err := store.Open(dir)
@@ -272,13 +284,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 			fmt.Fprintln(g.stderr, "strata: "+terminalSafeLines(err.Error()))
 		}
 	}
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return signalExit(ctx, err)
-	}
-	return &reportedError{code: exitFailed, err: err}
+	return alreadyReported(ctx, err)
 }
 
 // renderer shows build events: JSON lines on stderr with --output json (stdout

@@ -185,13 +185,7 @@ func runPush(ctx context.Context, g *globals, f pushFlags, args []string) error 
 			fmt.Fprintln(g.stderr, "strata: "+terminalSafeLines(err.Error()))
 		}
 	}
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return signalExit(ctx, err)
-	}
-	return &reportedError{code: exitFailed, err: err}
+	return alreadyReported(ctx, err)
 }
 
 func imageNamesOf[V any](m map[string]V) []string {

@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -185,7 +186,7 @@ func buildOnce(ctx context.Context, s *Store, key, buildLog string) error {
 		if err != nil {
 			return err
 		}
-		logd, err := s.PutBytes(ctx, []byte("log of "+key+" "+randHex(4)))
+		logd, err := s.PutBytes(ctx, []byte("log of "+key+" "+crand.Text()))
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -65,7 +66,7 @@ func (s *Store) NewLease(ctx context.Context, name string) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: new lease: %w", s.dir, err)
 	}
-	final := filepath.Join(s.dir, dirLeases, name+"."+randHex(8))
+	final := filepath.Join(s.dir, dirLeases, name+"."+rand.Text())
 	if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
 		err = os.Rename(tmp, final)
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -203,7 +202,7 @@ func (s *Store) Close() error {
 // then the identity check fails and another name is tried.
 func (s *Store) newSession() error {
 	for range 10 {
-		name := filepath.Join(s.dir, dirTmp, sessionPrefix+randHex(8))
+		name := filepath.Join(s.dir, dirTmp, sessionPrefix+rand.Text())
 		if err := os.Mkdir(name, 0o700); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				continue
@@ -298,7 +297,7 @@ func (s *Store) tempName(prefix string) (string, error) {
 	case s.closed:
 		return "", ErrClosed
 	}
-	return filepath.Join(s.session, prefix+randHex(8)), nil
+	return filepath.Join(s.session, prefix+rand.Text()), nil
 }
 
 // ensureShard creates the shard directory dir if needed, syncing its parent when it
@@ -334,12 +333,6 @@ func sameFile(f *os.File, name string) bool {
 		return false
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // forceRemoveAll removes p like os.RemoveAll, first making directories writable so

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -266,7 +267,7 @@ func (s *Store) verify(ctx context.Context) (*VerifyReport, error) {
 		if unix.Lstat(p, &st) != nil || st.Dev != stats[i].Dev || st.Ino != stats[i].Ino {
 			continue // gone, or replaced by a writer since it was hashed
 		}
-		name := strings.ReplaceAll(o.rel, "/", "_") + "." + time.Now().UTC().Format("20060102T150405") + "." + randHex(4)
+		name := strings.ReplaceAll(o.rel, "/", "_") + "." + time.Now().UTC().Format("20060102T150405") + "." + rand.Text()
 		dst := filepath.Join(dirQuarantine, name)
 		if err := os.Rename(p, filepath.Join(s.dir, dst)); err != nil {
 			return rep, err
