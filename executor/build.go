@@ -288,7 +288,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 		cache = opts.Store
 	}
 	d := &cached{cache: cache, run: runner, st: opts.Store, plan: p, pub: opts.Publisher, explain: opts.Explain, events: ev}
-	order, failed := walk(ctx, p, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
+	order, failed := walk(ctx, v, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
 
 	tasks := make(map[string]*task, len(order))
 	for _, t := range order {

@@ -46,7 +46,11 @@ func (c *cached) event(n *plan.Node, kind EventKind) Event {
 }
 
 // Dispatch runs n unless the cache has it.
-func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result, error) {
+func (c *cached) Dispatch(ctx context.Context, vn plan.VerifiedNode, in Inputs) (Result, error) {
+	n := vn.Node()
+	if n == nil {
+		return Result{}, errUnverified
+	}
 	if n.Kind == plan.KindPublish {
 		if c.pub != nil {
 			c.events.emit(c.event(n, EventStarted))
@@ -56,7 +60,7 @@ func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result,
 	if isCleanup(n) {
 		// Cleanup hooks release what a build took: they run every time.
 		c.events.emit(c.event(n, EventStarted))
-		res, err := c.run.Run(ctx, n, in)
+		res, err := c.run.Run(ctx, vn, in)
 		if res.Log.Digest != "" {
 			_ = putNodeLog(ctx, c.st, n.ID, res.Log.Digest)
 		}
@@ -90,7 +94,7 @@ func (c *cached) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result,
 		}
 	}
 	c.events.emit(c.event(n, EventStarted))
-	res, err := c.run.Run(ctx, n, in)
+	res, err := c.run.Run(ctx, vn, in)
 	if err != nil {
 		if res.Log.Digest != "" {
 			// Keep the log of a failed node for "strata logs".

@@ -15,7 +15,7 @@
 //     strata processes on one store build a key once; the waiting one says whom
 //     it waits for), it is looked up again, run, and its result recorded with
 //     its key inputs under its weak key for [Explain];
-//   - a [Runner] runs one node given its dependencies' results as content
+//   - a [Runner] runs one node of a verified plan (plan.VerifiedNode) given its dependencies' results as content
 //     descriptors ([Result]: tree, outputs, log), never paths into another
 //     node's working state. [LocalRunner] has one operation per node kind:
 //     sources are fetched into the store; stages run in bubblewrap over a

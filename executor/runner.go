@@ -23,7 +23,7 @@ import (
 // build, the remote cache and a remote worker all run nodes through it. A
 // failed command is a *NodeError with its exit status and log tail.
 type Runner interface {
-	Run(ctx context.Context, n *plan.Node, in Inputs) (Result, error)
+	Run(ctx context.Context, n plan.VerifiedNode, in Inputs) (Result, error)
 }
 
 // LocalRunner runs nodes on this machine: in bubblewrap sandboxes over the
@@ -58,7 +58,11 @@ func NewLocalRunner(opts Options) (*LocalRunner, error) {
 }
 
 // Run runs n. Its dependencies' results must be in in.
-func (r *LocalRunner) Run(ctx context.Context, n *plan.Node, in Inputs) (Result, error) {
+func (r *LocalRunner) Run(ctx context.Context, vn plan.VerifiedNode, in Inputs) (Result, error) {
+	n := vn.Node()
+	if n == nil {
+		return Result{}, errUnverified
+	}
 	switch n.Kind {
 	case plan.KindSource:
 		return r.runSource(ctx, n)

@@ -18,8 +18,12 @@ import (
 // it from up to Jobs goroutines at once. An error wrapping ErrNotImplemented
 // marks the node skipped rather than failed.
 type Dispatcher interface {
-	Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result, error)
+	Dispatch(ctx context.Context, n plan.VerifiedNode, in Inputs) (Result, error)
 }
+
+// errUnverified is the error of a runner or dispatcher handed the zero
+// VerifiedNode.
+var errUnverified = errors.New("a node not from a verified plan")
 
 // walkOptions configure walk.
 type walkOptions struct {
@@ -35,9 +39,10 @@ type walkOptions struct {
 
 // task is one node of a walk.
 type task struct {
-	n          *plan.Node
-	name       string // the node's name as the build shows it
-	idx        int    // position in the walk, 1-based
+	vn         plan.VerifiedNode
+	n          *plan.Node // vn.Node()
+	name       string     // the node's name as the build shows it
+	idx        int        // position in the walk, 1-based
 	rank       int
 	waiting    int // unfinished dependencies
 	dependents []*task
@@ -51,23 +56,20 @@ type task struct {
 	err    error
 }
 
-// walk runs the nodes ids of p (in plan order, closed under dependencies) in
+// walk runs the nodes ids of v (in plan order, closed under dependencies) in
 // dependency order through d: ready nodes by rank (fetch, build, outputs, jobs
 // and hooks, publish), then plan order; at most o.Jobs at a time. A failed
 // node's dependents are skipped; without KeepGoing no node starts after the
 // first failure. Cleanup hooks wait for every other node and then run whatever
 // happened, except after cancellation. Every node is dispatched at most once.
 // It returns the tasks in plan order and the node errors in that order.
-func walk(ctx context.Context, p *plan.Plan, ids []string, d Dispatcher, o walkOptions) ([]*task, []*NodeError) {
-	byID := make(map[string]*plan.Node, len(p.Nodes))
-	for _, n := range p.Nodes {
-		byID[n.ID] = n
-	}
+func walk(ctx context.Context, v *plan.Verified, ids []string, d Dispatcher, o walkOptions) ([]*task, []*NodeError) {
 	tasks := make(map[string]*task, len(ids))
 	order := make([]*task, 0, len(ids))
 	for i, id := range ids {
-		n := byID[id]
-		t := &task{n: n, name: n.Name, idx: i + 1, rank: rank(n.Kind)}
+		vn, _ := v.Node(id)
+		n := vn.Node()
+		t := &task{vn: vn, n: n, name: n.Name, idx: i + 1, rank: rank(n.Kind)}
 		if name, ok := o.Names[id]; ok {
 			t.name = name
 		}
@@ -213,7 +215,7 @@ func dispatchTask(ctx context.Context, t *task, tasks map[string]*task, d Dispat
 		}
 	}
 	start := time.Now()
-	r, err := d.Dispatch(ctx, n, in)
+	r, err := d.Dispatch(ctx, t.vn, in)
 	t.res = &NodeResult{ID: n.ID, Name: t.name, Kind: n.Kind, Type: n.Type, Elapsed: Duration(time.Since(start))}
 	switch {
 	case err == nil:

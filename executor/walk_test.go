@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -29,7 +30,8 @@ type fakeDispatcher struct {
 	names    map[string]string
 }
 
-func (f *fakeDispatcher) Dispatch(ctx context.Context, n *plan.Node, in Inputs) (Result, error) {
+func (f *fakeDispatcher) Dispatch(ctx context.Context, vn plan.VerifiedNode, in Inputs) (Result, error) {
+	n := vn.Node()
 	f.mu.Lock()
 	f.calls = append(f.calls, n.Name)
 	var got []string
@@ -62,38 +64,64 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, n *plan.Node, in Inputs) 
 	return Result{Tree: ocispec.Descriptor{MediaType: MediaTypeTree, Digest: digest.FromString(n.Name)}}, nil
 }
 
-// testPlan makes a plan of nodes "kind:name" with their dependencies by name,
-// in the order given.
-func testPlan(t *testing.T, nodes ...[]string) (*plan.Plan, *fakeDispatcher) {
+// testPlan makes a verified plan of nodes "kind:name" with their dependencies
+// by name, in the order given: each node is what Verify accepts (a path
+// source, a user-module stage, a tar output, a job, a hook on the event its
+// name starts with, a publish), keyed by its content.
+func testPlan(t *testing.T, nodes ...[]string) (*plan.Verified, *fakeDispatcher) {
 	t.Helper()
-	p := &plan.Plan{Version: plan.Version, Images: map[string]*plan.Image{}}
+	const module = "test.step"
+	p := &plan.Plan{Version: plan.Version, Images: map[string]*plan.Image{},
+		Stages: map[string]*plan.Module{module: {Name: module, Digest: digest.FromString(module).Encoded()}}}
+	tar, _ := plan.LookupOutput("tar")
 	ids := map[string]string{}
 	f := &fakeDispatcher{inputs: map[string][]string{}, fail: map[string]bool{}, block: map[string]bool{}, names: map[string]string{}}
 	for _, spec := range nodes {
 		kind, name, _ := strings.Cut(spec[0], ":")
-		n := &plan.Node{ID: digest.FromString(name).Encoded(), Kind: kind, Name: name}
-		if kind == plan.KindHook {
-			n.Type = "post-build"
+		n := &plan.Node{Kind: kind, Name: name, Command: []string{"echo", name}}
+		switch kind {
+		case plan.KindSource:
+			n.Type, n.Command = "path", nil
+			n.Source = &plan.Source{Path: name, Digest: digest.FromString(name).String()}
+		case plan.KindStage:
+			n.Type, n.ModuleDigest = module, p.Stages[module].Digest
+		case plan.KindOutput:
+			n.Type, n.ModuleDigest, n.Artifact, n.Command = "tar", tar.Digest(), name+".tar", nil
+		case plan.KindHook:
+			n.Type, n.OnFailure = "post-build", "fail"
 			if name == "cleanup" || strings.HasPrefix(name, "pre-build") {
 				n.Type, _, _ = strings.Cut(name, ":")
 			}
+		case plan.KindPublish:
+			n.Command = nil
 		}
 		for _, dep := range spec[1:] {
 			n.Deps = append(n.Deps, ids[dep])
 			if kind == plan.KindStage || kind == plan.KindOutput {
 				n.Inputs.Tree = ids[dep]
+			} else {
+				n.Inputs.After = append(n.Inputs.After, ids[dep])
 			}
 		}
+		doc, err := n.StrongKeyInputs(p.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.ID = plan.Hash(doc)
 		ids[name] = n.ID
 		f.names[n.ID] = name
 		p.Nodes = append(p.Nodes, n)
 	}
-	return p, f
+	v, err := plan.Verify(p, plan.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, f
 }
 
-func allIDs(p *plan.Plan) []string {
+func allIDs(v *plan.Verified) []string {
 	var ids []string
-	for _, n := range p.Nodes {
+	for _, n := range v.Plan().Nodes {
 		ids = append(ids, n.ID)
 	}
 	return ids
@@ -274,8 +302,8 @@ func TestWalkSharedNodeOnce(t *testing.T) {
 		[]string{"stage:one", "base"},
 		[]string{"stage:two", "base"},
 	)
-	one, two := p.Nodes[2], p.Nodes[3]
-	ids, err := ResolveTargets(p, []string{one.Name, two.Name})
+	one, two := p.Plan().Nodes[2], p.Plan().Nodes[3]
+	ids, err := ResolveTargets(p.Plan(), []string{one.Name, two.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,5 +346,18 @@ func TestWalkPreBuildFirst(t *testing.T) {
 				t.Errorf("cleanup: %s", st["cleanup"])
 			}
 		})
+	}
+}
+
+// TestUnverifiedNodeRefused: a node reaches a runner or the dispatcher only
+// from a verified plan; the zero VerifiedNode, the only other value a caller
+// can make, is refused before anything runs.
+func TestUnverifiedNodeRefused(t *testing.T) {
+	ctx := context.Background()
+	if _, err := (&LocalRunner{}).Run(ctx, plan.VerifiedNode{}, nil); !errors.Is(err, errUnverified) {
+		t.Errorf("runner: %v", err)
+	}
+	if _, err := (&cached{}).Dispatch(ctx, plan.VerifiedNode{}, nil); !errors.Is(err, errUnverified) {
+		t.Errorf("dispatcher: %v", err)
 	}
 }

@@ -242,7 +242,7 @@ type cacheOnly struct{}
 
 var errNotBuilt = errors.New("not in the cache")
 
-func (cacheOnly) Run(context.Context, *plan.Node, executor.Inputs) (executor.Result, error) {
+func (cacheOnly) Run(context.Context, plan.VerifiedNode, executor.Inputs) (executor.Result, error) {
 	return executor.Result{}, errNotBuilt
 }
 

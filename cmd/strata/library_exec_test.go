@@ -25,7 +25,8 @@ type recordingRunner struct {
 	bad   []string
 }
 
-func (r *recordingRunner) Run(ctx context.Context, n *plan.Node, in executor.Inputs) (executor.Result, error) {
+func (r *recordingRunner) Run(ctx context.Context, vn plan.VerifiedNode, in executor.Inputs) (executor.Result, error) {
+	n := vn.Node()
 	r.mu.Lock()
 	r.calls[n.Name]++
 	for id, res := range in {
@@ -39,7 +40,7 @@ func (r *recordingRunner) Run(ctx context.Context, n *plan.Node, in executor.Inp
 		}
 	}
 	r.mu.Unlock()
-	return r.inner.Run(ctx, n, in)
+	return r.inner.Run(ctx, vn, in)
 }
 
 // validDesc reports whether d is a content descriptor (or absent, when

@@ -22,11 +22,28 @@ var ErrForeignHost = errors.New("plan compiled for another host")
 // result would be stored under another node's key. The plan must not be
 // modified afterwards.
 type Verified struct {
-	p *Plan
+	p    *Plan
+	byID map[string]*Node
 }
 
 // Plan returns the verified plan.
 func (v *Verified) Plan() *Plan { return v.p }
+
+// Node returns the node of the plan with the given ID.
+func (v *Verified) Node(id string) (VerifiedNode, bool) {
+	n, ok := v.byID[id]
+	return VerifiedNode{n}, ok
+}
+
+// VerifiedNode is a node of a Verified plan. Only a Verified hands them out,
+// so code that takes one (a runner, a dispatcher, a remote worker) cannot be
+// given a node Verify has not checked. The zero value holds no node.
+type VerifiedNode struct {
+	n *Node
+}
+
+// Node returns the node, or nil for the zero VerifiedNode.
+func (n VerifiedNode) Node() *Node { return n.n }
 
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
@@ -78,7 +95,7 @@ func Verify(p *Plan, opts VerifyOptions) (*Verified, error) {
 		return nil, fmt.Errorf("%w: %s (%s) runs on the host's /usr, and the plan was compiled on %s, this is %s; compile the plan here",
 			ErrForeignHost, v.hostNode.Name, v.hostNode.Origin, describeHost(p.Host), describeHost(opts.Host))
 	}
-	return &Verified{p: p}, nil
+	return &Verified{p: p, byID: v.byID}, nil
 }
 
 func describeHost(h Host) string {
