@@ -499,7 +499,7 @@ func (c *compiler) hooks(img *lang.Image, outputs []ref, on string) ([]string, e
 		n := &plan.Node{
 			Kind: plan.KindHook, Name: prefix + ".hooks." + hn, Type: h.On, Command: h.Command,
 			Env: hookEnv(img, outputs), Origin: h.Pos.String(),
-			Limits: limits(h.Limits),
+			Limits: limits(h.Limits), Requires: caps(h.Requires),
 		}
 		n.OnFailure = h.OnFailure
 		// Post-build hooks see the outputs, so they run again when an output changes.

@@ -212,13 +212,14 @@ type Job struct {
 
 // Hook is a host-side tool run around builds.
 type Hook struct {
-	Name      string   `json:"name"`
-	On        string   `json:"on"`
-	BuildRoot string   `json:"buildroot"`
-	Command   []string `json:"command"`
-	OnFailure string   `json:"on_failure"`
-	Limits    Limits   `json:"limits,omitzero"`
-	Pos       Pos      `json:"pos"`
+	Name      string        `json:"name"`
+	On        string        `json:"on"`
+	BuildRoot string        `json:"buildroot"`
+	Command   []string      `json:"command"`
+	OnFailure string        `json:"on_failure"`
+	Requires  *Capabilities `json:"requires,omitempty"`
+	Limits    Limits        `json:"limits,omitzero"`
+	Pos       Pos           `json:"pos"`
 }
 
 // Template is a template job and what instantiating it gave.

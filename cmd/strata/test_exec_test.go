@@ -91,8 +91,8 @@ func TestJobsAndJUnitExec(t *testing.T) {
 	}
 }
 
-// TestCapabilitiesExec: a job requiring kvm on a host without a usable
-// /dev/kvm fails before any stage starts, naming the job and what is missing;
+// TestCapabilitiesExec: a job or a hook requiring kvm on a host without a
+// usable /dev/kvm fails before any stage starts, naming it and what is missing;
 // so does a command stage requiring an arch the host neither runs nor emulates.
 func TestCapabilitiesExec(t *testing.T) {
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
@@ -119,7 +119,9 @@ func TestCapabilitiesExec(t *testing.T) {
 images: img: {
 	version: "1"
 	stages: [{type: "strata.files", options: files: "/x": content: "x"}]
+	hooks: ["vm"]
 }
+hooks: vm: {on: "post-build", buildroot: "host", command: ["/bin/true"], requires: features: ["kvm"]}
 images: foreign: {
 	version: "1"
 	platform: arch: "ARCH"
@@ -135,7 +137,7 @@ jobs: boot: {image: "images.img", command: ["/bin/true"], requires: features: ["
 	if jb.code != 1 {
 		t.Fatalf("exit %d: %s", jb.code, jb.stderr)
 	}
-	for _, want := range []string{"jobs.boot (ws.cue:", "kvm (no usable /dev/kvm)", "images.foreign.stages[1]", "arch " + foreign} {
+	for _, want := range []string{"jobs.boot (ws.cue:", "kvm (no usable /dev/kvm)", "hooks.vm (ws.cue:", "images.foreign.stages[1]", "arch " + foreign} {
 		if !strings.Contains(jb.stderr+jb.errText, want) {
 			t.Errorf("the refusal lacks %q:\n%s%s", want, jb.stderr, jb.errText)
 		}
