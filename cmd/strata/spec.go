@@ -169,7 +169,9 @@ func newGraphCmd(g *globals) *cobra.Command {
 "strata graph | dot -Tsvg > plan.svg"), a Mermaid flowchart, or JSON. The plan
 is the workspace's (-C DIR, or a DIR given first) or a plan file given first;
 with TARGETs (as for build: images.NAME or NAME, or any node name) only they
-and what they depend on are shown.`,
+and what they depend on are shown. A template over the records of a resource
+job is drawn after that job as a pending node (dashed): its instances join
+the plan when the job has run.`,
 		Example: `  strata graph | dot -Tsvg > plan.svg
   strata graph --format mermaid images.base
   strata graph plan.json jobs.optical/read_sr0`,
@@ -228,51 +230,56 @@ type graphEdge struct {
 }
 
 // writeGraph writes the plan's nodes in keep (all when keep is nil) and the
-// edges between them.
+// edges between them, and each template that waits on a resource job as a
+// node of kind "pending" after that job.
 func writeGraph(w io.Writer, p *plan.Plan, format string, keep map[string]bool) error {
-	short := func(id string) string { return "n" + id[:12] }
-	if keep != nil {
-		var nodes []*plan.Node
-		for _, n := range p.Nodes {
-			if keep[n.ID] {
-				nodes = append(nodes, n)
-			}
+	var nodes []graphNode
+	var edges []graphEdge
+	for _, n := range p.Nodes {
+		if keep != nil && !keep[n.ID] {
+			continue
 		}
-		sub := *p
-		sub.Nodes = nodes
-		p = &sub
+		nodes = append(nodes, graphNode{n.ID, n.Name, n.Kind, n.Type, n.Origin})
+		for _, d := range n.Deps {
+			edges = append(edges, graphEdge{From: d, To: n.ID})
+		}
+	}
+	for _, pt := range p.Pending {
+		if keep != nil && !keep[pt.Node] {
+			continue
+		}
+		id := "pending:" + pt.Template
+		nodes = append(nodes, graphNode{id, "templates." + pt.Template, "pending", "waits on " + pt.Job, pt.Origin})
+		edges = append(edges, graphEdge{From: pt.Node, To: id})
+	}
+	if format == "json" {
+		return writeJSON(w, map[string]any{"nodes": nonNil(nodes), "edges": nonNil(edges)})
+	}
+	short := map[string]string{}
+	for i, n := range nodes {
+		short[n.ID] = fmt.Sprintf("n%d", i)
 	}
 	switch format {
-	case "json":
-		var nodes []graphNode
-		var edges []graphEdge
-		for _, n := range p.Nodes {
-			nodes = append(nodes, graphNode{n.ID, n.Name, n.Kind, n.Type, n.Origin})
-			for _, d := range n.Deps {
-				edges = append(edges, graphEdge{From: d, To: n.ID})
-			}
-		}
-		return writeJSON(w, map[string]any{"nodes": nonNil(nodes), "edges": nonNil(edges)})
 	case "dot":
 		fmt.Fprintln(w, "digraph plan {\n  rankdir=LR;\n  node [shape=box, fontname=monospace];")
-		for _, n := range p.Nodes {
-			fmt.Fprintf(w, "  %s [label=%q];\n", short(n.ID), n.Name+"\n"+n.Type)
-		}
-		for _, n := range p.Nodes {
-			for _, d := range n.Deps {
-				fmt.Fprintf(w, "  %s -> %s;\n", short(d), short(n.ID))
+		for _, n := range nodes {
+			style := ""
+			if n.Kind == "pending" {
+				style = ", style=dashed"
 			}
+			fmt.Fprintf(w, "  %s [label=%q%s];\n", short[n.ID], n.Name+"\n"+n.Type, style)
+		}
+		for _, e := range edges {
+			fmt.Fprintf(w, "  %s -> %s;\n", short[e.From], short[e.To])
 		}
 		fmt.Fprintln(w, "}")
 	case "mermaid":
 		fmt.Fprintln(w, "flowchart LR")
-		for _, n := range p.Nodes {
-			fmt.Fprintf(w, "  %s[\"%s<br/>%s\"]\n", short(n.ID), n.Name, n.Type)
+		for _, n := range nodes {
+			fmt.Fprintf(w, "  %s[\"%s<br/>%s\"]\n", short[n.ID], n.Name, n.Type)
 		}
-		for _, n := range p.Nodes {
-			for _, d := range n.Deps {
-				fmt.Fprintf(w, "  %s --> %s\n", short(d), short(n.ID))
-			}
+		for _, e := range edges {
+			fmt.Fprintf(w, "  %s --> %s\n", short[e.From], short[e.To])
 		}
 	}
 	return nil
