@@ -9,7 +9,7 @@ FUZZTIME  ?= 15s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all setup build test test-security unit fuzz demo bench bench-build lint clean
+.PHONY: all setup build test test-security unit fuzz demo bench bench-build bench-chain lint clean
 
 all: build
 
@@ -45,10 +45,16 @@ fuzz:
 demo: setup build
 	@scripts/demo.sh
 
-## bench: compile vs cue export at N = 100, 1000, 3000 (numbers go to bench/README.md)
+## bench: compile vs cue export at N = 100, 1000, 3000, builds vs BuildStream, and
+## the per-stage cost of a 20-stage chain vs bare bwrap (numbers go to bench/README.md)
 bench: setup build
 	@bench/compile.sh
 	@bench/buildstream.sh
+	@bench/chain.sh
+
+## bench-chain: a chain of 20 trivial stages vs 20 bare bwrap runs (~2 min)
+bench-chain: setup build
+	@bench/chain.sh
 
 ## bench-build: strata build vs BuildStream 1.6 at N = 10, 50, 100 leaves (~10 min)
 bench-build: setup build

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -892,14 +893,20 @@ func BenchmarkStaging100k(b *testing.B) { benchStaging(b, 100000) }
 
 // BenchmarkSandboxOverhead runs a `true` stage and bare bwrap alternately, so
 // that both see the same machine load, and reports their ratio (the goal of
-// issue 8: ≤ 1.5).
+// issue 8: ≤ 1.5). The stage is staged copy-on-write over a lower tree, as a
+// build stages every stage; only Run is timed, not making its upper directory.
 func BenchmarkSandboxOverhead(b *testing.B) {
 	h := host(b)
-	root, tree := busyboxRoot(b), b.TempDir()
+	root, lower, dir := busyboxRoot(b), b.TempDir(), b.TempDir()
+	must(b, os.WriteFile(filepath.Join(lower, "file"), []byte("lower\n"), 0o644))
 	var stage, bare time.Duration
+	i := 0
 	for b.Loop() {
+		i++
+		upper := filepath.Join(dir, strconv.Itoa(i))
+		must(b, os.Mkdir(upper, 0o755))
 		start := time.Now()
-		if code, err := Run(context.Background(), h, Spec{Root: root, Tree: tree, Command: []string{"true"}}); err != nil || code != 0 {
+		if code, err := Run(context.Background(), h, Spec{Root: root, Lower: []string{lower}, Upper: upper, Command: []string{"true"}}); err != nil || code != 0 {
 			b.Fatal(code, err)
 		}
 		mid := time.Now()
@@ -907,6 +914,9 @@ func BenchmarkSandboxOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		stage, bare = stage+mid.Sub(start), bare+time.Since(mid)
+	}
+	if h.Staging != StagingOverlay {
+		b.Logf("staging: %s", h.Staging)
 	}
 	b.ReportMetric(float64(stage.Microseconds())/float64(b.N)/1000, "stage-ms/op")
 	b.ReportMetric(float64(bare.Microseconds())/float64(b.N)/1000, "bwrap-ms/op")
