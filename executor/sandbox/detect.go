@@ -128,8 +128,8 @@ var toolNames = []string{"mksquashfs", "mkfs.ext4", "mkfs.erofs", "mmdebstrap", 
 // Detect inspects the host. It returns an error only when the host cannot run
 // stages at all (no usable bwrap); everything else is reported in the Host.
 // STRATA_STAGING=copy forces copy staging.
-// The overlayfs probe re-executes this binary, so [MaybeRunHelper] must have
-// been called; otherwise Overlay is false and OverlayError says why.
+// Without root the overlayfs probe re-executes this binary, so [MaybeRunHelper]
+// must have been called; otherwise Overlay is false and OverlayError says why.
 func Detect(ctx context.Context) (*Host, error) {
 	return detect(ctx, nil)
 }
@@ -254,10 +254,11 @@ func probeUserns(ctx context.Context) bool {
 	return cmd.Run() == nil
 }
 
-// probeOverlay mounts overlayfs exactly as Run would, in a helper child, and
+// probeOverlay mounts overlayfs exactly as Run would (in a thread's mount
+// namespace as root, in a helper child otherwise), and
 // checks copy-up, whiteouts and that the lower directory stayed untouched.
 func probeOverlay(ctx context.Context, h *Host) error {
-	if !helperInstalled.Load() {
+	if !h.Root && !helperInstalled.Load() {
 		return fmt.Errorf("overlay probe skipped: the binary did not call sandbox.MaybeRunHelper")
 	}
 	if !h.Root && !h.UserNamespaces {
@@ -283,18 +284,29 @@ func probeOverlay(ctx context.Context, h *Host) error {
 	if err := os.WriteFile(filepath.Join(lower, "d", "b"), []byte("b"), 0o644); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	cfg := helperConfig{Lower: []string{lower}, Upper: upper, Work: work, Merged: merged,
 		UserXattr: !h.Root, Probe: true}
-	cmd, err := helperCommand(h, cfg)
-	if err != nil {
-		return err
-	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := runUntil(ctx, cmd); err != nil {
-		return fmt.Errorf("overlay probe: %w: %s", err, strings.TrimSpace(out.String()))
+	if h.Root {
+		// As Run does it: in a thread's own mount namespace (withOverlay).
+		var werr error
+		if err := withOverlay(cfg, func() { werr = probeWrites(merged) }); err != nil {
+			return fmt.Errorf("overlay probe: %w", err)
+		}
+		if werr != nil {
+			return fmt.Errorf("overlay probe: %w", werr)
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		cmd, err := helperCommand(h, cfg)
+		if err != nil {
+			return err
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := runUntil(ctx, cmd); err != nil {
+			return fmt.Errorf("overlay probe: %w: %s", err, strings.TrimSpace(out.String()))
+		}
 	}
 	// a deleted → whiteout; c created → in upper; d/b appended → copied up.
 	var st unix.Stat_t

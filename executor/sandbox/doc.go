@@ -31,12 +31,15 @@
 //     output cap ([Spec.MaxOutput]).
 //
 // Copy-on-write staging: when a Spec gives [Spec.Lower] and [Spec.Upper]
-// instead of [Spec.Tree], strata re-executes its own binary as a small helper
-// in a new mount namespace (and, when not running as real root, a new user
-// namespace), mounts overlayfs there and execs bwrap with the merged directory
-// as the tree. The lower directories are never modified; every change lands in
-// the upper directory as overlayfs records it (whiteouts for deletions). A
-// binary that uses staging MUST call [MaybeRunHelper] first thing in main (and
+// instead of [Spec.Tree], overlayfs is mounted in a mount namespace of the
+// sandbox's own and bwrap gets the merged directory as the tree. As real root
+// that namespace is one OS thread's, from which Run starts bwrap (see
+// mountns.go); otherwise a user namespace is needed too, which a multithreaded
+// process cannot make, so strata re-executes its own binary as a small helper
+// in new user and mount namespaces that mounts overlayfs and execs bwrap. The
+// lower directories are never modified; every change lands in the upper
+// directory as overlayfs records it (whiteouts for deletions). A binary that
+// uses staging without root MUST call [MaybeRunHelper] first thing in main (and
 // tests in TestMain). Where overlayfs is unavailable, [Run] copies the lower
 // directories into the upper one instead and [Host.Staging] says so.
 //

@@ -61,7 +61,8 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		// The work and mount-point directories sit next to the upper one (the
 		// same filesystem, the caller's to clean up), so a run makes nothing
 		// in /tmp that a killed strata could leave behind. The overlay is
-		// mounted in the helper's mount namespace only.
+		// mounted in a mount namespace of the sandbox's own only: a thread's
+		// as root (withOverlay), the helper's otherwise.
 		work, err := os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-work-")
 		if err != nil {
 			return -1, fmt.Errorf("sandbox: run: overlay work dir: %w", err)
@@ -161,6 +162,9 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if err != nil {
 		return -1, err
 	}
+	// Without root the overlay needs a user namespace, which only a new
+	// process can make: the helper.
+	useHelper := overlay && !host.Root
 	var watch *ownerWatch
 	if spec.WatchOwners && !host.Root {
 		// Only the helper, started before bwrap, can hold the filter's
@@ -173,10 +177,10 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		defer helperEnd.Close()
 		cfg.OwnerWatch = 3 + len(extra) + 1
 		extra = append(extra, helperEnd)
-		overlay = true
+		useHelper = true
 	}
 	var cmd *exec.Cmd
-	if overlay {
+	if useHelper {
 		cfg.Argv = append([]string{host.Bwrap.Path}, args...)
 		if cmd, err = helperCommand(host, cfg); err != nil {
 			return -1, err
@@ -191,7 +195,16 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if g != nil {
 		onChild = g.open
 	}
-	code, err := run(ctx, cmd, &spec, timeout, extra, onChild)
+	var code int
+	if overlay && !useHelper {
+		if mountErr := withOverlay(cfg, func() {
+			code, err = run(ctx, cmd, &spec, timeout, extra, onChild)
+		}); mountErr != nil {
+			return -1, fmt.Errorf("sandbox: run %s: %w: %v", spec.Command[0], ErrSetup, mountErr)
+		}
+	} else {
+		code, err = run(ctx, cmd, &spec, timeout, extra, onChild)
+	}
 	if watch != nil {
 		if werr := watch.close(); werr != nil && err == nil {
 			return -1, werr

@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) >= 3 && os.Args[1] == "sandbox-probe" {
 		os.Exit(probe(os.Args[2], os.Args[3:]))
 	}
+	if os.Getenv(childEnv) == "mainthread" {
+		os.Exit(serveMainThread(m))
+	}
 	os.Exit(m.Run())
 }
 

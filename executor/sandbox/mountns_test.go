@@ -1,0 +1,225 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The main-thread test's child locks its main goroutine to the main thread
+// from the start, so that TestMain knows where it runs.
+func init() {
+	if os.Getenv(childEnv) == "mainthread" {
+		runtime.LockOSThread()
+	}
+}
+
+// signalWriter closes ready at its first write.
+type signalWriter struct {
+	once  sync.Once
+	ready chan struct{}
+	buf   bytes.Buffer
+	mu    sync.Mutex
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.once.Do(func() { close(w.ready) })
+	return w.buf.Write(p)
+}
+
+// tasksWithMount lists the threads of this process whose mount table has a
+// mount on dir.
+func tasksWithMount(t *testing.T, dir string) []string {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	must(t, err)
+	var with []string
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "mountinfo"))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		if mountedOn(b, dir) {
+			with = append(with, task.Name())
+		}
+	}
+	return with
+}
+
+// mountedOn reports whether mountinfo lists a mount point dir.
+func mountedOn(mountinfo []byte, dir string) bool {
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// TestOverlayMountStaysPrivate: as root, overlay staging mounts the overlay
+// without a helper process, in a mount namespace of one thread. While the
+// stage runs, only that thread sees the mount (not strata's other threads,
+// not the host's init); cancelling still takes the stage down, and afterwards
+// no thread has the mount and the mount point is gone.
+func TestOverlayMountStaysPrivate(t *testing.T) {
+	h := host(t)
+	if !h.Root || h.Staging != StagingOverlay {
+		t.Skip("needs real root and overlay staging")
+	}
+	lower, parent := t.TempDir(), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("lower\n"), 0o644))
+	upper := filepath.Join(parent, "upper")
+	must(t, os.Mkdir(upper, 0o755))
+	marker := uniqueMarker(6543, 0)
+	out := &signalWriter{ready: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, h, Spec{Root: busyboxRoot(t), Lower: []string{lower}, Upper: upper,
+			Command: []string{"sh", "-c", "cat /run/strata/tree/f; exec sleep " + marker}, Stdout: out, Stderr: out})
+		done <- err
+	}()
+	select {
+	case <-out.ready:
+	case err := <-done:
+		t.Fatalf("the stage ended early: %v: %s", err, out.buf.String())
+	}
+	merged, _ := filepath.Glob(filepath.Join(parent, ".strata-merged-*"))
+	if len(merged) != 1 {
+		t.Fatalf("mount points next to upper: %v", merged)
+	}
+	if with := tasksWithMount(t, merged[0]); len(with) != 1 {
+		t.Errorf("threads that see the overlay: %v, want exactly the sandbox's one", with)
+	}
+	for _, p := range []string{"/proc/self/mountinfo", "/proc/1/mountinfo"} {
+		if b, err := os.ReadFile(p); err == nil && mountedOn(b, merged[0]) {
+			t.Errorf("%s lists the overlay", p)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v, want context.Canceled", err)
+	}
+	waitGone(t, marker)
+	if with := tasksWithMount(t, merged[0]); len(with) != 0 {
+		t.Errorf("threads still see the overlay after Run: %v", with)
+	}
+	if _, err := os.Lstat(merged[0]); !os.IsNotExist(err) {
+		t.Errorf("mount point left: %v", err)
+	}
+	if out.buf.String() != "lower\n" {
+		t.Errorf("the stage read %q through the overlay", out.buf.String())
+	}
+}
+
+// TestOverlayNotOnMainThread: the runtime cannot end the main thread, so
+// withOverlay must never give it a mount namespace of its own, even when its
+// goroutine is scheduled there. The child runs with one P, its main goroutine
+// on the main thread, so withOverlay's goroutine starts on the main thread.
+func TestOverlayNotOnMainThread(t *testing.T) {
+	if os.Getenv(childEnv) == "mainthread" {
+		mainThreadChild(t)
+		return
+	}
+	h := host(t)
+	if !h.Root || h.Staging != StagingOverlay {
+		t.Skip("needs real root and overlay staging")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOverlayNotOnMainThread$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"=mainthread", "GOMAXPROCS=1", "TMPDIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// mainThreadChild runs in the child: TestMain's goroutine is on the main
+// thread, so this test's own goroutine hands a result back to it.
+func mainThreadChild(t *testing.T) {
+	dir := t.TempDir()
+	lower, upper, work, merged := filepath.Join(dir, "l"), filepath.Join(dir, "u"), filepath.Join(dir, "w"), filepath.Join(dir, "m")
+	for _, d := range []string{lower, upper, work, merged} {
+		must(t, os.Mkdir(d, 0o755))
+	}
+	must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("x"), 0o644))
+	res := <-mainThreadWork(helperConfig{Lower: []string{lower}, Upper: upper, Work: work, Merged: merged})
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.tid == os.Getpid() {
+		t.Errorf("the overlay was mounted on the main thread")
+	}
+	if !res.sawFile {
+		t.Errorf("fn did not see the overlay")
+	}
+	if res.nsBefore != res.nsAfter {
+		t.Errorf("the main thread's mount namespace changed: %s -> %s", res.nsBefore, res.nsAfter)
+	}
+}
+
+type mainThreadResult struct {
+	err               error
+	tid               int
+	sawFile           bool
+	nsBefore, nsAfter string
+}
+
+// mainThreadRequests carries work to TestMain's goroutine (the main thread).
+var mainThreadRequests = make(chan func(), 1)
+
+// serveMainThread runs the tests and, on the main goroutine, the work they
+// send to mainThreadRequests; it returns the tests' exit code.
+func serveMainThread(m *testing.M) int {
+	code := make(chan int, 1)
+	go func() { code <- m.Run() }()
+	for {
+		select {
+		case f := <-mainThreadRequests:
+			f()
+		case c := <-code:
+			return c
+		}
+	}
+}
+
+// mainThreadWork runs withOverlay from the main thread, unlocked, as
+// TestMain's goroutine: with GOMAXPROCS=1, withOverlay's goroutine then
+// starts on the main thread.
+func mainThreadWork(cfg helperConfig) <-chan mainThreadResult {
+	ch := make(chan mainThreadResult, 1)
+	mainThreadRequests <- func() {
+		var r mainThreadResult
+		if unix.Gettid() != unix.Getpid() {
+			r.err = errors.New("TestMain is not on the main thread")
+			ch <- r
+			return
+		}
+		ns := func() string {
+			s, _ := os.Readlink("/proc/self/task/" + strconv.Itoa(os.Getpid()) + "/ns/mnt")
+			return s
+		}
+		r.nsBefore = ns()
+		runtime.UnlockOSThread()
+		r.err = withOverlay(cfg, func() {
+			r.tid = unix.Gettid()
+			_, err := os.Stat(filepath.Join(cfg.Merged, "f"))
+			r.sawFile = err == nil
+		})
+		r.nsAfter = ns()
+		ch <- r
+	}
+	return ch
+}
