@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -76,12 +77,8 @@ func runHelper(arg string) error {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
 	if cfg.Merged != "" {
-		opts, err := overlayOptions(cfg)
-		if err != nil {
+		if err := mountOverlay(cfg); err != nil {
 			return err
-		}
-		if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
-			return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
 		}
 	}
 	if cfg.Probe {
@@ -122,6 +119,41 @@ func probeWrites(merged string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// noVolatile records that the kernel refused overlayfs' volatile option
+// (before Linux 5.10).
+var noVolatile atomic.Bool
+
+// mountOverlay mounts cfg's overlay on cfg.Merged, volatile where the kernel
+// has the option: the upper directory is scratch space the store reads and
+// syncs itself when it commits the stage, so overlayfs need not sync the
+// whole upper filesystem when the overlay goes away, nor honour a stage's
+// fsync calls.
+func mountOverlay(cfg helperConfig) error {
+	opts, err := overlayOptions(cfg)
+	if err != nil {
+		return err
+	}
+	if !noVolatile.Load() {
+		err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts+",volatile")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+		}
+		// An older kernel, or a bad option another way: try without.
+		if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
+			return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+		}
+		noVolatile.Store(true)
+		return nil
+	}
+	if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+	}
+	return nil
 }
 
 // overlayOptions builds the overlay mount data. lowerdir lists the uppermost

@@ -25,7 +25,7 @@ import (
 // namespace, with nothing left in it, goes with it.
 
 // withOverlay runs fn on a thread in a new private mount namespace where cfg's
-// overlay is mounted on cfg.Merged, and unmounts it before returning. It
+// overlay is mounted on cfg.Merged; the mount ends with the thread. It
 // returns an error, without running fn, when the namespace or the mount could
 // not be set up.
 func withOverlay(cfg helperConfig, fn func()) error {
@@ -52,10 +52,6 @@ func withOverlay(cfg helperConfig, fn func()) error {
 // thread into a new mount namespace, mounts the overlay and runs fn.
 func overlayThread(cfg helperConfig, fn func()) error {
 	runtime.LockOSThread()
-	opts, err := overlayOptions(cfg)
-	if err != nil {
-		return err
-	}
 	// CLONE_FS too: Go's threads share one fs_struct, which a new mount
 	// namespace cannot.
 	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
@@ -65,12 +61,13 @@ func overlayThread(cfg helperConfig, fn func()) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
-	if err := unix.Mount("overlay", cfg.Merged, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay on %s: %w", cfg.Merged, err)
+	if err := mountOverlay(cfg); err != nil {
+		return err
 	}
+	// Not unmounted: the overlay goes with the namespace when the thread
+	// exits, after Run returned, so the unmount's wait for an RCU grace
+	// period is not part of the stage's time. Nothing can use it meanwhile,
+	// and removing the mount point outside the namespace is allowed.
 	fn()
-	// Unmounted here rather than left to the namespace's end, which comes
-	// only once the thread has exited, after Run returned.
-	unix.Unmount(cfg.Merged, unix.MNT_DETACH)
 	return nil
 }

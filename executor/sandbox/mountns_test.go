@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,40 +40,41 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-// tasksWithMount lists the threads of this process whose mount table has a
-// mount on dir.
-func tasksWithMount(t *testing.T, dir string) []string {
+// tasksWithMount returns, for each thread of this process whose mount table
+// has a mount on dir, that mount's line of mountinfo.
+func tasksWithMount(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	tasks, err := os.ReadDir("/proc/self/task")
 	must(t, err)
-	var with []string
+	with := map[string]string{}
 	for _, task := range tasks {
 		b, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "mountinfo"))
 		if err != nil {
 			continue // the thread ended meanwhile
 		}
-		if mountedOn(b, dir) {
-			with = append(with, task.Name())
+		if line := mountLine(b, dir); line != "" {
+			with[task.Name()] = line
 		}
 	}
 	return with
 }
 
-// mountedOn reports whether mountinfo lists a mount point dir.
-func mountedOn(mountinfo []byte, dir string) bool {
+// mountLine returns the line of mountinfo whose mount point is dir, or "".
+func mountLine(mountinfo []byte, dir string) string {
 	for _, line := range strings.Split(string(mountinfo), "\n") {
 		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			return true
+			return line
 		}
 	}
-	return false
+	return ""
 }
 
 // TestOverlayMountStaysPrivate: as root, overlay staging mounts the overlay
-// without a helper process, in a mount namespace of one thread. While the
-// stage runs, only that thread sees the mount (not strata's other threads,
-// not the host's init); cancelling still takes the stage down, and afterwards
-// no thread has the mount and the mount point is gone.
+// (volatile where the kernel can) without a helper process, in a mount
+// namespace of one thread. While the stage runs, only that thread sees the
+// mount (not strata's other threads, not the host's init); cancelling still
+// takes the stage down, the mount point is gone, and the mount ends with the
+// thread.
 func TestOverlayMountStaysPrivate(t *testing.T) {
 	h := host(t)
 	if !h.Root || h.Staging != StagingOverlay {
@@ -101,11 +103,17 @@ func TestOverlayMountStaysPrivate(t *testing.T) {
 	if len(merged) != 1 {
 		t.Fatalf("mount points next to upper: %v", merged)
 	}
-	if with := tasksWithMount(t, merged[0]); len(with) != 1 {
+	with := tasksWithMount(t, merged[0])
+	if len(with) != 1 {
 		t.Errorf("threads that see the overlay: %v, want exactly the sandbox's one", with)
 	}
+	for _, line := range with {
+		if !noVolatile.Load() && !strings.Contains(line, "volatile") {
+			t.Errorf("the overlay is not volatile: %s", line)
+		}
+	}
 	for _, p := range []string{"/proc/self/mountinfo", "/proc/1/mountinfo"} {
-		if b, err := os.ReadFile(p); err == nil && mountedOn(b, merged[0]) {
+		if b, err := os.ReadFile(p); err == nil && mountLine(b, merged[0]) != "" {
 			t.Errorf("%s lists the overlay", p)
 		}
 	}
@@ -114,11 +122,15 @@ func TestOverlayMountStaysPrivate(t *testing.T) {
 		t.Errorf("Run = %v, want context.Canceled", err)
 	}
 	waitGone(t, marker)
-	if with := tasksWithMount(t, merged[0]); len(with) != 0 {
-		t.Errorf("threads still see the overlay after Run: %v", with)
-	}
 	if _, err := os.Lstat(merged[0]); !os.IsNotExist(err) {
 		t.Errorf("mount point left: %v", err)
+	}
+	// The mount ends with its thread, which exits once Run has returned. A
+	// bound on liveness, not a speed check.
+	for deadline := time.Now().Add(time.Minute); len(tasksWithMount(t, merged[0])) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads still see the overlay after Run: %v", tasksWithMount(t, merged[0]))
+		}
 	}
 	if out.buf.String() != "lower\n" {
 		t.Errorf("the stage read %q through the overlay", out.buf.String())
