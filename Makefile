@@ -4,6 +4,7 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 STRATA    := $(BIN)/strata
+SANDBOX   := $(BIN)/strata-sandbox
 export PATH := $(BIN):$(PATH)
 FUZZTIME  ?= 15s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -17,10 +18,12 @@ all: build
 setup:
 	@scripts/setup.sh
 
-## build: the static strata binary in bin/
+## build: the static strata binary in bin/, and its companion strata-sandbox (the
+## staging helper and built-in stages; strata uses it only with the digest linked in)
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(STRATA) ./cmd/strata
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(SANDBOX) ./cmd/strata-sandbox
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -X main.sandboxDigest=sha256:$$(sha256sum $(SANDBOX) | cut -d' ' -f1)" -o $(STRATA) ./cmd/strata
 
 ## test: setup, vet, unit and CLI tests, bounded fuzzing
 test: setup build

@@ -23,6 +23,7 @@ import (
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
+	"github.com/strata-build/strata/executor/sandbox"
 	"github.com/strata-build/strata/executor/store"
 )
 
@@ -183,7 +184,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	defer st.Close()
 	bin := os.Getenv(binaryEnv)
 	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
+		if bin, err = sandbox.BuiltinBinary(); err != nil {
 			return err
 		}
 	}

@@ -63,7 +63,8 @@ type Host struct {
 	// Seccomp reports that stages run under strata's seccomp filter (false on
 	// architectures strata has no system call table for).
 	Seccomp bool `json:"seccomp"`
-	// Executable is the path of this binary, re-executed as the staging helper.
+	// Executable is the path of this binary, re-executed as the staging helper
+	// when there is no companion binary (see UseCompanion).
 	Executable string `json:"executable,omitempty"`
 	// Binfmt lists the qemu-user binfmt_misc entries, sorted by arch.
 	Binfmt []Binfmt `json:"binfmt"`
@@ -258,7 +259,7 @@ func probeUserns(ctx context.Context) bool {
 // namespace as root, in a helper child otherwise), and
 // checks copy-up, whiteouts and that the lower directory stayed untouched.
 func probeOverlay(ctx context.Context, h *Host) error {
-	if !h.Root && !helperInstalled.Load() {
+	if !h.Root && !helperInstalled.Load() && companion() == "" {
 		return fmt.Errorf("overlay probe skipped: the binary did not call sandbox.MaybeRunHelper")
 	}
 	if !h.Root && !h.UserNamespaces {

@@ -15,7 +15,8 @@
 //   - /run/strata/tree is the stage's target tree, read-write.
 //   - /run/strata/inputs/<name> are the stage's inputs, read-only.
 //   - /run/strata/options.json holds the stage options, read-only.
-//   - /run/strata/bin/strata is the static strata binary, read-only, when given.
+//   - /run/strata/bin/strata is the static strata binary (or its companion,
+//     see [BuiltinBinary]), read-only, when given.
 //   - /proc is a fresh procfs of the sandbox's own pid namespace, /dev is
 //     bwrap's minimal device set, /tmp is an empty tmpfs of [Spec.TmpSize].
 //   - Every namespace is unshared (network too, unless [Spec.Network]), the
@@ -36,7 +37,8 @@
 // that namespace is one OS thread's, from which Run starts bwrap (see
 // mountns.go); otherwise a user namespace is needed too, which a multithreaded
 // process cannot make, so strata re-executes its own binary as a small helper
-// in new user and mount namespaces that mounts overlayfs and execs bwrap. The
+// in new user and mount namespaces that mounts overlayfs and execs bwrap (the
+// companion binary, cmd/strata-sandbox, when [UseCompanion] found it). The
 // lower directories are never modified; every change lands in the upper
 // directory as overlayfs records it (whiteouts for deletions). A binary that
 // uses staging without root MUST call [MaybeRunHelper] first thing in main (and

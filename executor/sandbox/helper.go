@@ -177,20 +177,22 @@ func overlayOptions(cfg helperConfig) (string, error) {
 	return opts, nil
 }
 
-// helperCommand returns the command that re-executes this binary as the
-// helper: a new mount namespace, plus a user namespace mapping uid/gid 0 to
-// the caller's when not running as real root. As real root no user namespace
-// is created, so overlayfs can use trusted.* xattrs and files of every owner
-// can be copied up.
+// helperCommand returns the command that starts the helper (the companion
+// binary when there is one, else this binary re-executed): a new mount
+// namespace, plus a user namespace mapping uid/gid 0 to the caller's when not
+// running as real root. As real root no user namespace is created, so
+// overlayfs can use trusted.* xattrs and files of every owner can be copied up.
 func helperCommand(h *Host, cfg helperConfig) (*exec.Cmd, error) {
-	if !helperInstalled.Load() {
-		return nil, fmt.Errorf("sandbox: copy-on-write staging needs sandbox.MaybeRunHelper to be called in main")
-	}
-	exe := h.Executable
+	exe := companion()
 	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("sandbox: find own executable: %w", err)
+		if !helperInstalled.Load() {
+			return nil, fmt.Errorf("sandbox: copy-on-write staging needs sandbox.MaybeRunHelper to be called in main")
+		}
+		if exe = h.Executable; exe == "" {
+			var err error
+			if exe, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("sandbox: find own executable: %w", err)
+			}
 		}
 	}
 	arg, err := json.Marshal(cfg)

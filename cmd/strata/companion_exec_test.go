@@ -1,0 +1,74 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const companionWS = `package test
+
+images: a: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/hello": content: "hi\n"}]
+}
+`
+
+// fakeCompanion is a strata-sandbox that is not the one strata was built with.
+const fakeCompanion = "#!/bin/sh\necho not-the-companion >&2\nexit 3\n"
+
+// buildWith runs `strata build` of ws with the strata binary bin and a fresh
+// cache; it returns the exit code and the output.
+func buildWith(t *testing.T, bin, ws string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "-C", ws, "--cache-dir", t.TempDir(), "--no-progress", "build")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STRATA_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestCompanionMustMatchExec: strata runs built-in stages with the
+// strata-sandbox next to it only when that file is the build strata was
+// linked with. Another file of that name (a stale build, anything else) is
+// ignored and strata runs the stage itself; the file it was linked with is used.
+func TestCompanionMustMatchExec(t *testing.T) {
+	bin := strataBin(t)
+	ws := writeWS(t, companionWS)
+
+	// Paired by make build (strataBin does the same): the build works.
+	if code, out := buildWith(t, bin, ws); code != 0 {
+		t.Fatalf("build with the real companion: exit %d\n%s", code, out)
+	}
+
+	// A strata-sandbox of another build next to strata: not used.
+	other := t.TempDir()
+	b, err := os.ReadFile(bin)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(other, "strata"), b, 0o755))
+	must(t, os.WriteFile(filepath.Join(other, "strata-sandbox"), []byte(fakeCompanion), 0o755))
+	if code, out := buildWith(t, filepath.Join(other, "strata"), ws); code != 0 || strings.Contains(out, "not-the-companion") {
+		t.Errorf("a companion of another build was used: exit %d\n%s", code, out)
+	}
+
+	// strata linked with that file's digest runs it for the stage.
+	linked := t.TempDir()
+	sum := sha256.Sum256([]byte(fakeCompanion))
+	must(t, buildStrata(linked, "sha256:"+hex.EncodeToString(sum[:])))
+	must(t, os.WriteFile(filepath.Join(linked, "strata-sandbox"), []byte(fakeCompanion), 0o755))
+	if code, out := buildWith(t, filepath.Join(linked, "strata"), ws); code == 0 || !strings.Contains(out, "not-the-companion") {
+		t.Errorf("the companion strata was linked with was not used: exit %d\n%s", code, out)
+	}
+}
