@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,44 +18,117 @@ import (
 // binary for every stage (tens of milliseconds: paging in the binary and the
 // Go runtime's and packages' initialisation).
 //
-// The thread stays locked until fn returns, for two reasons: the runtime must
-// not run other goroutines in that namespace, and bwrap's parent-death signal
-// (Pdeathsig, and bwrap's own --die-with-parent) fires when the thread that
-// started it exits, so the thread must outlive the sandbox. It is never
-// unlocked: the runtime ends a thread whose goroutine exits locked, and the
-// namespace, with nothing left in it, goes with it.
+// The threads doing this are workers locked to their thread for good, reused
+// from one sandbox to the next, and never end: a parent-death signal
+// (Pdeathsig, bwrap's --die-with-parent) fires when the *thread* that forked
+// the child exits, so a thread of strata that exited would kill every child it
+// had ever started that is still running, including those of other stages
+// started from it before it became a worker. For the same reason a worker
+// never runs on the main thread, which the runtime must keep free. Between
+// sandboxes a worker returns to strata's own mount namespace (setns), which
+// also tears the last overlay down off the stage's path.
+
+// nsWorker runs functions, one at a time, on a thread locked to it for good.
+type nsWorker struct {
+	jobs chan func()
+}
+
+var (
+	nsMu   sync.Mutex
+	nsIdle []*nsWorker
+)
 
 // withOverlay runs fn on a thread in a new private mount namespace where cfg's
-// overlay is mounted on cfg.Merged; the mount ends with the thread. It
-// returns an error, without running fn, when the namespace or the mount could
-// not be set up.
+// overlay is mounted on cfg.Merged; the mount goes when the thread leaves the
+// namespace, after withOverlay returned. It returns an error, without running
+// fn, when the namespace or the mount could not be set up.
 func withOverlay(cfg helperConfig, fn func()) error {
+	w, err := idleWorker()
+	if err != nil {
+		return err
+	}
 	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			// The runtime cannot end the main thread (it would park it for
-			// good, in the namespace): hold it here so that the goroutine
-			// below runs on another thread, and give it back unchanged.
-			inner := make(chan error, 1)
-			go func() { inner <- overlayThread(cfg, fn) }()
-			err := <-inner
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		done <- overlayThread(cfg, fn)
-	}()
+	w.jobs <- func() { done <- overlayThread(cfg, fn) }
 	return <-done
 }
 
-// overlayThread locks the calling goroutine to its thread for good, moves the
-// thread into a new mount namespace, mounts the overlay and runs fn.
-func overlayThread(cfg helperConfig, fn func()) error {
+// idleWorker returns an idle worker, starting one when there is none.
+func idleWorker() (*nsWorker, error) {
+	nsMu.Lock()
+	if n := len(nsIdle); n > 0 {
+		w := nsIdle[n-1]
+		nsIdle = nsIdle[:n-1]
+		nsMu.Unlock()
+		return w, nil
+	}
+	nsMu.Unlock()
+	w := &nsWorker{jobs: make(chan func())}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			w.serve(started)
+			return
+		}
+		// On the main thread: hold it while another goroutine, which
+		// therefore starts on another thread, locks that one; then give
+		// the main thread back.
+		inner := make(chan error, 1)
+		go w.serve(inner)
+		err := <-inner
+		runtime.UnlockOSThread()
+		started <- err
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// serve locks the goroutine to its thread for good and runs w's jobs, going
+// back to strata's mount namespace and working directory after each. It
+// reports on started whether it could start. The thread gets a cwd, root and
+// umask of its own (CLONE_FS: a thread that shares them can change neither
+// mount namespace); strata never changes the process's.
+func (w *nsWorker) serve(started chan<- error) {
 	runtime.LockOSThread()
-	// CLONE_FS too: Go's threads share one fs_struct, which a new mount
-	// namespace cannot.
-	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
+	home, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread() // unchanged: the thread may serve others
+		started <- fmt.Errorf("open own mount namespace: %w", err)
+		return
+	}
+	cwd, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Unshare(unix.CLONE_FS)
+	}
+	if err != nil {
+		unix.Close(home)
+		if cwd >= 0 {
+			unix.Close(cwd)
+		}
+		runtime.UnlockOSThread()
+		started <- fmt.Errorf("own working directory: %w", err)
+		return
+	}
+	started <- nil
+	for job := range w.jobs {
+		job()
+		if unix.Setns(home, unix.CLONE_NEWNS) != nil || unix.Fchdir(cwd) != nil {
+			// Stuck in a sandbox's namespace: the thread must neither run
+			// anything else nor end (see above), so it parks for good.
+			select {}
+		}
+		nsMu.Lock()
+		nsIdle = append(nsIdle, w)
+		nsMu.Unlock()
+	}
+}
+
+// overlayThread, on a worker's thread, moves the thread into a new mount
+// namespace, mounts the overlay and runs fn.
+func overlayThread(cfg helperConfig, fn func()) error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("new mount namespace: %w", err)
 	}
 	// Keep the overlay from propagating back to the host's namespace.
@@ -64,10 +138,6 @@ func overlayThread(cfg helperConfig, fn func()) error {
 	if err := mountOverlay(cfg); err != nil {
 		return err
 	}
-	// Not unmounted: the overlay goes with the namespace when the thread
-	// exits, after Run returned, so the unmount's wait for an RCU grace
-	// period is not part of the stage's time. Nothing can use it meanwhile,
-	// and removing the mount point outside the namespace is allowed.
 	fn()
 	return nil
 }

@@ -11,16 +11,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// The main-thread test's child locks its main goroutine to the main thread
-// from the start, so that TestMain knows where it runs.
+// The children of the thread tests lock their main goroutine to the main
+// thread from the start: TestMain knows where it runs, and no test goroutine
+// runs on the main thread.
 func init() {
-	if os.Getenv(childEnv) == "mainthread" {
+	if m := os.Getenv(childEnv); m == "mainthread" || m == "threads" {
 		runtime.LockOSThread()
 	}
 }
@@ -231,4 +233,121 @@ func mainThreadWork(cfg helperConfig) <-chan mainThreadResult {
 		ch <- r
 	}
 	return ch
+}
+
+// TestOverlayThreadsOutliveSandboxes: a child's parent-death signal fires when
+// the thread that forked it exits, so the threads that run overlay sandboxes
+// must never exit: not even one that forked some other long-running child
+// before it ran a sandbox. The child runs with one P, so the sandbox's worker
+// starts on the thread the test goroutine just used to start such a child.
+func TestOverlayThreadsOutliveSandboxes(t *testing.T) {
+	if os.Getenv(childEnv) == "threads" {
+		threadsChild(t)
+		return
+	}
+	h := host(t)
+	if !h.Root || h.Staging != StagingOverlay {
+		t.Skip("needs real root and overlay staging")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOverlayThreadsOutliveSandboxes$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"=threads", "GOMAXPROCS=1", "TMPDIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+func threadsChild(t *testing.T) {
+	dir := t.TempDir()
+	lower, upper, work := filepath.Join(dir, "l"), filepath.Join(dir, "u"), filepath.Join(dir, "w")
+	for _, d := range []string{lower, upper, work} {
+		must(t, os.Mkdir(d, 0o755))
+	}
+	// A long-running child that dies with the thread that started it.
+	marker := uniqueMarker(5432, 0)
+	runtime.LockOSThread()
+	forker := unix.Gettid()
+	sleeper := exec.Command("sleep", marker)
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	must(t, sleeper.Start())
+	runtime.UnlockOSThread()
+	defer func() {
+		sleeper.Process.Kill()
+		sleeper.Wait()
+	}()
+
+	var worker int
+	must(t, withOverlay(helperConfig{Lower: []string{lower}, Upper: upper, Work: work, Merged: lower}, func() {
+		worker = unix.Gettid()
+	}))
+	if worker != forker {
+		t.Skipf("the worker started on thread %d, not %d: the case is not reproduced", worker, forker)
+	}
+	// The worker goes back to strata's mount namespace after the sandbox, on
+	// the same thread. A bound on liveness, not a speed check.
+	home, err := os.Readlink("/proc/thread-self/ns/mnt")
+	must(t, err)
+	wns := "/proc/self/task/" + strconv.Itoa(worker) + "/ns/mnt"
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		ns, err := os.Readlink(wns)
+		if err != nil {
+			t.Fatalf("the worker's thread is gone: %v", err)
+		}
+		if ns == home {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker's thread stays in %s, not %s", ns, home)
+		}
+	}
+	if err := sleeper.Process.Signal(syscall.Signal(0)); err != nil || !sleeping(marker) {
+		t.Errorf("the child started from the worker's thread died: %v", err)
+	}
+}
+
+// TestOverlayConcurrentSameLower: stages running at once over the same lower
+// directory (two stages on one input tree) each see their own overlay on it,
+// and the lower directory stays as it was.
+func TestOverlayConcurrentSameLower(t *testing.T) {
+	h := host(t)
+	if h.Staging != StagingOverlay {
+		t.Skip("overlay unavailable")
+	}
+	root, lower := busyboxRoot(t), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(lower, "shared"), []byte("lower\n"), 0o644))
+	const n = 4
+	uppers := make([]string, n)
+	outs := make([]bytes.Buffer, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		uppers[i] = filepath.Join(t.TempDir(), "upper")
+		must(t, os.Mkdir(uppers[i], 0o755))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var code int
+			code, errs[i] = Run(context.Background(), h, Spec{Root: root, Lower: []string{lower}, Upper: uppers[i],
+				Stdout: &outs[i], Stderr: &outs[i],
+				Command: []string{"sh", "-c", "echo " + strconv.Itoa(i) + " > mine; cat shared; ls"}})
+			if errs[i] == nil && code != 0 {
+				errs[i] = errors.New("exit " + strconv.Itoa(code))
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("stage %d: %v: %s", i, errs[i], outs[i].String())
+		}
+		if got := outs[i].String(); got != "lower\nmine\nshared\n" {
+			t.Errorf("stage %d saw %q", i, got)
+		}
+		if b, err := os.ReadFile(filepath.Join(uppers[i], "mine")); err != nil || string(b) != strconv.Itoa(i)+"\n" {
+			t.Errorf("stage %d's upper: %q %v", i, b, err)
+		}
+	}
+	if ents, _ := os.ReadDir(lower); len(ents) != 1 {
+		t.Errorf("the lower directory changed: %v", ents)
+	}
 }
