@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -187,15 +188,38 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 		h.UserNamespaces, h.Bwrap.Version, h.BwrapWorks = cached.UserNamespaces, cached.BwrapVersion, cached.BwrapWorks
 		h.Overlay, h.OverlayError = cached.Overlay, cached.OverlayError
 	} else {
-		h.UserNamespaces = probeUserns(ctx)
-		h.Bwrap.Version = bwrapVersion(ctx, p)
-		if err := probeBwrap(ctx, p); err != nil {
-			h.BwrapError = err.Error()
-			return h, fmt.Errorf("sandbox: detect: %s does not work: %w", p, err)
+		// The probes start processes and touch the disk: run them at once
+		// (a cold store pays for them on every build). Without root the
+		// overlay probe needs the user namespace probe's answer.
+		var wg sync.WaitGroup
+		var bwrapErr, overlayErr error
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			h.UserNamespaces = probeUserns(ctx)
+			if !h.Root {
+				overlayErr = probeOverlay(ctx, h)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			h.Bwrap.Version = bwrapVersion(ctx, p)
+		}()
+		go func() {
+			defer wg.Done()
+			bwrapErr = probeBwrap(ctx, p)
+		}()
+		if h.Root {
+			overlayErr = probeOverlay(ctx, h)
+		}
+		wg.Wait()
+		if bwrapErr != nil {
+			h.BwrapError = bwrapErr.Error()
+			return h, fmt.Errorf("sandbox: detect: %s does not work: %w", p, bwrapErr)
 		}
 		h.BwrapWorks = true
-		if err := probeOverlay(ctx, h); err != nil {
-			h.OverlayError = err.Error()
+		if overlayErr != nil {
+			h.OverlayError = overlayErr.Error()
 		} else {
 			h.Overlay = true
 		}
