@@ -310,7 +310,7 @@ func probeOverlay(ctx context.Context, h *Host) error {
 		return err
 	}
 	cfg := helperConfig{Lower: []string{lower}, Upper: upper, Work: work, Merged: merged,
-		UserXattr: !h.Root, Probe: true}
+		UserXattr: !h.Root, Volatile: !h.Root, Probe: true}
 	if h.Root {
 		// As Run does it: in a thread's own mount namespace (withOverlay).
 		var werr error

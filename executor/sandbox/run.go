@@ -72,7 +72,7 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		}
 		defer removeAllForce(work)
 		tree = spec.Lower[0]
-		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root}
+		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root, Volatile: !host.Root}
 	case tree == "":
 		// Copy staging: lowest layer first, so upper layers overwrite.
 		for i := len(spec.Lower) - 1; i >= 0; i-- {

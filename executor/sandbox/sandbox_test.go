@@ -489,6 +489,14 @@ func TestStagingUnprivileged(t *testing.T) {
 			t.Errorf("detection left %v", left)
 		}
 		checkStaging(t, testHost, busyboxRoot(t))
+		// The helper's overlay goes away when bwrap exits, before Run
+		// returns: volatile, it does not sync the upper filesystem then.
+		upper := filepath.Join(t.TempDir(), "upper")
+		must(t, os.Mkdir(upper, 0o755))
+		_, out := sh(t, Spec{Root: busyboxRoot(t), Lower: []string{t.TempDir()}, Upper: upper}, "cat /proc/self/mountinfo")
+		if line := mountLine([]byte(out), TreePath); kernelAtLeast(5, 10) && !strings.Contains(line, "volatile") {
+			t.Errorf("the helper's overlay is not volatile: %q", line)
+		}
 		return
 	}
 	host(t)
@@ -924,4 +932,15 @@ func BenchmarkSandboxOverhead(b *testing.B) {
 	b.ReportMetric(float64(stage.Microseconds())/float64(b.N)/1000, "stage-ms/op")
 	b.ReportMetric(float64(bare.Microseconds())/float64(b.N)/1000, "bwrap-ms/op")
 	b.ReportMetric(float64(stage)/float64(bare), "ratio")
+}
+
+// kernelAtLeast reports whether the running kernel is major.minor or later.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var a, b int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &a, &b)
+	return a > major || a == major && b >= minor
 }
