@@ -19,11 +19,11 @@ setup:
 	@scripts/setup.sh
 
 ## build: the static strata binary in bin/, and its companion strata-sandbox (the
-## staging helper and built-in stages; strata uses it only with the digest linked in)
+## staging helper and built-in stages; strata uses it only with the build ID linked in)
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(SANDBOX) ./cmd/strata-sandbox
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -X main.sandboxDigest=sha256:$$(sha256sum $(SANDBOX) | cut -d' ' -f1)" -o $(STRATA) ./cmd/strata
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -X main.sandboxBuildID=$$($(GO) tool buildid $(SANDBOX))" -o $(STRATA) ./cmd/strata
 
 ## test: setup, vet, unit and CLI tests, bounded fuzzing
 test: setup build

@@ -54,8 +54,8 @@ func strataBin(t *testing.T) string {
 }
 
 // buildStrata builds dir/strata-sandbox and dir/strata as make build does:
-// strata linked with the companion's digest, or with digest when not "".
-func buildStrata(dir, digest string) error {
+// strata linked with the companion's build ID, or with buildID when not "".
+func buildStrata(dir, buildID string) error {
 	companion := filepath.Join(dir, "strata-sandbox")
 	goBuild := func(out, pkg string, ldflags ...string) error {
 		cmd := exec.Command("go", append(append([]string{"build", "-o", out}, ldflags...), pkg)...)
@@ -68,15 +68,22 @@ func buildStrata(dir, digest string) error {
 	if err := goBuild(companion, "../strata-sandbox"); err != nil {
 		return err
 	}
-	if digest == "" {
-		b, err := os.ReadFile(companion)
-		if err != nil {
+	if buildID == "" {
+		var err error
+		if buildID, err = goBuildID(companion); err != nil {
 			return err
 		}
-		sum := sha256.Sum256(b)
-		digest = "sha256:" + hex.EncodeToString(sum[:])
 	}
-	return goBuild(filepath.Join(dir, "strata"), ".", "-ldflags", "-X main.sandboxDigest="+digest)
+	return goBuild(filepath.Join(dir, "strata"), ".", "-ldflags", "-X main.sandboxBuildID="+buildID)
+}
+
+// goBuildID returns the Go build ID of the binary p.
+func goBuildID(p string) (string, error) {
+	out, err := exec.Command("go", "tool", "buildid", p).Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool buildid %s: %w", p, err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 type cliResult struct {

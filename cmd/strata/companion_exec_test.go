@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +16,20 @@ images: a: {
 }
 `
 
-// fakeCompanion is a strata-sandbox that is not the one strata was built with.
-const fakeCompanion = "#!/bin/sh\necho not-the-companion >&2\nexit 3\n"
+// fakeCompanion builds testdata/fakecompanion, a Go binary that fails saying
+// "not-the-companion", into dir/strata-sandbox and returns its build ID.
+func fakeCompanion(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "strata-sandbox")
+	cmd := exec.Command("go", "build", "-o", p, "./testdata/fakecompanion")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build fakecompanion: %v\n%s", err, out)
+	}
+	id, err := goBuildID(p)
+	must(t, err)
+	return id
+}
 
 // buildWith runs `strata build` of ws with the strata binary bin and a fresh
 // cache; it returns the exit code and the output.
@@ -42,8 +52,8 @@ func buildWith(t *testing.T, bin, ws string) (int, string) {
 
 // TestCompanionMustMatchExec: strata runs built-in stages with the
 // strata-sandbox next to it only when that file is the build strata was
-// linked with. Another file of that name (a stale build, anything else) is
-// ignored and strata runs the stage itself; the file it was linked with is used.
+// linked with. Another build of that name is ignored and strata runs the stage
+// itself; the build it was linked with is used.
 func TestCompanionMustMatchExec(t *testing.T) {
 	bin := strataBin(t)
 	ws := writeWS(t, companionWS)
@@ -58,16 +68,17 @@ func TestCompanionMustMatchExec(t *testing.T) {
 	b, err := os.ReadFile(bin)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(other, "strata"), b, 0o755))
-	must(t, os.WriteFile(filepath.Join(other, "strata-sandbox"), []byte(fakeCompanion), 0o755))
+	fakeCompanion(t, other)
 	if code, out := buildWith(t, filepath.Join(other, "strata"), ws); code != 0 || strings.Contains(out, "not-the-companion") {
 		t.Errorf("a companion of another build was used: exit %d\n%s", code, out)
 	}
 
-	// strata linked with that file's digest runs it for the stage.
-	linked := t.TempDir()
-	sum := sha256.Sum256([]byte(fakeCompanion))
-	must(t, buildStrata(linked, "sha256:"+hex.EncodeToString(sum[:])))
-	must(t, os.WriteFile(filepath.Join(linked, "strata-sandbox"), []byte(fakeCompanion), 0o755))
+	// strata linked with that build's ID runs it for the stage.
+	linked, fake := t.TempDir(), t.TempDir()
+	must(t, buildStrata(linked, fakeCompanion(t, fake)))
+	b, err = os.ReadFile(filepath.Join(fake, "strata-sandbox"))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(linked, "strata-sandbox"), b, 0o755))
 	if code, out := buildWith(t, filepath.Join(linked, "strata"), ws); code == 0 || !strings.Contains(out, "not-the-companion") {
 		t.Errorf("the companion strata was linked with was not used: exit %d\n%s", code, out)
 	}

@@ -81,10 +81,10 @@ func probeKey() string {
 		return fmt.Sprintf("%s:%d:%d", p, fi.Size(), fi.ModTime().UnixNano())
 	}
 	companionMu.Lock()
-	digest := companionDigest
+	id := companionID
 	companionMu.Unlock()
 	doc, _ := json.Marshal([]string{
-		ident(exe), ident(filepath.Join(filepath.Dir(exe), CompanionName)), digest, ident(bwrap), unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]),
+		ident(exe), ident(filepath.Join(filepath.Dir(exe), CompanionName)), id, ident(bwrap), unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]),
 		fmt.Sprint(os.Geteuid(), ":", os.Getegid()), os.TempDir(), fmt.Sprint(helperInstalled.Load()),
 	})
 	sum := sha256.Sum256(doc)
