@@ -131,7 +131,7 @@ EOF
 done
 
 echo
-echo "Chain of $stages stages vs bare bwrap — $(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), strata $("$strata" version 2>/dev/null | head -1), $(hyperfine --version), $("$bwrap" --version)"
+echo "Chain of $stages stages vs bare bwrap — $(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $("$strata" version 2>/dev/null | head -1), $(hyperfine --version), $("$bwrap" --version)"
 echo "cold store (compile cached), $rounds rounds × $runs runs, strata and bwrap alternating per round"
 echo
 cat "$table"
