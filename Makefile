@@ -4,12 +4,13 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 STRATA    := $(BIN)/strata
+SANDBOX   := $(BIN)/strata-sandbox
 export PATH := $(BIN):$(PATH)
 FUZZTIME  ?= 15s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all setup build test test-security unit fuzz demo bench bench-build lint clean
+.PHONY: all setup build test test-security unit fuzz demo bench bench-build bench-chain lint clean
 
 all: build
 
@@ -17,10 +18,12 @@ all: build
 setup:
 	@scripts/setup.sh
 
-## build: the static strata binary in bin/
+## build: the static strata binary in bin/, and its companion strata-sandbox (the
+## staging helper and built-in stages; strata uses it only with the build ID linked in)
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(STRATA) ./cmd/strata
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(SANDBOX) ./cmd/strata-sandbox
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -X main.sandboxBuildID=$$($(GO) tool buildid $(SANDBOX))" -o $(STRATA) ./cmd/strata
 
 ## test: setup, vet, unit and CLI tests, bounded fuzzing
 test: setup build
@@ -46,11 +49,18 @@ fuzz:
 demo: setup build
 	@scripts/demo.sh
 
-## bench: compile vs cue export at N = 100, 1000, 3000; registry push/pull vs oras.Copy and crane (numbers go to bench/README.md)
+## bench: compile vs cue export at N = 100, 1000, 3000, builds vs BuildStream, the
+## per-stage cost of a 20-stage chain vs bare bwrap, registry push/pull vs oras.Copy
+## and crane (numbers go to bench/README.md)
 bench: setup build
 	@bench/compile.sh
 	@bench/buildstream.sh
+	@bench/chain.sh
 	@bench/registry.sh
+
+## bench-chain: a chain of 20 trivial stages vs 20 bare bwrap runs (~2 min)
+bench-chain: setup build
+	@bench/chain.sh
 
 ## bench-build: strata build vs BuildStream 1.6 at N = 10, 50, 100 leaves (~10 min)
 bench-build: setup build

@@ -124,7 +124,7 @@ for n in $sizes; do
 	$bst_ok && bt=$(hf "n$n-bst-cold" "$(runs_for cold)" "rm -rf $bc" "$bcmd")
 
 	# Both outputs must hold the 2N merged files.
-	got=$(count_files "$sc/out/merged/merged.tree/")
+	got=$(count_files "$sws/out/merged/merged.tree/")
 	[ "$got" -eq $((2 * n)) ] || { echo "bench: strata merged tree has $got files, want $((2 * n))" >&2; exit 1; }
 	if $bst_ok; then
 		rm -rf "$d/bst-checkout"

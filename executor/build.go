@@ -53,9 +53,10 @@ type Options struct {
 	// Host is what sandbox.Detect found; stages run with it. When nil it is
 	// detected the first time a node has to run.
 	Host *sandbox.Host
-	// Binary is the path of a static strata binary, bound into the sandbox for
-	// built-in stages ("strata builtin TYPE"). Required when the plan has
-	// built-in stages to run.
+	// Binary is the path of a static binary that runs built-in stages
+	// ("BINARY builtin TYPE"), bound into the sandbox: strata itself or its
+	// companion (sandbox.BuiltinBinary). Required when the plan has built-in
+	// stages to run.
 	Binary string
 	// Jobs bounds the nodes that run at once; default runtime.NumCPU().
 	Jobs int

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves that an unprivileged user can build examples/minimal: creates the user
-# strata-test if missing, copies the static bin/strata and the example somewhere
+# strata-test if missing, copies the static bin/strata, its companion and the example somewhere
 # that user can read, builds as that user with a fresh cache, and checks the outputs.
 # Needs root (to create the user and switch to it); skipped otherwise.
 set -euo pipefail
@@ -13,7 +13,8 @@ user=strata-test
 id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
 work=$(mktemp -d /tmp/strata-rootless.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-cp bin/strata "$work/strata"
+# The companion (strata-sandbox) too, so the path a release takes is the one tested.
+cp bin/strata bin/strata-sandbox "$work/"
 cp -r examples/minimal "$work/ws"
 mkdir "$work/cache" "$work/home"
 chown -R "$user:" "$work"

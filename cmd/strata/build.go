@@ -23,6 +23,7 @@ import (
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
+	"github.com/strata-build/strata/executor/sandbox"
 	"github.com/strata-build/strata/executor/store"
 	"github.com/strata-build/strata/registry"
 )
@@ -122,12 +123,13 @@ func remoteCache(st *store.Store, f buildFlags, r *renderer) (executor.ActionCac
 }
 
 // strataBinary is the static strata binary bound into sandboxes for built-in
-// stages: $STRATA_BINARY, else this executable.
+// stages: $STRATA_BINARY, else the companion built with this executable
+// (strata-sandbox, no CUE, quicker to start), else this executable.
 func strataBinary() (string, error) {
 	if bin := os.Getenv(binaryEnv); bin != "" {
 		return bin, nil
 	}
-	return os.Executable()
+	return sandbox.BuiltinBinary()
 }
 
 // loadPlan returns the plan to build and the remaining arguments: the first

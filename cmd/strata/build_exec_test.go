@@ -45,16 +45,45 @@ func strataBin(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "strata")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		binErr = buildStrata(binDir, "")
 	})
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
 	return binPath
+}
+
+// buildStrata builds dir/strata-sandbox and dir/strata as make build does:
+// strata linked with the companion's build ID, or with buildID when not "".
+func buildStrata(dir, buildID string) error {
+	companion := filepath.Join(dir, "strata-sandbox")
+	goBuild := func(out, pkg string, ldflags ...string) error {
+		cmd := exec.Command("go", append(append([]string{"build", "-o", out}, ldflags...), pkg)...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+		}
+		return nil
+	}
+	if err := goBuild(companion, "../strata-sandbox"); err != nil {
+		return err
+	}
+	if buildID == "" {
+		var err error
+		if buildID, err = goBuildID(companion); err != nil {
+			return err
+		}
+	}
+	return goBuild(filepath.Join(dir, "strata"), ".", "-ldflags", "-X main.sandboxBuildID="+buildID)
+}
+
+// goBuildID returns the Go build ID of the binary p.
+func goBuildID(p string) (string, error) {
+	out, err := exec.Command("go", "tool", "buildid", p).Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool buildid %s: %w", p, err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 type cliResult struct {

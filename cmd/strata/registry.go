@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -138,11 +137,9 @@ func runPush(ctx context.Context, g *globals, f pushFlags, args []string) error 
 	if err := c.PublishTo(f.to); err != nil {
 		return &usageError{err}
 	}
-	bin := os.Getenv(binaryEnv)
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return err
-		}
+	bin, err := strataBinary()
+	if err != nil {
+		return err
 	}
 	br := newRenderer(g)
 	res, err := executor.Build(ctx, v, executor.Options{

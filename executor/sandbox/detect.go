@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,7 +64,8 @@ type Host struct {
 	// Seccomp reports that stages run under strata's seccomp filter (false on
 	// architectures strata has no system call table for).
 	Seccomp bool `json:"seccomp"`
-	// Executable is the path of this binary, re-executed as the staging helper.
+	// Executable is the path of this binary, re-executed as the staging helper
+	// when there is no companion binary (see UseCompanion).
 	Executable string `json:"executable,omitempty"`
 	// Binfmt lists the qemu-user binfmt_misc entries, sorted by arch.
 	Binfmt []Binfmt `json:"binfmt"`
@@ -128,8 +130,8 @@ var toolNames = []string{"mksquashfs", "mkfs.ext4", "mkfs.erofs", "mmdebstrap", 
 // Detect inspects the host. It returns an error only when the host cannot run
 // stages at all (no usable bwrap); everything else is reported in the Host.
 // STRATA_STAGING=copy forces copy staging.
-// The overlayfs probe re-executes this binary, so [MaybeRunHelper] must have
-// been called; otherwise Overlay is false and OverlayError says why.
+// Without root the overlayfs probe re-executes this binary, so [MaybeRunHelper]
+// must have been called; otherwise Overlay is false and OverlayError says why.
 func Detect(ctx context.Context) (*Host, error) {
 	return detect(ctx, nil)
 }
@@ -186,15 +188,38 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 		h.UserNamespaces, h.Bwrap.Version, h.BwrapWorks = cached.UserNamespaces, cached.BwrapVersion, cached.BwrapWorks
 		h.Overlay, h.OverlayError = cached.Overlay, cached.OverlayError
 	} else {
-		h.UserNamespaces = probeUserns(ctx)
-		h.Bwrap.Version = bwrapVersion(ctx, p)
-		if err := probeBwrap(ctx, p); err != nil {
-			h.BwrapError = err.Error()
-			return h, fmt.Errorf("sandbox: detect: %s does not work: %w", p, err)
+		// The probes start processes and touch the disk: run them at once
+		// (a cold store pays for them on every build). Without root the
+		// overlay probe needs the user namespace probe's answer.
+		var wg sync.WaitGroup
+		var bwrapErr, overlayErr error
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			h.UserNamespaces = probeUserns(ctx)
+			if !h.Root {
+				overlayErr = probeOverlay(ctx, h)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			h.Bwrap.Version = bwrapVersion(ctx, p)
+		}()
+		go func() {
+			defer wg.Done()
+			bwrapErr = probeBwrap(ctx, p)
+		}()
+		if h.Root {
+			overlayErr = probeOverlay(ctx, h)
+		}
+		wg.Wait()
+		if bwrapErr != nil {
+			h.BwrapError = bwrapErr.Error()
+			return h, fmt.Errorf("sandbox: detect: %s does not work: %w", p, bwrapErr)
 		}
 		h.BwrapWorks = true
-		if err := probeOverlay(ctx, h); err != nil {
-			h.OverlayError = err.Error()
+		if overlayErr != nil {
+			h.OverlayError = overlayErr.Error()
 		} else {
 			h.Overlay = true
 		}
@@ -254,10 +279,11 @@ func probeUserns(ctx context.Context) bool {
 	return cmd.Run() == nil
 }
 
-// probeOverlay mounts overlayfs exactly as Run would, in a helper child, and
+// probeOverlay mounts overlayfs exactly as Run would (in a thread's mount
+// namespace as root, in a helper child otherwise), and
 // checks copy-up, whiteouts and that the lower directory stayed untouched.
 func probeOverlay(ctx context.Context, h *Host) error {
-	if !helperInstalled.Load() {
+	if !h.Root && !helperInstalled.Load() && companion() == "" {
 		return fmt.Errorf("overlay probe skipped: the binary did not call sandbox.MaybeRunHelper")
 	}
 	if !h.Root && !h.UserNamespaces {
@@ -283,18 +309,29 @@ func probeOverlay(ctx context.Context, h *Host) error {
 	if err := os.WriteFile(filepath.Join(lower, "d", "b"), []byte("b"), 0o644); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	cfg := helperConfig{Lower: []string{lower}, Upper: upper, Work: work, Merged: merged,
-		UserXattr: !h.Root, Probe: true}
-	cmd, err := helperCommand(h, cfg)
-	if err != nil {
-		return err
-	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := runUntil(ctx, cmd); err != nil {
-		return fmt.Errorf("overlay probe: %w: %s", err, strings.TrimSpace(out.String()))
+		UserXattr: !h.Root, Volatile: !h.Root, Probe: true}
+	if h.Root {
+		// As Run does it: in a thread's own mount namespace (withOverlay).
+		var werr error
+		if err := withOverlay(cfg, func() { werr = probeWrites(merged) }); err != nil {
+			return fmt.Errorf("overlay probe: %w", err)
+		}
+		if werr != nil {
+			return fmt.Errorf("overlay probe: %w", werr)
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		cmd, err := helperCommand(h, cfg)
+		if err != nil {
+			return err
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := runUntil(ctx, cmd); err != nil {
+			return fmt.Errorf("overlay probe: %w: %s", err, strings.TrimSpace(out.String()))
+		}
 	}
 	// a deleted → whiteout; c created → in upper; d/b appended → copied up.
 	var st unix.Stat_t

@@ -15,7 +15,8 @@
 //   - /run/strata/tree is the stage's target tree, read-write.
 //   - /run/strata/inputs/<name> are the stage's inputs, read-only.
 //   - /run/strata/options.json holds the stage options, read-only.
-//   - /run/strata/bin/strata is the static strata binary, read-only, when given.
+//   - /run/strata/bin/strata is the static strata binary (or its companion,
+//     see [BuiltinBinary]), read-only, when given.
 //   - /proc is a fresh procfs of the sandbox's own pid namespace, /dev is
 //     bwrap's minimal device set, /tmp is an empty tmpfs of [Spec.TmpSize].
 //   - Every namespace is unshared (network too, unless [Spec.Network]), the
@@ -31,12 +32,16 @@
 //     output cap ([Spec.MaxOutput]).
 //
 // Copy-on-write staging: when a Spec gives [Spec.Lower] and [Spec.Upper]
-// instead of [Spec.Tree], strata re-executes its own binary as a small helper
-// in a new mount namespace (and, when not running as real root, a new user
-// namespace), mounts overlayfs there and execs bwrap with the merged directory
-// as the tree. The lower directories are never modified; every change lands in
-// the upper directory as overlayfs records it (whiteouts for deletions). A
-// binary that uses staging MUST call [MaybeRunHelper] first thing in main (and
+// instead of [Spec.Tree], overlayfs is mounted in a mount namespace of the
+// sandbox's own and bwrap gets the merged directory as the tree. As real root
+// that namespace is one OS thread's, from which Run starts bwrap (see
+// mountns.go); otherwise a user namespace is needed too, which a multithreaded
+// process cannot make, so strata re-executes its own binary as a small helper
+// in new user and mount namespaces that mounts overlayfs and execs bwrap (the
+// companion binary, cmd/strata-sandbox, when [UseCompanion] found it). The
+// lower directories are never modified; every change lands in the upper
+// directory as overlayfs records it (whiteouts for deletions). A binary that
+// uses staging without root MUST call [MaybeRunHelper] first thing in main (and
 // tests in TestMain). Where overlayfs is unavailable, [Run] copies the lower
 // directories into the upper one instead and [Host.Staging] says so.
 //

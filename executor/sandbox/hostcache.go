@@ -24,8 +24,8 @@ type probeCache struct {
 }
 
 // DetectCached is Detect with the results of its process-starting probes kept
-// in file, keyed by what they depend on: this binary and bwrap (path, size,
-// mtime), the kernel, the user, TMPDIR and whether the helper is installed.
+// in file, keyed by what they depend on: this binary, the companion binary
+// and bwrap (path, size, mtime), the kernel, the user, TMPDIR and whether the helper is installed.
 // A matching entry younger than a day is used; anything else
 // (a missing, stale or unreadable file) means probing again. Cheap facts
 // (tools, binfmt, kvm, cgroups) are always read afresh. A caller that sees a
@@ -86,8 +86,11 @@ func probeKey() string {
 		}
 		return fmt.Sprintf("%s:%d:%d", p, fi.Size(), fi.ModTime().UnixNano())
 	}
+	companionMu.Lock()
+	id := companionID
+	companionMu.Unlock()
 	doc, _ := json.Marshal([]string{
-		ident(exe), ident(bwrap), unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]),
+		ident(exe), ident(filepath.Join(filepath.Dir(exe), CompanionName)), id, ident(bwrap), unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]),
 		fmt.Sprint(os.Geteuid(), ":", os.Getegid()), os.TempDir(), fmt.Sprint(helperInstalled.Load()),
 	})
 	sum := sha256.Sum256(doc)

@@ -58,20 +58,21 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	var cfg helperConfig
 	switch {
 	case overlay:
-		// The work and mount-point directories sit next to the upper one (the
-		// same filesystem, the caller's to clean up), so a run makes nothing
-		// in /tmp that a killed strata could leave behind. The overlay is
-		// mounted in the helper's mount namespace only.
+		// The work directory sits next to the upper one (the same filesystem,
+		// the caller's to clean up), so a run makes nothing in /tmp that a
+		// killed strata could leave behind. The overlay is mounted in a mount
+		// namespace of the sandbox's own only (a thread's as root, see
+		// withOverlay; the helper's otherwise), so it can be mounted over the
+		// uppermost lower directory itself: nobody else sees it there, and no
+		// mount point needs to be made and removed (a directory removal costs
+		// about a millisecond on a disk mounted with discard).
 		work, err := os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-work-")
 		if err != nil {
 			return -1, fmt.Errorf("sandbox: run: overlay work dir: %w", err)
 		}
 		defer removeAllForce(work)
-		if tree, err = os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-merged-"); err != nil {
-			return -1, fmt.Errorf("sandbox: run: overlay mount point: %w", err)
-		}
-		defer os.Remove(tree)
-		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root}
+		tree = spec.Lower[0]
+		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root, Volatile: !host.Root}
 	case tree == "":
 		// Copy staging: lowest layer first, so upper layers overwrite.
 		for i := len(spec.Lower) - 1; i >= 0; i-- {
@@ -161,6 +162,9 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if err != nil {
 		return -1, err
 	}
+	// Without root the overlay needs a user namespace, which only a new
+	// process can make: the helper.
+	useHelper := overlay && !host.Root
 	var watch *ownerWatch
 	if spec.WatchOwners && !host.Root {
 		// Only the helper, started before bwrap, can hold the filter's
@@ -173,10 +177,10 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		defer helperEnd.Close()
 		cfg.OwnerWatch = 3 + len(extra) + 1
 		extra = append(extra, helperEnd)
-		overlay = true
+		useHelper = true
 	}
 	var cmd *exec.Cmd
-	if overlay {
+	if useHelper {
 		cfg.Argv = append([]string{host.Bwrap.Path}, args...)
 		if cmd, err = helperCommand(host, cfg); err != nil {
 			return -1, err
@@ -191,7 +195,16 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if g != nil {
 		onChild = g.open
 	}
-	code, err := run(ctx, cmd, &spec, timeout, extra, onChild)
+	var code int
+	if overlay && !useHelper {
+		if mountErr := withOverlay(cfg, func() {
+			code, err = run(ctx, cmd, &spec, timeout, extra, onChild)
+		}); mountErr != nil {
+			return -1, fmt.Errorf("sandbox: run %s: %w: %v", spec.Command[0], ErrSetup, mountErr)
+		}
+	} else {
+		code, err = run(ctx, cmd, &spec, timeout, extra, onChild)
+	}
 	if watch != nil {
 		if werr := watch.close(); werr != nil && err == nil {
 			return -1, werr
@@ -604,9 +617,13 @@ func sameWriter(a, b io.Writer) (same bool) {
 	return a == b
 }
 
-// removeAllForce removes a directory tree, first making directories
-// searchable (overlayfs leaves a mode-000 work/work directory).
+// removeAllForce removes a directory tree, making directories searchable
+// when that is what stops it (overlayfs leaves a mode-000 work/work
+// directory, which only root can remove as it is).
 func removeAllForce(dir string) error {
+	if os.RemoveAll(dir) == nil {
+		return nil
+	}
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if d != nil && d.IsDir() {
 			os.Chmod(p, 0o700)
