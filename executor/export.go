@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -33,8 +34,8 @@ const (
 )
 
 // stampDir is the directory of the out directory where strata keeps what it
-// exported (stampFile), to tell an untouched artifact from an edited one
-// without reading it again.
+// exported (stamp), to tell an untouched artifact from an edited one without
+// reading it again.
 const stampDir = ".strata"
 
 // exportItem is one finished output node to export.
@@ -47,25 +48,16 @@ type exportItem struct {
 }
 
 // stamp records what strata last exported for an image: each artifact's
-// digest and the identity of every file it wrote (inode, size, times, mode).
-// Any write to a file changes its ctime, so an artifact whose files all
-// still match was not edited.
+// digest and a digest of the identity of every file it wrote (path, inode,
+// size, times, mode). Any write to a file changes its ctime, so an artifact
+// whose files all still match was not edited.
 type stamp struct {
 	Artifacts map[string]stampArtifact `json:"artifacts"`
 }
 
 type stampArtifact struct {
 	Digest digest.Digest `json:"digest"`
-	Files  []stampFile   `json:"files"`
-}
-
-type stampFile struct {
-	Path  string `json:"path"`
-	Ino   uint64 `json:"ino"`
-	Size  int64  `json:"size"`
-	Mtime int64  `json:"mtime"`
-	Ctime int64  `json:"ctime"`
-	Mode  uint32 `json:"mode"`
+	Files  digest.Digest `json:"files"`
 }
 
 // exporter writes artifacts into the out directory, confined to it: every path
@@ -377,38 +369,39 @@ func exchange(dir *os.Root, tmp, final string) error {
 	return fmt.Errorf("exchange %s: %w", final, err)
 }
 
-// identify records the files of the exported artifact image/name, in the
-// order fs.WalkDir visits them. It walks by directory descriptor (one open
-// per directory, never following a link), not by path: an os.Root resolves
-// every path component by component, which made a no-op build's check of a
-// 300-entry tree output ~1,300 opens.
-func (x *exporter) identify(image, name string) ([]stampFile, error) {
+// identify returns the digest of the identity of every file of the exported
+// artifact image/name, in the order fs.WalkDir visits them. It walks by
+// directory descriptor (one open per directory, never following a link), not
+// by path: an os.Root resolves every path component by component, which made
+// a no-op build's check of a 300-entry tree output ~1,300 opens.
+func (x *exporter) identify(image, name string) (digest.Digest, error) {
 	top := path.Join(image, name)
 	fi, err := x.root.Lstat(top)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return nil, fmt.Errorf("%s: no stat", top)
+		return "", fmt.Errorf("%s: no stat", top)
 	}
-	out := []stampFile{stampOf("", st)}
-	if !fi.IsDir() {
-		return out, nil
+	h := digest.SHA256.Digester()
+	writeIdentity(h.Hash(), "", st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Mode)
+	if fi.IsDir() {
+		d, err := x.root.Open(top)
+		if err != nil {
+			return "", err
+		}
+		defer d.Close()
+		if err := identifyDir(d, "", h.Hash()); err != nil {
+			return "", fmt.Errorf("%s: %w", top, err)
+		}
 	}
-	d, err := x.root.Open(top)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	if err := identifyDir(d, "", &out); err != nil {
-		return nil, fmt.Errorf("%s: %w", top, err)
-	}
-	return out, nil
+	return h.Digest(), nil
 }
 
-// identifyDir appends the entries under the open directory d, named from rel.
-func identifyDir(d *os.File, rel string, out *[]stampFile) error {
+// identifyDir writes the identities of the entries under the open directory
+// d, named from rel, to w.
+func identifyDir(d *os.File, rel string, w io.Writer) error {
 	names, err := d.Readdirnames(-1)
 	if err != nil {
 		return err
@@ -421,7 +414,7 @@ func identifyDir(d *os.File, rel string, out *[]stampFile) error {
 			return err
 		}
 		p := path.Join(rel, name)
-		*out = append(*out, stampFile{Path: p, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Mode: st.Mode})
+		writeIdentity(w, p, st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Mode)
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
@@ -430,7 +423,7 @@ func identifyDir(d *os.File, rel string, out *[]stampFile) error {
 			return err
 		}
 		c := os.NewFile(uintptr(cfd), p)
-		err = identifyDir(c, p, out)
+		err = identifyDir(c, p, w)
 		c.Close()
 		if err != nil {
 			return err
@@ -439,8 +432,10 @@ func identifyDir(d *os.File, rel string, out *[]stampFile) error {
 	return nil
 }
 
-func stampOf(p string, st *syscall.Stat_t) stampFile {
-	return stampFile{Path: p, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Mode: st.Mode}
+// writeIdentity writes one file's identity as a line; a path holds no NUL,
+// which ends it.
+func writeIdentity(w io.Writer, p string, ino uint64, size, mtime, ctime int64, mode uint32) {
+	fmt.Fprintf(w, "%s\x00%d %d %d %d %o\n", p, ino, size, mtime, ctime, mode)
 }
 
 // current reports whether the out directory still holds exactly what strata
@@ -451,15 +446,7 @@ func (x *exporter) current(image string, it exportItem, s *stamp) bool {
 		return false
 	}
 	got, err := x.identify(image, it.name)
-	if err != nil || len(got) != len(a.Files) {
-		return false
-	}
-	for i := range got {
-		if got[i] != a.Files[i] {
-			return false
-		}
-	}
-	return true
+	return err == nil && got == a.Files
 }
 
 // noStrangers reports whether out/<image>/ holds only the stamped artifacts.

@@ -101,7 +101,7 @@ func TestAddFileSparse(t *testing.T) {
 	s := newStore(t)
 	const size = 64 << 20
 	mk := func(name string) string {
-		p := filepath.Join(s.session, name) // on the store's filesystem
+		p := filepath.Join(mustSession(t, s), name) // on the store's filesystem
 		f, err := os.Create(p)
 		if err != nil {
 			t.Fatal(err)
@@ -180,7 +180,7 @@ func TestAddFileSparse(t *testing.T) {
 	if _, err := os.Stat(p3); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("AddFile of present content left the file")
 	}
-	if _, err := s.AddFile(ctx, s.session, "x"); !errors.Is(err, ErrUnsupported) {
+	if _, err := s.AddFile(ctx, mustSession(t, s), "x"); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("AddFile(dir) = %v, want ErrUnsupported", err)
 	}
 }

@@ -326,3 +326,13 @@ func mustTree(t *testing.T, s *Store, d digest.Digest) *tree.Tree {
 	}
 	return tr
 }
+
+// mustSession returns s's session directory, making it if s has not yet.
+func mustSession(t testing.TB, s *Store) string {
+	t.Helper()
+	d, err := s.sessionDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}

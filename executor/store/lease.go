@@ -56,24 +56,27 @@ func (s *Store) NewLease(ctx context.Context, name string) (*Lease, error) {
 	if s.readOnly {
 		return l, nil
 	}
-	// The file is locked before it appears in leases/: GC takes a lease file it
-	// can lock for the file of a dead process and removes it.
-	tmp, err := s.tempName("lease-")
-	if err != nil {
-		return nil, fmt.Errorf("store %s: new lease: %w", s.dir, err)
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: new lease: %w", s.dir, err)
-	}
-	final := filepath.Join(s.dir, dirLeases, name+"."+rand.Text())
-	if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err != nil {
+	// GC removes a lease file it can lock, taking it for a dead process's. The
+	// file is made in leases/ and then locked; if GC took it in between, the
+	// file at the name is no longer ours and another name is tried (as
+	// sessions are made).
+	var f *os.File
+	var final string
+	for range 10 {
+		final = filepath.Join(s.dir, dirLeases, name+"."+rand.Text())
+		var err error
+		f, err = os.OpenFile(final, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: new lease: %w", s.dir, err)
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && sameFile(f, final) {
+			break
+		}
 		f.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("store %s: new lease: %w", s.dir, err)
+		f = nil
+	}
+	if f == nil {
+		return nil, fmt.Errorf("store %s: new lease: leases/ is being swept; try again", s.dir)
 	}
 	l.f, l.path = f, final
 	return l, nil

@@ -36,7 +36,7 @@ type Store struct {
 	readOnly bool // opened on a read-only filesystem: no session, no writes
 
 	mu      sync.Mutex
-	session string   // tmp/<session>, locked for the life of the Store
+	session string   // tmp/<session>, made on first use, locked until Close
 	lockf   *os.File // holds the flock on session
 	closed  bool
 	trees   treeCache
@@ -69,7 +69,8 @@ const (
 
 // Open opens the store in dir, creating the layout if it is missing, and removes the
 // temporary files of writers that died (session directories under tmp/ whose lock is
-// free). The returned Store holds a lock on its own session directory until Close.
+// free). The Store holds a lock on its own session directory, made on its first
+// write, until Close.
 //
 // A store on a read-only filesystem (or one this user may read but not write) opens
 // read-only: lookups, checkouts that already exist and fully cached builds work,
@@ -109,10 +110,6 @@ func Open(dir string) (*Store, error) {
 	if err := s.openGate(); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	if err := s.newSession(); err != nil {
-		s.gate.close()
-		return nil, fmt.Errorf("open store %s: %w", abs, err)
-	}
 	return s, nil
 }
 
@@ -131,16 +128,30 @@ func (s *Store) ReadOnly() bool { return s.readOnly }
 // that committing hardlinks instead of copying. It goes with the session: at Close,
 // or at the next Open after a crash.
 func (s *Store) MkdirTemp(prefix string) (string, error) {
+	session, err := s.sessionDir()
+	if err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(session, prefix)
+}
+
+// sessionDir returns the Store's session directory, creating it on first use:
+// a store that only reads (a fully cached build, a compile-cache hit) never
+// makes one.
+func (s *Store) sessionDir() (string, error) {
 	s.mu.Lock()
-	closed, session := s.closed, s.session
-	s.mu.Unlock()
+	defer s.mu.Unlock()
 	switch {
 	case s.readOnly:
 		return "", fmt.Errorf("store %s: %w", s.dir, ErrReadOnly)
-	case closed:
+	case s.closed:
 		return "", ErrClosed
+	case s.session == "":
+		if err := s.newSession(); err != nil {
+			return "", fmt.Errorf("store %s: %w", s.dir, err)
+		}
 	}
-	return os.MkdirTemp(session, prefix)
+	return s.session, nil
 }
 
 // ErrNotPrivate is wrapped when the store directory belongs to another user.
@@ -188,8 +199,11 @@ func (s *Store) Close() error {
 	if s.readOnly {
 		return nil
 	}
-	err := forceRemoveAll(s.session)
-	s.lockf.Close()
+	var err error
+	if s.session != "" {
+		err = forceRemoveAll(s.session)
+		s.lockf.Close()
+	}
 	s.gate.close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
@@ -275,29 +289,20 @@ func (s *Store) sweepTmp() (int, error) {
 
 // tempFile creates a new file in the session directory.
 func (s *Store) tempFile(pattern string) (*os.File, error) {
-	s.mu.Lock()
-	closed, session := s.closed, s.session
-	s.mu.Unlock()
-	switch {
-	case s.readOnly:
-		return nil, fmt.Errorf("store %s: %w", s.dir, ErrReadOnly)
-	case closed:
-		return nil, ErrClosed
+	session, err := s.sessionDir()
+	if err != nil {
+		return nil, err
 	}
 	return os.CreateTemp(session, pattern)
 }
 
 // tempName returns a fresh path in the session directory without creating it.
 func (s *Store) tempName(prefix string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.readOnly:
-		return "", fmt.Errorf("store %s: %w", s.dir, ErrReadOnly)
-	case s.closed:
-		return "", ErrClosed
+	session, err := s.sessionDir()
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(s.session, prefix+rand.Text()), nil
+	return filepath.Join(session, prefix+rand.Text()), nil
 }
 
 // ensureShard creates the shard directory dir if needed, syncing its parent when it

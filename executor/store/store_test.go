@@ -347,9 +347,10 @@ func TestTornWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// A store makes its session on its first write, not at Open.
 	left, _ := os.ReadDir(filepath.Join(dir, dirTmp))
-	if len(left) != 1 || filepath.Join(dir, dirTmp, left[0].Name()) != s.session {
-		t.Fatalf("tmp/ after Open holds %v, want only the new session", left)
+	if len(left) != 0 {
+		t.Fatalf("tmp/ after Open holds %v, want nothing", left)
 	}
 	for _, k := range []string{"k", "torn"} {
 		if _, err := s.GetAction(ctx, k); !errors.Is(err, ErrNotFound) {
