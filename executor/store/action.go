@@ -96,7 +96,7 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 		return err
 	}
 	final := s.actionPath(a.Key)
-	err = s.writeRecord(ctx, final, b, func() error {
+	err = s.writeRecord(ctx, final, b, true, func() error {
 		for _, d := range a.blobs() {
 			if !s.HasBlob(d) {
 				return fmt.Errorf("blob %s: %w", d, ErrNotFound)
@@ -125,12 +125,18 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 	return removeIfExists(s.failurePath(a.Key))
 }
 
-// writeRecord writes data to the record file final (an action or failure
-// record) through a synced temporary file, and renames it into place in a
-// shared section after check, which makes sure what the record refers to is
-// there: GC, which deletes only under the exclusive lock, either sees the
-// record or has already deleted what check looks for.
-func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) error {
+// writeRecord writes data to the record file final (an action, weak or
+// failure record) through a temporary file, synced when synced, and renames it
+// into place in a shared section after check, which makes sure what the record
+// refers to is there: GC, which deletes only under the exclusive lock, either
+// sees the record or has already deleted what check looks for.
+//
+// The rename is not made durable (no sync of the directory): a record lost in
+// a crash is a cache miss, and what it refers to was synced before it. Only
+// action entries sync their bytes, so that a build's result is not redone for
+// a torn file; weak and failure records, which only steer explain and logs,
+// are read as missing when a crash left them empty or torn.
+func (s *Store) writeRecord(ctx context.Context, final string, data []byte, synced bool, check func() error) error {
 	f, err := s.tempFile("r-*")
 	if err != nil {
 		return err
@@ -141,7 +147,7 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, chec
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
-	if err == nil {
+	if err == nil && synced {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -159,10 +165,7 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, chec
 		err = os.Rename(tmp, final)
 	}
 	release()
-	if err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(final))
+	return err
 }
 
 // GetAction returns the entry for key and marks it used now (its modification time is
@@ -289,7 +292,7 @@ func (s *Store) PutWeak(ctx context.Context, weakKey string, data json.RawMessag
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), func() error { return nil }); err != nil {
+	if err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), false, func() error { return nil }); err != nil {
 		return fmt.Errorf("store %s: put weak %s: %w", s.dir, weakKey, err)
 	}
 	return nil
@@ -313,7 +316,8 @@ func (s *Store) GetWeak(ctx context.Context, weakKey string) (json.RawMessage, e
 		return nil, fmt.Errorf("store %s: weak %s: %w", s.dir, weakKey, err)
 	}
 	if !json.Valid(b) {
-		return nil, fmt.Errorf("store %s: weak %s: %w", s.dir, weakKey, ErrCorrupt)
+		// Written without a sync: a crash can leave it empty or torn.
+		return nil, fmt.Errorf("store %s: weak %s: unreadable: %w", s.dir, weakKey, ErrNotFound)
 	}
 	// Best effort: the time only orders GC's LRU.
 	_ = s.touch(s.weakPath(weakKey))

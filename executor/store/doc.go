@@ -24,10 +24,13 @@
 // # Writes
 //
 // Every object is written to a temporary file inside the writer's session directory
-// under tmp/, synced, renamed into place and its directory synced, so a reader never
-// sees a partial object. Each open Store holds an exclusive flock on its session
-// directory; Open removes session directories whose lock is free, which are the ones
-// left by crashed writers.
+// under tmp/ (made on the Store's first write), synced, renamed into place and its
+// directory synced, so a reader never sees a partial object. Records that only point
+// at objects (action entries, weak and failure records) are renamed into place after
+// what they name is durable, without a directory sync: one lost in a crash is a miss,
+// and a weak or failure record, not synced at all, reads as missing when torn. Each
+// open Store holds an exclusive flock on its session directory; Open removes session
+// directories whose lock is free, which are the ones left by crashed writers.
 //
 // Close releases the session; a Store is not usable afterwards.
 //
