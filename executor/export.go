@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/compiler/plan"
@@ -523,7 +524,15 @@ type exported struct {
 // their output nodes.
 func exportAll(ctx context.Context, opts Options, p *plan.Plan, tasks map[string]*task) exported {
 	var ex exported
-	var x *exporter
+	type job struct {
+		image  string
+		items  []exportItem
+		full   bool
+		states map[string]string
+		err    error
+	}
+	var jobs []*job
+	var stale []string
 	for _, image := range sortedImages(p.Images) {
 		img := p.Images[image]
 		var items []exportItem
@@ -545,38 +554,54 @@ func exportAll(ctx context.Context, opts Options, p *plan.Plan, tasks map[string
 				good = false
 			}
 		}
-		if len(items) == 0 && good {
+		switch {
+		case len(items) == 0 && good:
+		case !good:
+			stale = append(stale, image)
+		default:
+			jobs = append(jobs, &job{image: image, items: items, full: full})
+		}
+	}
+	if len(jobs) == 0 && len(stale) == 0 {
+		return ex
+	}
+	root, dir, err := openOutDir(opts.Workspace, opts.OutDir)
+	if err != nil {
+		ex.failed = append(ex.failed, &NodeError{Node: "export", ExitCode: -1, Err: err})
+		return ex
+	}
+	defer root.Close()
+	ex.outDir = dir
+	x := &exporter{st: opts.Store, root: root, euid: os.Geteuid()}
+	for _, image := range stale {
+		if _, err := x.root.Lstat(image); err == nil {
+			ex.stale = append(ex.stale, image)
+		}
+	}
+	// Images are exported side by side, -j at a time: checking that a
+	// no-op build's exports are untouched stats every file of every image.
+	var g errgroup.Group
+	g.SetLimit(max(opts.Jobs, 1))
+	for _, j := range jobs {
+		g.Go(func() error {
+			j.states, j.err = x.exportImage(ctx, j.image, j.items, j.full)
+			return nil
+		})
+	}
+	g.Wait()
+	for _, j := range jobs {
+		if j.err != nil {
+			it := j.items[0]
+			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: j.err})
 			continue
 		}
-		if x == nil {
-			root, dir, err := openOutDir(opts.Workspace, opts.OutDir)
-			if err != nil {
-				ex.failed = append(ex.failed, &NodeError{Node: "export", ExitCode: -1, Err: err})
-				return ex
-			}
-			defer root.Close()
-			ex.outDir = dir
-			x = &exporter{st: opts.Store, root: root, euid: os.Geteuid()}
-		}
-		if !good {
-			if _, err := x.root.Lstat(image); err == nil {
-				ex.stale = append(ex.stale, image)
-			}
-			continue
-		}
-		states, err := x.exportImage(ctx, image, items, full)
-		if err != nil {
-			it := items[0]
-			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: err})
-			continue
-		}
-		for _, it := range items {
+		for _, it := range j.items {
 			d := it.result.Outputs[it.name]
 			ex.artifacts = append(ex.artifacts, Artifact{
-				Image: image, Name: it.name, Format: it.node.Type, Node: it.node.Name,
-				Path:   path.Join(ex.outDir, image, it.name),
+				Image: j.image, Name: it.name, Format: it.node.Type, Node: it.node.Name,
+				Path:   path.Join(ex.outDir, j.image, it.name),
 				Digest: d.Digest, Size: d.Size, MediaType: it.format.MediaType(),
-				State: states[it.name],
+				State: j.states[it.name],
 			})
 		}
 	}

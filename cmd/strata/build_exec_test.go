@@ -559,7 +559,7 @@ func sleepers(arg string) []int {
 
 func waitNoSleepers(t *testing.T, arg string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // liveness, not speed
 	for len(sleepers(arg)) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("orphan stage processes left: %v", sleepers(arg))
@@ -583,7 +583,7 @@ func startUntilSleeping(t *testing.T, ws, cache, arg string) *exec.Cmd {
 		}
 	}
 	go io.Copy(io.Discard, out)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // liveness, not speed
 	for len(sleepers(arg)) == 0 {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()

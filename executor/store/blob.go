@@ -357,7 +357,9 @@ func (b *BlobReader) CopyTo(dst *os.File) error {
 		return nil
 	}
 	sw := &sparseWriter{f: dst}
-	if _, err := io.CopyBuffer(sw, readerOnly{b}, make([]byte, 1<<20)); err != nil {
+	buf := getBuf()
+	defer putBuf(buf)
+	if _, err := io.CopyBuffer(sw, readerOnly{b}, *buf); err != nil {
 		return err
 	}
 	return sw.finish()
@@ -378,13 +380,25 @@ const sparseBlock = 4096
 
 func (w *sparseWriter) Write(p []byte) (int, error) {
 	n := len(p)
+	// One write per run of blocks that are not all zeros.
 	for len(p) > 0 {
-		k := min(len(p), sparseBlock)
-		if !allZero(p[:k]) {
-			if _, err := w.f.WriteAt(p[:k], w.off); err != nil {
+		data := 0
+		for data < len(p) {
+			k := min(len(p)-data, sparseBlock)
+			if allZero(p[data : data+k]) {
+				break
+			}
+			data += k
+		}
+		if data > 0 {
+			if _, err := w.f.WriteAt(p[:data], w.off); err != nil {
 				return n - len(p), err
 			}
+			w.off += int64(data)
+			p = p[data:]
+			continue
 		}
+		k := min(len(p), sparseBlock) // a block of zeros: a hole
 		w.off += int64(k)
 		p = p[k:]
 	}
