@@ -224,6 +224,7 @@ func (g *globals) openStore() (*store.Store, error) {
 }
 
 func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) error {
+	g.building = true
 	started := time.Now()
 	v, targets, err := g.loadPlan(ctx, args)
 	if err != nil {

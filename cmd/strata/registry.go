@@ -84,6 +84,7 @@ stdout holds {ok, published, build} and progress events are JSON lines on stderr
 }
 
 func runPush(ctx context.Context, g *globals, f pushFlags, args []string) error {
+	g.building = true
 	started := time.Now()
 	v, names, err := g.loadPlan(ctx, args)
 	if err != nil {

@@ -81,6 +81,9 @@ type globals struct {
 	output   string
 	verbose  bool
 	noProg   bool
+	// building is set by commands that run the plan: a compile then starts
+	// the sandbox's one-time setup beside it.
+	building bool
 	stdout   io.Writer
 	stderr   io.Writer
 }

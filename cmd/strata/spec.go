@@ -15,6 +15,7 @@ import (
 	"github.com/strata-build/strata/compiler"
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
+	"github.com/strata-build/strata/executor/sandbox"
 	"github.com/strata-build/strata/lang"
 )
 
@@ -68,6 +69,11 @@ func nonNil[T any](s []T) []T {
 
 // compileWorkspace loads and compiles the workspace, reporting spec errors.
 func (g *globals) compileWorkspace(ctx context.Context) (*plan.Plan, error) {
+	if g.building {
+		// A changed workspace is likely to run stages: set the sandbox up
+		// on the other core while CUE evaluates.
+		sandbox.Prewarm()
+	}
 	ws, err := g.loadWorkspace(ctx)
 	if err != nil {
 		return nil, err

@@ -60,6 +60,7 @@ type jobReport struct {
 }
 
 func runTest(ctx context.Context, g *globals, f testFlags, args []string) error {
+	g.building = true
 	started := time.Now()
 	v, rest, err := g.loadPlan(ctx, args)
 	if err != nil {

@@ -17,6 +17,15 @@ import (
 // inside that namespace, nothing it does is checked against the host's
 // init namespace as root, and it gets the namespace's own key rings.
 
+// Prewarm starts, in the background, the one-time setup the first sandbox of
+// this process needs (as root, the identity user namespace), so that it
+// overlaps with other work, such as compiling the workspace.
+func Prewarm() {
+	if os.Geteuid() == 0 {
+		go identityUserns()
+	}
+}
+
 // identityUserns is a descriptor of a user namespace with the identity map,
 // made once per process (a holder process lives just long enough to open it).
 // Sharing it between sandboxes shares nothing a stage can reach: each sandbox
