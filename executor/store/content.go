@@ -135,7 +135,7 @@ func (s *Store) addFile(ctx context.Context, path, mediaType string) (ocispec.De
 	if st0.Mode&unix.S_IFMT != unix.S_IFREG {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
-	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	startWriteback(f, st0.Size)
 	d, n, err := hashFile(ctx, f)
 	if err != nil {
 		return ocispec.Descriptor{}, err

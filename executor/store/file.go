@@ -78,9 +78,7 @@ func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid
 	if st0.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", 0, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
-	// Start writeback of dirty pages now, so the fsync before linking overlaps with
-	// hashing instead of following it. Failure only loses the overlap.
-	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	startWriteback(f, st0.Size)
 	d, n, err := hashFile(ctx, f)
 	if err != nil {
 		return "", 0, err
@@ -299,4 +297,15 @@ func (s *Store) ensureFileObject(ctx context.Context, d digest.Digest, n int64, 
 		}
 	}
 	return obj, s.ensureBlobLink(ctx, hex, obj, n)
+}
+
+// startWriteback starts writeback of a large file's dirty pages, so the fsync
+// before linking it overlaps with hashing instead of following it. A small
+// file hashes at once, and is often content the store already has (then it is
+// never synced): starting its writeback would only cost I/O. Failure only
+// loses the overlap.
+func startWriteback(f *os.File, size int64) {
+	if size >= 1<<20 {
+		_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
 }
