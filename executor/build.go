@@ -289,15 +289,10 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 		cache = opts.Store
 	}
 	d := &cached{cache: cache, run: runner, st: opts.Store, plan: p, pub: opts.Publisher, explain: opts.Explain, events: ev}
-	order, failed := walk(ctx, v, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev})
-
-	tasks := make(map[string]*task, len(order))
-	for _, t := range order {
-		tasks[t.n.ID] = t
-	}
-	var ex exported
+	exp := newExports(ctx, opts, p, ids)
+	order, failed := walk(ctx, v, ids, d, walkOptions{Jobs: opts.Jobs, KeepGoing: opts.KeepGoing, Names: names, Events: ev, Finished: exp.finished})
+	ex := exp.result()
 	if ctx.Err() == nil {
-		ex = exportAll(ctx, opts, p, tasks)
 		failed = append(failed, ex.failed...)
 	}
 	res := &BuildResult{OutDir: ex.outDir, Artifacts: ex.artifacts, Stale: ex.stale}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
@@ -508,7 +509,7 @@ func sortedImages[V any](m map[string]V) []string {
 	return out
 }
 
-// exported is what exportAll did.
+// exported is what the exports of a build did.
 type exported struct {
 	outDir    string
 	artifacts []Artifact
@@ -516,80 +517,151 @@ type exported struct {
 	failed    []*NodeError
 }
 
-// exportAll exports the images whose outputs the build finished: an image
-// every output of which was selected is exported whole (exportImage full), an
-// image with some outputs selected gets those. An image with a failed or
-// skipped output, or a failed post-build hook, is not exported: its out
-// directory, if any, is reported stale. Exports that fail are failures of
-// their output nodes.
-func exportAll(ctx context.Context, opts Options, p *plan.Plan, tasks map[string]*task) exported {
-	var ex exported
-	type job struct {
-		image  string
-		items  []exportItem
-		full   bool
-		states map[string]string
-		err    error
+// exports exports each image of a build as soon as the walk has finished its
+// outputs and hooks, beside the nodes still running (-j images at a time): an
+// image every output of which was selected is exported whole (exportImage
+// full), an image with some outputs selected gets those. An image with a
+// failed or skipped output, or a failed post-build hook, is not exported: its
+// out directory, if any, is reported stale. Exports that fail are failures of
+// their output nodes. Nothing is exported once the build is cancelled.
+type exports struct {
+	ctx    context.Context
+	opts   Options
+	p      *plan.Plan
+	inWalk map[string]bool
+	done   map[string]*task
+	wait   map[string]int      // image → its outputs and hooks not finished yet
+	images map[string][]string // node ID → the images waiting on it
+	jobs   map[string]*exportJob
+	stale  []string
+	g      errgroup.Group
+	slots  chan struct{} // -j exports at a time, without blocking the walk
+
+	once   sync.Once
+	x      *exporter
+	outDir string
+	err    error
+}
+
+type exportJob struct {
+	items  []exportItem
+	full   bool
+	states map[string]string
+	err    error
+}
+
+func newExports(ctx context.Context, opts Options, p *plan.Plan, ids []string) *exports {
+	e := &exports{ctx: ctx, opts: opts, p: p, inWalk: map[string]bool{}, done: map[string]*task{},
+		wait: map[string]int{}, images: map[string][]string{}, jobs: map[string]*exportJob{}}
+	e.slots = make(chan struct{}, max(opts.Jobs, 1))
+	for _, id := range ids {
+		e.inWalk[id] = true
 	}
-	var jobs []*job
-	var stale []string
-	for _, image := range sortedImages(p.Images) {
-		img := p.Images[image]
-		var items []exportItem
-		full, good := true, true
-		for _, id := range img.Outputs {
-			t := tasks[id]
-			if t == nil {
-				full = false
-				continue
+	for name, img := range p.Images {
+		for _, id := range append(slices.Clip(img.Outputs), img.Hooks...) {
+			if e.inWalk[id] {
+				e.wait[name]++
+				e.images[id] = append(e.images[id], name)
 			}
-			if !t.ok {
-				good = false
-				continue
+		}
+	}
+	return e
+}
+
+// finished is called by the walk (on one goroutine) as each node finishes.
+func (e *exports) finished(t *task) {
+	e.done[t.n.ID] = t
+	for _, image := range e.images[t.n.ID] {
+		if e.wait[image]--; e.wait[image] == 0 {
+			e.start(image)
+		}
+	}
+}
+
+func (e *exports) start(image string) {
+	img := e.p.Images[image]
+	var items []exportItem
+	full, good := true, true
+	for _, id := range img.Outputs {
+		t := e.done[id]
+		if t == nil {
+			full = false
+			continue
+		}
+		if !t.ok {
+			good = false
+			continue
+		}
+		items = append(items, exportItem{node: t.n, image: image, name: t.n.Artifact, format: output.Format(t.n.Type), result: t.result})
+	}
+	for _, id := range img.Hooks {
+		if t := e.done[id]; t != nil && t.err != nil {
+			good = false
+		}
+	}
+	switch {
+	case !good:
+		e.stale = append(e.stale, image)
+	case len(items) == 0 || e.ctx.Err() != nil:
+	default:
+		j := &exportJob{items: items, full: full}
+		e.jobs[image] = j
+		e.g.Go(func() error {
+			e.slots <- struct{}{}
+			defer func() { <-e.slots }()
+			x, err := e.exporter()
+			if err == nil {
+				j.states, err = x.exportImage(e.ctx, image, j.items, j.full)
 			}
-			items = append(items, exportItem{node: t.n, image: image, name: t.n.Artifact, format: output.Format(t.n.Type), result: t.result})
-		}
-		for _, id := range img.Hooks {
-			if t := tasks[id]; t != nil && t.err != nil {
-				good = false
-			}
-		}
-		switch {
-		case len(items) == 0 && good:
-		case !good:
-			stale = append(stale, image)
-		default:
-			jobs = append(jobs, &job{image: image, items: items, full: full})
-		}
-	}
-	if len(jobs) == 0 && len(stale) == 0 {
-		return ex
-	}
-	root, dir, err := openOutDir(opts.Workspace, opts.OutDir)
-	if err != nil {
-		ex.failed = append(ex.failed, &NodeError{Node: "export", ExitCode: -1, Err: err})
-		return ex
-	}
-	defer root.Close()
-	ex.outDir = dir
-	x := &exporter{st: opts.Store, root: root, euid: os.Geteuid()}
-	for _, image := range stale {
-		if _, err := x.root.Lstat(image); err == nil {
-			ex.stale = append(ex.stale, image)
-		}
-	}
-	// Images are exported side by side, -j at a time: checking that a
-	// no-op build's exports are untouched stats every file of every image.
-	var g errgroup.Group
-	g.SetLimit(max(opts.Jobs, 1))
-	for _, j := range jobs {
-		g.Go(func() error {
-			j.states, j.err = x.exportImage(ctx, j.image, j.items, j.full)
+			j.err = err
 			return nil
 		})
 	}
-	g.Wait()
-	for _, j := range jobs {
+}
+
+// exporter opens the out directory once, when the first image needs it.
+func (e *exports) exporter() (*exporter, error) {
+	e.once.Do(func() {
+		root, dir, err := openOutDir(e.opts.Workspace, e.opts.OutDir)
+		if err != nil {
+			e.err = err
+			return
+		}
+		e.outDir, e.x = dir, &exporter{st: e.opts.Store, root: root, euid: os.Geteuid()}
+	})
+	return e.x, e.err
+}
+
+// result waits for the exports started and reports what they did, in image
+// order.
+func (e *exports) result() exported {
+	e.g.Wait()
+	for image, n := range e.wait {
+		if n > 0 { // a node of it was stopped by a failure elsewhere
+			e.stale = append(e.stale, image)
+		}
+	}
+	var ex exported
+	if len(e.stale) > 0 && e.ctx.Err() == nil {
+		if x, err := e.exporter(); err == nil {
+			slices.Sort(e.stale)
+			for _, image := range e.stale {
+				if _, err := x.root.Lstat(image); err == nil {
+					ex.stale = append(ex.stale, image)
+				}
+			}
+		}
+	}
+	if e.x != nil {
+		defer e.x.root.Close()
+	}
+	ex.outDir = e.outDir
+	if e.err != nil {
+		ex.failed = append(ex.failed, &NodeError{Node: "export", ExitCode: -1, Err: e.err})
+		return ex
+	}
+	for _, image := range sortedImages(e.jobs) {
+		j := e.jobs[image]
 		if j.err != nil {
 			it := j.items[0]
 			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: j.err})
@@ -598,8 +670,8 @@ func exportAll(ctx context.Context, opts Options, p *plan.Plan, tasks map[string
 		for _, it := range j.items {
 			d := it.result.Outputs[it.name]
 			ex.artifacts = append(ex.artifacts, Artifact{
-				Image: j.image, Name: it.name, Format: it.node.Type, Node: it.node.Name,
-				Path:   path.Join(ex.outDir, j.image, it.name),
+				Image: image, Name: it.name, Format: it.node.Type, Node: it.node.Name,
+				Path:   path.Join(ex.outDir, image, it.name),
 				Digest: d.Digest, Size: d.Size, MediaType: it.format.MediaType(),
 				State: j.states[it.name],
 			})

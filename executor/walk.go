@@ -35,6 +35,10 @@ type walkOptions struct {
 	Names map[string]string
 	// Events receives queued, cached, done, failed and skipped events.
 	Events *emitter
+	// Finished, when set, is called with each node dispatched or skipped as
+	// it finishes, on the walk's goroutine (not for nodes left unfinished by
+	// a failure or a cancellation).
+	Finished func(*task)
 }
 
 // task is one node of a walk.
@@ -123,6 +127,9 @@ func walk(ctx context.Context, v *plan.Verified, ids []string, d Dispatcher, o w
 	var finish func(t *task)
 	finish = func(t *task) {
 		t.finished = true
+		if o.Finished != nil {
+			defer o.Finished(t)
+		}
 		var ne *NodeError
 		if t.err != nil && errors.As(t.err, &ne) {
 			failed = append(failed, ne)
