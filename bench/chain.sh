@@ -79,10 +79,13 @@ done
 EOF
 chmod +x "$out/bare.sh"
 
-# cold CACHE: empty the store but keep the compile cache.
+# cold CACHE: empty the store but keep the compile cache (state/compile; the
+# host probes' cache, state/sandbox, goes, so a cold build probes again).
 cat >"$out/cold.sh" <<'EOF'
 #!/bin/sh
-[ -d "$1" ] && find "$1" -mindepth 1 -maxdepth 1 ! -name compile -exec rm -rf {} +
+[ -d "$1" ] || exit 0
+find "$1" -mindepth 1 -maxdepth 1 ! -name state -exec rm -rf {} +
+[ -d "$1/state" ] && find "$1/state" -mindepth 1 -maxdepth 1 ! -name compile -exec rm -rf {} +
 exit 0
 EOF
 chmod +x "$out/cold.sh"
