@@ -34,8 +34,10 @@ type Host struct {
 	// Bwrap is the bubblewrap binary; its Path is empty when none was found.
 	Bwrap Tool `json:"bwrap"`
 	// BwrapWorks reports that `bwrap --unshare-all ... true` ran successfully.
+	// Only Detect runs it; DetectCached, for builds, leaves it false: there
+	// the first sandbox's own bwrap run is the check (see probeBwrap).
 	BwrapWorks bool `json:"bwrap_works"`
-	// BwrapError says why BwrapWorks is false.
+	// BwrapError says why BwrapWorks is false after Detect.
 	BwrapError string `json:"bwrap_error,omitempty"`
 	// Root reports that strata runs as real root (effective uid 0).
 	Root bool `json:"root"`
@@ -133,20 +135,21 @@ var toolNames = []string{"mksquashfs", "mkfs.ext4", "mkfs.erofs", "mmdebstrap", 
 // Without root the overlayfs probe re-executes this binary, so [MaybeRunHelper]
 // must have been called; otherwise Overlay is false and OverlayError says why.
 func Detect(ctx context.Context) (*Host, error) {
-	return detect(ctx, nil)
+	return detect(ctx, nil, true)
 }
 
-// probes are the results of Detect's checks that start processes (a user
-// namespace, bwrap twice, the staging helper): ~30 ms, which DetectCached saves.
+// probes are the results of the checks that start processes (a user
+// namespace, bwrap --version, the overlay probe), which DetectCached keeps.
 type probes struct {
 	UserNamespaces bool   `json:"user_namespaces"`
 	BwrapVersion   string `json:"bwrap_version"`
-	BwrapWorks     bool   `json:"bwrap_works"`
 	Overlay        bool   `json:"overlay"`
 	OverlayError   string `json:"overlay_error,omitempty"`
 }
 
-func detect(ctx context.Context, cached *probes) (*Host, error) {
+// detect inspects the host, with the probes' results from cached when it is
+// given. probeRun asks for the bwrap run probe too.
+func detect(ctx context.Context, cached *probes, probeRun bool) (*Host, error) {
 	h := &Host{Root: os.Geteuid() == 0, Staging: StagingCopy}
 	if exe, err := os.Executable(); err == nil {
 		h.Executable = exe
@@ -185,7 +188,7 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 	h.Bwrap.Path = p
 
 	if cached != nil {
-		h.UserNamespaces, h.Bwrap.Version, h.BwrapWorks = cached.UserNamespaces, cached.BwrapVersion, cached.BwrapWorks
+		h.UserNamespaces, h.Bwrap.Version = cached.UserNamespaces, cached.BwrapVersion
 		h.Overlay, h.OverlayError = cached.Overlay, cached.OverlayError
 	} else {
 		// The probes start processes and touch the disk: run them at once
@@ -193,7 +196,7 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 		// overlay probe needs the user namespace probe's answer.
 		var wg sync.WaitGroup
 		var bwrapErr, overlayErr error
-		wg.Add(3)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			h.UserNamespaces = probeUserns(ctx)
@@ -205,10 +208,13 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 			defer wg.Done()
 			h.Bwrap.Version = bwrapVersion(ctx, p)
 		}()
-		go func() {
-			defer wg.Done()
-			bwrapErr = probeBwrap(ctx, p)
-		}()
+		if probeRun {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bwrapErr = probeBwrap(ctx, p)
+			}()
+		}
 		if h.Root {
 			overlayErr = probeOverlay(ctx, h)
 		}
@@ -217,7 +223,7 @@ func detect(ctx context.Context, cached *probes) (*Host, error) {
 			h.BwrapError = bwrapErr.Error()
 			return h, fmt.Errorf("sandbox: detect: %s does not work: %w", p, bwrapErr)
 		}
-		h.BwrapWorks = true
+		h.BwrapWorks = probeRun
 		if overlayErr != nil {
 			h.OverlayError = overlayErr.Error()
 		} else {
@@ -247,6 +253,11 @@ func bwrapVersion(ctx context.Context, path string) string {
 	return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), "bubblewrap"))
 }
 
+// probeBwrap runs bwrap as stages do, without strata's options, so that
+// `strata doctor` can say whether bwrap works here. Builds skip it (a cold
+// store paid ~15 ms for it): a bwrap that cannot set up a sandbox fails the
+// first stage with ErrSetup and bwrap's own message, and the runner then
+// drops the cached probes.
 func probeBwrap(ctx context.Context, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -261,8 +272,14 @@ func probeBwrap(ctx context.Context, path string) error {
 	return nil
 }
 
-// probeUserns starts a trivial child in a new user namespace.
+// probeUserns starts a trivial child in a new user namespace. As root, that
+// child is the holder of the identity user namespace every sandbox joins
+// (identityUserns), made once per process whether it is probed or not.
 func probeUserns(ctx context.Context) bool {
+	if os.Geteuid() == 0 {
+		_, err := identityUserns()
+		return err == nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	exe, err := exec.LookPath("true")

@@ -23,8 +23,9 @@ type probeCache struct {
 	Probes probes `json:"probes"`
 }
 
-// DetectCached is Detect with the results of its process-starting probes kept
-// in file, keyed by what they depend on: this binary, the companion binary
+// DetectCached is Detect for builds: without the bwrap run probe (the first
+// sandbox's own run is that check; see probeBwrap), and with the results of
+// the other process-starting probes kept in file, keyed by what they depend on: this binary, the companion binary
 // and bwrap (path, size, mtime), the kernel, the user, TMPDIR and whether the helper is installed.
 // A matching entry younger than a day is used; anything else
 // (a missing, stale or unreadable file) means probing again. Cheap facts
@@ -35,22 +36,22 @@ type probeCache struct {
 // cached.
 func DetectCached(ctx context.Context, file string) (*Host, error) {
 	if file == "" {
-		return Detect(ctx)
+		return detect(ctx, nil, false)
 	}
 	key := probeKey()
 	if b, err := os.ReadFile(file); err == nil && key != "" {
 		var c probeCache
 		if fi, err := os.Stat(file); err == nil && time.Since(fi.ModTime()) < probeCacheTTL &&
-			json.Unmarshal(b, &c) == nil && c.Key == key && c.Probes.BwrapWorks {
-			return detect(ctx, &c.Probes)
+			json.Unmarshal(b, &c) == nil && c.Key == key {
+			return detect(ctx, &c.Probes, false)
 		}
 	}
-	h, err := Detect(ctx)
+	h, err := detect(ctx, nil, false)
 	if err != nil || key == "" {
 		return h, err
 	}
 	b, _ := json.Marshal(probeCache{Key: key, Probes: probes{
-		UserNamespaces: h.UserNamespaces, BwrapVersion: h.Bwrap.Version, BwrapWorks: h.BwrapWorks,
+		UserNamespaces: h.UserNamespaces, BwrapVersion: h.Bwrap.Version,
 		Overlay: h.Overlay, OverlayError: h.OverlayError,
 	}})
 	// Best effort: a cache that cannot be written only costs the next run a probe.

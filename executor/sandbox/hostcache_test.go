@@ -31,8 +31,12 @@ func TestDetectCached(t *testing.T) {
 	if err != nil || json.Unmarshal(b, &c) != nil || c.Key == "" {
 		t.Fatalf("no cache written: %v %s", err, b)
 	}
-	if !c.Probes.BwrapWorks || c.Probes.Overlay != fresh.Overlay {
+	if c.Probes.Overlay != fresh.Overlay || c.Probes.UserNamespaces != fresh.UserNamespaces {
 		t.Errorf("cached probes %+v do not match detection (overlay %v)", c.Probes, fresh.Overlay)
+	}
+	// Builds leave the bwrap run to their first sandbox; only Detect probes it.
+	if first.BwrapWorks || !fresh.BwrapWorks {
+		t.Errorf("BwrapWorks: DetectCached %v (want false, not probed), Detect %v (want true)", first.BwrapWorks, fresh.BwrapWorks)
 	}
 	// A cached result must be usable as is: forge a marker only the cache can
 	// hold, and see it come back.
@@ -49,7 +53,7 @@ func TestDetectCached(t *testing.T) {
 	}
 	// Another key (another binary, kernel, user...) or garbage: probe again.
 	for name, data := range map[string][]byte{
-		"other key": []byte(`{"key":"0000","probes":{"bwrap_works":true,"bwrap_version":"from-the-cache"}}`),
+		"other key": []byte(`{"key":"0000","probes":{"bwrap_version":"from-the-cache"}}`),
 		"garbage":   []byte("{not json"),
 	} {
 		os.WriteFile(file, data, 0o644)
