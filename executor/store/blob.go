@@ -88,6 +88,30 @@ func (s *Store) PutBytes(ctx context.Context, b []byte) (digest.Digest, error) {
 // putBlob stores what r yields. When want is set the bytes must hash to it and
 // number size (if size >= 0), or the blob is refused with ErrCorrupt.
 func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want digest.Digest, size int64) (digest.Digest, int64, error) {
+	h := sha256.New()
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := *bp
+	// Content that fits the buffer (logs, manifests, records) is hashed before
+	// anything is written: a blob the store already has costs no file.
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
+	}
+	m, rerr := io.ReadFull(r, buf)
+	whole := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+	if rerr != nil && !whole {
+		return "", 0, rerr
+	}
+	h.Write(buf[:m])
+	n := int64(m)
+	if whole {
+		d := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil)))
+		if (size < 0 || n == size) && (want == "" || d == want) {
+			if ok, err := s.pinExisting(ctx, kind, d.Encoded(), s.blobPath(d.Encoded()), n); err != nil || ok {
+				return d, n, err
+			}
+		}
+	}
 	f, err := s.tempFile("b-*")
 	if err != nil {
 		return "", 0, err
@@ -99,12 +123,10 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 		}
 		os.Remove(tmp) // no-op once renamed
 	}()
-	h := sha256.New()
-	bp := getBuf()
-	defer putBuf(bp)
-	buf := *bp
-	var n int64
-	for {
+	if _, err := f.Write(buf[:m]); err != nil {
+		return "", 0, err
+	}
+	for !whole {
 		if err := ctx.Err(); err != nil {
 			return "", 0, err
 		}
