@@ -96,7 +96,7 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 		return err
 	}
 	final := s.actionPath(a.Key)
-	err = s.writeRecord(ctx, final, b, true, func() error {
+	err = s.writeRecord(ctx, final, b, func() error {
 		for _, d := range a.blobs() {
 			if !s.HasBlob(d) {
 				return fmt.Errorf("blob %s: %w", d, ErrNotFound)
@@ -126,17 +126,17 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 }
 
 // writeRecord writes data to the record file final (an action, weak or
-// failure record) through a temporary file, synced when synced, and renames it
-// into place in a shared section after check, which makes sure what the record
-// refers to is there: GC, which deletes only under the exclusive lock, either
-// sees the record or has already deleted what check looks for.
+// failure record) through a temporary file and renames it into place in a
+// shared section after check, which makes sure what the record refers to is
+// there: GC, which deletes only under the exclusive lock, either sees the
+// record or has already deleted what check looks for.
 //
-// The rename is not made durable (no sync of the directory): a record lost in
-// a crash is a cache miss, and what it refers to was synced before it. Only
-// action entries sync their bytes, so that a build's result is not redone for
-// a torn file; weak and failure records, which only steer explain and logs,
-// are read as missing when a crash left them empty or torn.
-func (s *Store) writeRecord(ctx context.Context, final string, data []byte, synced bool, check func() error) error {
+// Neither the record nor its directory is synced: what it refers to was
+// synced before it, so a crash can only lose it or leave it empty or torn,
+// and every reader takes such a record for a miss (the node is built again).
+// Syncing the bytes alone would not save that rebuild (the rename is not
+// durable either) and cost a journal commit per node.
+func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) error {
 	f, err := s.tempFile("r-*")
 	if err != nil {
 		return err
@@ -146,9 +146,6 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, sync
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(0o644)
-	}
-	if err == nil && synced {
-		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -292,7 +289,7 @@ func (s *Store) PutWeak(ctx context.Context, weakKey string, data json.RawMessag
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), false, func() error { return nil }); err != nil {
+	if err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), func() error { return nil }); err != nil {
 		return fmt.Errorf("store %s: put weak %s: %w", s.dir, weakKey, err)
 	}
 	return nil

@@ -27,8 +27,8 @@
 // under tmp/ (made on the Store's first write), synced, renamed into place and its
 // directory synced, so a reader never sees a partial object. Records that only point
 // at objects (action entries, weak and failure records) are renamed into place after
-// what they name is durable, without a directory sync: one lost in a crash is a miss,
-// and a weak or failure record, not synced at all, reads as missing when torn. Each
+// what they name is durable, and neither they nor their directory are synced: one
+// lost in a crash is a miss, and one a crash left empty or torn reads as missing. Each
 // open Store holds an exclusive flock on its session directory; Open removes session
 // directories whose lock is free, which are the ones left by crashed writers.
 //

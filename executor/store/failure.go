@@ -45,7 +45,7 @@ func (s *Store) putFailure(ctx context.Context, key string, log digest.Digest) e
 	if err != nil {
 		return err
 	}
-	return s.writeRecord(ctx, s.failurePath(key), b, false, func() error {
+	return s.writeRecord(ctx, s.failurePath(key), b, func() error {
 		if !s.HasBlob(log) {
 			return fmt.Errorf("log %s: %w", log, ErrNotFound)
 		}
