@@ -57,7 +57,7 @@ func (c *Client) Cache(repo string) (*Cache, error) {
 
 // cacheTag is the tag of key's entry: the key itself (64 hex digits, a valid tag).
 func cacheTag(key string) (string, error) {
-	if !tagRE.MatchString(key) {
+	if !validTag(key) {
 		return "", fmt.Errorf("%w: cache key %q is not a tag", ErrBadReference, key)
 	}
 	return key, nil

@@ -147,7 +147,7 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 	}
 	tags := []string{versionTag}
 	for _, t := range extraTags {
-		if !tagRE.MatchString(t) {
+		if !validTag(t) {
 			return nil, fmt.Errorf("%w: tag %q", ErrBadReference, t)
 		}
 		if !slices.Contains(tags, t) {

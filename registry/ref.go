@@ -104,15 +104,21 @@ func (r Ref) Loopback() bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// tagRE is the OCI distribution spec's tag grammar.
-var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+// tagChars is the OCI distribution spec's tag grammar,
+// [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, without its length bound: a counted
+// repetition compiles to a program 128 times as long, which every start of
+// strata paid (~0.5 ms). validTag checks the bound.
+var tagChars = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]*$`)
+
+// validTag reports whether t is a valid OCI tag.
+func validTag(t string) bool { return len(t) <= 128 && tagChars.MatchString(t) }
 
 // TagOf is the tag a version is published under: the version itself, with
 // '+' (semver build metadata, which tags cannot hold) written as '_', as Helm
 // does.
 func TagOf(version string) (string, error) {
 	t := strings.ReplaceAll(version, "+", "_")
-	if !tagRE.MatchString(t) {
+	if !validTag(t) {
 		return "", fmt.Errorf("%w: version %q cannot be an OCI tag (letters, digits, '.', '_', '-', at most 128)", ErrBadReference, version)
 	}
 	return t, nil
