@@ -12,6 +12,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -387,23 +388,24 @@ func (x *exporter) identify(image, name string) (digest.Digest, error) {
 		return "", fmt.Errorf("%s: no stat", top)
 	}
 	h := digest.SHA256.Digester()
-	writeIdentity(h.Hash(), "", st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Mode)
+	w := &identities{w: h.Hash()}
+	w.add("", st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Mode)
 	if fi.IsDir() {
 		d, err := x.root.Open(top)
 		if err != nil {
 			return "", err
 		}
 		defer d.Close()
-		if err := identifyDir(d, "", h.Hash()); err != nil {
+		if err := identifyDir(d, "", w); err != nil {
 			return "", fmt.Errorf("%s: %w", top, err)
 		}
 	}
 	return h.Digest(), nil
 }
 
-// identifyDir writes the identities of the entries under the open directory
-// d, named from rel, to w.
-func identifyDir(d *os.File, rel string, w io.Writer) error {
+// identifyDir adds the identities of the entries under the open directory d,
+// named from rel, to w.
+func identifyDir(d *os.File, rel string, w *identities) error {
 	names, err := d.Readdirnames(-1)
 	if err != nil {
 		return err
@@ -416,7 +418,7 @@ func identifyDir(d *os.File, rel string, w io.Writer) error {
 			return err
 		}
 		p := path.Join(rel, name)
-		writeIdentity(w, p, st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Mode)
+		w.add(p, st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Mode)
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
@@ -434,10 +436,29 @@ func identifyDir(d *os.File, rel string, w io.Writer) error {
 	return nil
 }
 
-// writeIdentity writes one file's identity as a line; a path holds no NUL,
-// which ends it.
-func writeIdentity(w io.Writer, p string, ino uint64, size, mtime, ctime int64, mode uint32) {
-	fmt.Fprintf(w, "%s\x00%d %d %d %d %o\n", p, ino, size, mtime, ctime, mode)
+// identities writes files' identities to w, one line each; a path holds no
+// NUL, which ends it. (A no-op build identifies every exported file: one
+// reused buffer, not a Fprintf per file.)
+type identities struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (i *identities) add(p string, ino uint64, size, mtime, ctime int64, mode uint32) {
+	b := append(i.buf[:0], p...)
+	b = append(b, 0)
+	b = strconv.AppendUint(b, ino, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, size, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, mtime, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, ctime, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(mode), 8)
+	b = append(b, '\n')
+	i.w.Write(b)
+	i.buf = b
 }
 
 // current reports whether the out directory still holds exactly what strata
