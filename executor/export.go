@@ -61,6 +61,8 @@ type stamp struct {
 type stampArtifact struct {
 	Digest digest.Digest `json:"digest"`
 	Files  digest.Digest `json:"files"`
+	// Tree is the tree exported as a directory (tree and oci outputs).
+	Tree digest.Digest `json:"tree,omitempty"`
 }
 
 // exporter writes artifacts into the out directory, confined to it: every path
@@ -110,15 +112,21 @@ func openOutDir(workspace, explicit string) (*os.Root, string, error) {
 func (x *exporter) exportImage(ctx context.Context, image string, items []exportItem, full bool) (map[string]string, error) {
 	states := map[string]string{}
 	old := x.readStamp(image)
-	if full && old != nil && len(old.Artifacts) == len(items) {
-		current := true
+	untouched := map[string]bool{}
+	if old != nil {
 		for _, it := range items {
-			if !x.current(image, it, old) {
-				current = false
-				break
-			}
+			untouched[it.name] = x.untouched(image, it.name, old)
 		}
-		if current && x.noStrangers(image, old) {
+	}
+	current := func(it exportItem) bool {
+		return untouched[it.name] && old.Artifacts[it.name].Digest == it.result.Outputs[it.name].Digest
+	}
+	if full && old != nil && len(old.Artifacts) == len(items) {
+		all := true
+		for _, it := range items {
+			all = all && current(it)
+		}
+		if all && x.noStrangers(image, old) {
 			for _, it := range items {
 				states[it.name] = ArtifactCurrent
 			}
@@ -151,7 +159,13 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		}
 		defer sr.Close()
 		for _, it := range items {
-			if err := x.write(ctx, sr, it.name, it); err != nil {
+			var prev *previous
+			if untouched[it.name] {
+				prev = x.previous(ctx, image, it, old)
+			}
+			err := x.write(ctx, sr, it.name, it, prev)
+			prev.close()
+			if err != nil {
 				return nil, fmt.Errorf("export %s/%s: %w", image, it.name, err)
 			}
 			states[it.name] = ArtifactExported
@@ -172,12 +186,17 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 			next = old
 		}
 		for _, it := range items {
-			if old != nil && x.current(image, it, old) {
+			if old != nil && current(it) {
 				states[it.name] = ArtifactCurrent
 				continue
 			}
+			var prev *previous
+			if untouched[it.name] {
+				prev = x.previous(ctx, image, it, old)
+			}
 			tmp := "." + it.name + ".tmp-" + rand.Text()
-			err := x.write(ctx, ir, tmp, it)
+			err := x.write(ctx, ir, tmp, it, prev)
+			prev.close()
 			if err == nil {
 				err = exchange(ir, tmp, it.name)
 			}
@@ -193,22 +212,26 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		if err != nil {
 			return nil, err
 		}
-		next.Artifacts[it.name] = stampArtifact{Digest: it.result.Outputs[it.name].Digest, Files: files}
+		a := stampArtifact{Digest: it.result.Outputs[it.name].Digest, Files: files}
+		if it.format.Directory() {
+			a.Tree = it.result.Tree.Digest
+		}
+		next.Artifacts[it.name] = a
 	}
 	return states, x.writeStamp(image, next)
 }
 
 // write puts the artifact of it at name in dir: a copy of a file blob, or a
 // directory holding a copy of a tree (tree and oci outputs). Every byte is
-// read back through its digest, so corrupt store content is never exported.
-func (x *exporter) write(ctx context.Context, dir *os.Root, name string, it exportItem) error {
-	switch it.format {
-	case output.FormatTree, output.FormatOCI:
+// read back through its digest, so corrupt store content is never exported;
+// the files of prev (if any) that are the same are moved over instead.
+func (x *exporter) write(ctx context.Context, dir *os.Root, name string, it exportItem, prev *previous) error {
+	if it.format.Directory() {
 		t, err := x.st.GetTree(ctx, it.result.Tree.Digest)
 		if err != nil {
 			return err
 		}
-		return x.writeTree(ctx, dir, name, t)
+		return x.writeTree(ctx, dir, name, t, prev)
 	}
 	d, ok := it.result.Outputs[it.name]
 	if !ok {
@@ -250,7 +273,7 @@ func (x *exporter) writeFile(dir *os.Root, name string, d digest.Digest, size in
 // symbolic links with the manifest's modes, and its owners when strata runs as
 // root. A tree with setuid or setgid files is left readable by its owner only,
 // so exporting it does not hand them to other users of the machine.
-func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *tree.Tree) error {
+func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *tree.Tree, prev *previous) error {
 	top := os.FileMode(0o755)
 	for _, e := range t.Entries {
 		if e.Type == tree.File && e.Mode&0o6000 != 0 {
@@ -265,6 +288,8 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 		return err
 	}
 	defer r.Close()
+	var into dirFDs
+	defer into.close()
 	var dirs []tree.Entry
 	for _, e := range t.Entries {
 		if err := ctx.Err(); err != nil {
@@ -281,6 +306,9 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 				return err
 			}
 		case tree.File:
+			if prev.linkTo(r, &into, e) {
+				break
+			}
 			if err := x.writeFile(r, e.Path, e.Digest, e.Size, fs.FileMode(e.Mode&0o777)); err != nil {
 				return fmt.Errorf("%s: %w", e.Path, err)
 			}
@@ -461,15 +489,111 @@ func (i *identities) add(p string, ino uint64, size, mtime, ctime int64, mode ui
 	i.buf = b
 }
 
-// current reports whether the out directory still holds exactly what strata
-// exported for it last.
-func (x *exporter) current(image string, it exportItem, s *stamp) bool {
-	a, ok := s.Artifacts[it.name]
-	if !ok || a.Digest != it.result.Outputs[it.name].Digest {
+// untouched reports whether out/<image>/<name> still holds exactly what
+// strata exported there last, whatever that was.
+func (x *exporter) untouched(image, name string, s *stamp) bool {
+	a, ok := s.Artifacts[name]
+	if !ok {
 		return false
 	}
-	got, err := x.identify(image, it.name)
+	got, err := x.identify(image, name)
 	return err == nil && got == a.Files
+}
+
+// previous is an earlier export of a directory artifact, untouched since
+// strata wrote it (see untouched). A file it holds at the same path with the
+// same content, mode and owner as the new tree's is hard-linked into the new
+// export instead of copied from the store; removing the old directory after
+// the swap then frees no blocks for it. Re-exporting a 200-file tree with one
+// file changed cost ~45 ms, half of it unlinking the old copies. A link, not a
+// move: until the swap the old export stays whole, so a failed export leaves
+// it as it was.
+type previous struct {
+	root    *os.Root
+	entries map[string]tree.Entry
+	from    dirFDs
+}
+
+// previous returns the untouched earlier export of it, or nil when there is
+// none to take files from.
+func (x *exporter) previous(ctx context.Context, image string, it exportItem, s *stamp) *previous {
+	a := s.Artifacts[it.name]
+	if !it.format.Directory() || a.Tree == "" {
+		return nil
+	}
+	t, err := x.st.GetTree(ctx, a.Tree)
+	if err != nil {
+		return nil
+	}
+	root, err := x.root.OpenRoot(path.Join(image, it.name))
+	if err != nil {
+		return nil
+	}
+	p := &previous{root: root, entries: make(map[string]tree.Entry, len(t.Entries))}
+	for _, e := range t.Entries {
+		if e.Type == tree.File {
+			p.entries[e.Path] = e
+		}
+	}
+	return p
+}
+
+// linkTo links the earlier export's file for e into r at e.Path, when it has
+// one with e's content, mode and owner. A file that cannot be linked is left
+// for the caller to copy.
+func (p *previous) linkTo(r *os.Root, into *dirFDs, e tree.Entry) bool {
+	if p == nil {
+		return false
+	}
+	o, ok := p.entries[e.Path]
+	if !ok || o.Digest != e.Digest || o.Size != e.Size || o.Mode != e.Mode || o.UID != e.UID || o.GID != e.GID {
+		return false
+	}
+	dir, base := path.Split(e.Path)
+	from, err := p.from.open(p.root, dir)
+	if err != nil {
+		return false
+	}
+	to, err := into.open(r, dir)
+	if err != nil {
+		return false
+	}
+	return unix.Linkat(from, base, to, base, 0) == nil
+}
+
+func (p *previous) close() {
+	if p != nil {
+		p.from.close()
+		p.root.Close()
+	}
+}
+
+// dirFDs keeps the directories of a root opened by path, for *at calls.
+type dirFDs map[string]*os.File
+
+func (d *dirFDs) open(r *os.Root, dir string) (int, error) {
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	if f, ok := (*d)[dir]; ok {
+		return int(f.Fd()), nil
+	}
+	f, err := r.Open(dir)
+	if err != nil {
+		return -1, err
+	}
+	if *d == nil {
+		*d = dirFDs{}
+	}
+	(*d)[dir] = f
+	return int(f.Fd()), nil
+}
+
+func (d dirFDs) close() {
+	for _, f := range d {
+		f.Close()
+	}
 }
 
 // noStrangers reports whether out/<image>/ holds only the stamped artifacts.

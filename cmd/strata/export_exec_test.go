@@ -337,3 +337,75 @@ func TestReadOnlyStoreExec(t *testing.T) {
 		t.Errorf("build that must run a stage on a read-only store: %v\n%s", err, out)
 	}
 }
+
+// TestTreeReexportLinksUntouchedFilesExec: when a tree output changes, the
+// files an untouched earlier export already holds with the same content are
+// taken from it (the same inode), the changed ones come from the store, and an
+// export the user edited is not taken from at all: the edit is undone.
+func TestTreeReexportLinksUntouchedFilesExec(t *testing.T) {
+	cache := t.TempDir()
+	spec := func(b string) string {
+		return `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: {
+		"/a": content: "a\n"
+		"/d/b": content: "` + b + `\n"
+		"/d/c": {content: "c\n", mode: 0o600}
+	}}]
+	outputs: [{type: "tree"}]
+}
+`
+	}
+	ws := writeWS(t, spec("one"))
+	if jb := buildJSON(t, ws, cache); jb.code != 0 {
+		t.Fatalf("build: %s", jb.errText)
+	}
+	out := filepath.Join(ws, "out", "img", "img.tree")
+	ino := func(p string) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		must(t, syscall.Lstat(filepath.Join(out, p), &st))
+		return st.Ino
+	}
+	read := func(p string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(out, p))
+		must(t, err)
+		return string(b)
+	}
+	a, c := ino("a"), ino("d/c")
+
+	// Only /d/b changes: /a and /d/c are the earlier export's files.
+	must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(spec("two")), 0o644))
+	if jb := buildJSON(t, ws, cache); jb.code != 0 {
+		t.Fatalf("build: %s", jb.errText)
+	}
+	if read("d/b") != "two\n" || read("a") != "a\n" || read("d/c") != "c\n" {
+		t.Fatalf("re-export holds a=%q d/b=%q d/c=%q", read("a"), read("d/b"), read("d/c"))
+	}
+	if ino("a") != a || ino("d/c") != c {
+		t.Errorf("unchanged files were copied again, not taken from the untouched export")
+	}
+	if fi, err := os.Stat(filepath.Join(out, "d", "c")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("d/c: %v, %v; want mode 0600", fi.Mode(), err)
+	}
+
+	// The user edits /a in place; then /d/b changes again. The edited export
+	// is not reused: /a is the store's again, in a new file.
+	must(t, os.WriteFile(filepath.Join(out, "a"), []byte("edited\n"), 0o644))
+	a = ino("a")
+	must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(spec("three")), 0o644))
+	if jb := buildJSON(t, ws, cache); jb.code != 0 {
+		t.Fatalf("build: %s", jb.errText)
+	}
+	if read("a") != "a\n" || read("d/b") != "three\n" {
+		t.Errorf("after an edit, the re-export holds a=%q d/b=%q", read("a"), read("d/b"))
+	}
+	if ino("a") == a {
+		t.Errorf("the edited file was kept")
+	}
+	if r := runCLI(t, ws, cache, "cache", "verify"); r.code != 0 {
+		t.Errorf("cache verify: exit %d\n%s", r.code, r.stderr)
+	}
+}

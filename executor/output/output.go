@@ -64,6 +64,10 @@ func Formats() []Format {
 // MediaType returns the media type of the artifact f produces, or "" for an unknown format.
 func (f Format) MediaType() string { return mediaType(f) }
 
+// Directory reports whether f's artifact is a directory (a tree, or an OCI
+// image layout) rather than one file.
+func (f Format) Directory() bool { return f == FormatTree || f == FormatOCI }
+
 // Sentinel errors, wrapped with context by Write.
 var (
 	// ErrUnknownFormat is returned for a Format that is not one of Formats.
