@@ -224,7 +224,8 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 // write puts the artifact of it at name in dir: a copy of a file blob, or a
 // directory holding a copy of a tree (tree and oci outputs). Every byte is
 // read back through its digest, so corrupt store content is never exported;
-// the files of prev (if any) that are the same are moved over instead.
+// the files of prev (if any) that are the same are linked instead, and read
+// through their digests too.
 func (x *exporter) write(ctx context.Context, dir *os.Root, name string, it exportItem, prev *previous) error {
 	if it.format.Directory() {
 		t, err := x.st.GetTree(ctx, it.result.Tree.Digest)
@@ -512,6 +513,7 @@ type previous struct {
 	root    *os.Root
 	entries map[string]tree.Entry
 	from    dirFDs
+	buf     []byte
 }
 
 // previous returns the untouched earlier export of it, or nil when there is
@@ -558,7 +560,40 @@ func (p *previous) linkTo(r *os.Root, into *dirFDs, e tree.Entry) bool {
 	if err != nil {
 		return false
 	}
-	return unix.Linkat(from, base, to, base, 0) == nil
+	if unix.Linkat(from, base, to, base, 0) != nil {
+		return false
+	}
+	if !p.same(to, base, e) {
+		unix.Unlinkat(to, base, 0)
+		return false
+	}
+	return true
+}
+
+// same reports whether the file base of the directory dir is e: a regular
+// file of e's size and digest, which it is then given e's permissions. The
+// earlier export was untouched when it was identified, but a file replaced
+// or written in the moments since must not be taken: it is read through its
+// digest like a copy from the store is.
+func (p *previous) same(dir int, base string, e tree.Entry) bool {
+	fd, err := unix.Openat(dir, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(fd), base)
+	defer f.Close()
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != e.Size {
+		return false
+	}
+	if p.buf == nil {
+		p.buf = make([]byte, 256<<10)
+	}
+	v := e.Digest.Verifier()
+	if n, err := io.CopyBuffer(v, f, p.buf); err != nil || n != e.Size || !v.Verified() {
+		return false
+	}
+	return unix.Fchmod(fd, e.Mode&0o777) == nil
 }
 
 func (p *previous) close() {

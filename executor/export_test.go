@@ -1,0 +1,56 @@
+package executor
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-build/strata/executor/tree"
+)
+
+// TestPreviousLinkToVerifies: a file of an earlier export is taken only when
+// its bytes still hash to the tree's digest; one changed since it was
+// identified is left for the caller to copy, and no link of it remains.
+func TestPreviousLinkToVerifies(t *testing.T) {
+	oldDir, newDir := t.TempDir(), t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(oldDir, "same"), []byte("a\n"), 0o644))
+	must(os.WriteFile(filepath.Join(oldDir, "changed"), []byte("b\n"), 0o644)) // the tree says "c\n"
+	entry := func(name, content string) tree.Entry {
+		return tree.Entry{Path: name, Type: tree.File, Digest: digest.FromString(content), Size: int64(len(content)), Mode: 0o640}
+	}
+	same, changed := entry("same", "a\n"), entry("changed", "c\n")
+	oldRoot, err := os.OpenRoot(oldDir)
+	must(err)
+	newRoot, err := os.OpenRoot(newDir)
+	must(err)
+	defer newRoot.Close()
+	p := &previous{root: oldRoot, entries: map[string]tree.Entry{"same": same, "changed": changed}}
+	defer p.close()
+	var into dirFDs
+	defer into.close()
+
+	if !p.linkTo(newRoot, &into, same) {
+		t.Fatal("an unchanged file was not taken")
+	}
+	var a, b syscall.Stat_t
+	must(syscall.Stat(filepath.Join(oldDir, "same"), &a))
+	must(syscall.Stat(filepath.Join(newDir, "same"), &b))
+	if a.Ino != b.Ino || b.Mode&0o777 != 0o640 {
+		t.Errorf("same: inode %d vs %d, mode %o; want one inode, mode 640", a.Ino, b.Ino, b.Mode&0o777)
+	}
+	if p.linkTo(newRoot, &into, changed) {
+		t.Error("a file whose bytes no longer match the tree was taken")
+	}
+	if _, err := os.Lstat(filepath.Join(newDir, "changed")); !os.IsNotExist(err) {
+		t.Errorf("the refused link was left behind: %v", err)
+	}
+}
