@@ -206,9 +206,14 @@ func (r *LocalRunner) sandboxed(ctx context.Context, n *plan.Node, host *sandbox
 		res.Log = ocispec.Descriptor{MediaType: MediaTypeLog, Digest: logD, Size: size}
 	}
 	if runErr != nil {
-		if p := r.hostCache(); errors.Is(runErr, sandbox.ErrSetup) && p != "" {
-			// The host may have changed under the cached probe results.
-			os.Remove(p)
+		if errors.Is(runErr, sandbox.ErrSetup) {
+			// The host may have changed under the cached probe results; and
+			// builds do not probe bwrap by running it, so this may be the
+			// first sign that it cannot work here.
+			if p := r.hostCache(); p != "" {
+				os.Remove(p)
+			}
+			runErr = fmt.Errorf("%w (see strata doctor)", runErr)
 		}
 		return res, &tailError{runErr, tail}
 	}

@@ -902,3 +902,39 @@ func TestConcurrentBuildWaitsExec(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokenBwrapExec: builds do not run bwrap to probe it, so a bwrap that
+// cannot make a sandbox is reported by the first stage: its own message, a
+// pointer to strata doctor, exit 1, and no probe results kept for the next
+// build to trust.
+func TestBrokenBwrapExec(t *testing.T) {
+	bin := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(bin, "bwrap"), []byte(`#!/bin/sh
+[ "$1" = --version ] && { echo "bubblewrap 0.8.0"; exit 0; }
+echo "bwrap: No permissions to create new namespace" >&2
+exit 1
+`), 0o755))
+	cache := t.TempDir()
+	ws := writeWS(t, `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.run", options: command: ["/bin/true"]}]
+}
+`)
+	cmd := strataCmd(t, ws, cache, "build")
+	cmd.Env = append(cmd.Env, "PATH="+bin+":"+os.Getenv("PATH"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("build with a broken bwrap: %v, want exit 1\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"images.img.stages[0]", "bwrap: No permissions to create new namespace", "(see strata doctor)"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr does not say %q:\n%s", want, stderr.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cache, "state", "sandbox", "host.json")); !os.IsNotExist(err) {
+		t.Errorf("probe results kept after the sandbox failed to set up: %v", err)
+	}
+}
