@@ -226,6 +226,12 @@ func (g *globals) openStore() (*store.Store, error) {
 func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) error {
 	g.building = true
 	started := time.Now()
+	st, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	g.st = st
 	v, targets, err := g.loadPlan(ctx, args)
 	if err != nil {
 		return err
@@ -241,11 +247,6 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	if f.timeout < 0 {
 		return &usageError{fmt.Errorf("--timeout must be positive")}
 	}
-	st, err := g.openStore()
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	bin, err := strataBinary()
 	if err != nil {
 		return err

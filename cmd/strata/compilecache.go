@@ -101,12 +101,15 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compileca
 // "compile", or nil when the store cannot give one: the cache is an
 // optimisation, so that only costs a compile.
 func (g *globals) compileCache() *compilecache.Cache {
-	st, err := store.Open(g.storeDir())
-	if err != nil {
-		g.debugf("compile cache: %v", err)
-		return nil
+	st := g.st
+	if st == nil {
+		var err error
+		if st, err = store.Open(g.storeDir()); err != nil {
+			g.debugf("compile cache: %v", err)
+			return nil
+		}
+		defer st.Close()
 	}
-	defer st.Close()
 	dir, err := st.StateDir("compile")
 	if err != nil {
 		g.debugf("compile cache: %v", err)

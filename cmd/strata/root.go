@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/store"
 	"github.com/strata-build/strata/lang"
 )
 
@@ -84,8 +85,12 @@ type globals struct {
 	// building is set by commands that run the plan: a compile then starts
 	// the sandbox's one-time setup beside it.
 	building bool
-	stdout   io.Writer
-	stderr   io.Writer
+	// st is the store a command holds open for its whole run, if any: the
+	// compile cache takes its state directory from it instead of opening the
+	// store a second time.
+	st     *store.Store
+	stdout io.Writer
+	stderr io.Writer
 }
 
 func (g *globals) json() bool { return g.output == "json" }
