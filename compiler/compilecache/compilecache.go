@@ -47,8 +47,10 @@ type Inputs struct {
 // Key returns the cache key of compiling the workspace in dir: the hex SHA-256 of
 // the inputs and of every file the loader may read, each with its path relative
 // to dir: cue.mod/module.cue and everything else under cue.mod/ (except the
-// vendored schema, which the loader replaces with the embedded one) and every
-// .cue, .json, .yaml and .yml file at the top of dir.
+// vendored schema, which the loader replaces with the embedded one), every
+// .cue, .json, .yaml and .yml file at the top of dir, and every .cue file below
+// it (packages of the workspace's module that its spec may import), except
+// under out/ and directories whose name starts with a dot.
 func Key(dir string, in Inputs) (string, error) {
 	h := sha256.New()
 	hb, err := json.Marshal(in.Host)
@@ -95,6 +97,14 @@ func inputFiles(dir string) ([]string, error) {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	for _, e := range entries {
+		if e.IsDir() && e.Name() != "cue.mod" && e.Name() != "out" && !strings.HasPrefix(e.Name(), ".") {
+			pkgs, err := packageFiles(dir, e.Name())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, pkgs...)
+			continue
+		}
 		switch filepath.Ext(e.Name()) {
 		case ".cue", ".json", ".yaml", ".yml":
 		default:
@@ -127,6 +137,37 @@ func inputFiles(dir string) ([]string, error) {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	sort.Strings(out)
+	return out, nil
+}
+
+// packageFiles lists the .cue files under the subdirectory sub of dir
+// (relative to dir, slash-separated): an edit to a package the spec imports
+// must not be served an old plan. Dot-directories are skipped.
+func packageFiles(dir, sub string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if filepath.Ext(p) != ".cue" || !regular(filepath.Dir(p), d) {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		out = append(out, filepath.ToSlash(rel))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compile cache: %w", err)
+	}
 	return out, nil
 }
 

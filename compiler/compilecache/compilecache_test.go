@@ -29,9 +29,10 @@ func workspace(t *testing.T) string {
 	writeFiles(t, dir, map[string]string{
 		"cue.mod/module.cue":                         "module: \"example.com/w\"\nlanguage: version: \"v0.17.1\"\n",
 		"cue.mod/pkg/strata.build/strata/schema.cue": "// vendored copy\n",
-		"a.cue":     "package w\n",
-		"data/file": "hello\n",
-		"README.md": "not an input\n",
+		"a.cue":       "package w\n",
+		"lib/lib.cue": "package lib\nx: 1\n",
+		"data/file":   "hello\n",
+		"README.md":   "not an input\n",
 	})
 	return dir
 }
@@ -83,6 +84,13 @@ func TestKey(t *testing.T) {
 		}, true},
 		{"non-input file", func(t *testing.T, dir string, _ *compilecache.Inputs) {
 			writeFiles(t, dir, map[string]string{"README.md": "changed\n", "data/file": "changed\n"})
+		}, true},
+		// A package of the workspace's module the spec may import.
+		{"edit an importable package", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"lib/lib.cue": "package lib\nx: 2\n"})
+		}, false},
+		{"cue file under out/ or a dot-directory", func(t *testing.T, dir string, _ *compilecache.Inputs) {
+			writeFiles(t, dir, map[string]string{"out/img/x.cue": "package x\n", ".git/x.cue": "package x\n", "lib/.hidden/x.cue": "package x\n"})
 		}, true},
 	}
 	for _, c := range changes {
