@@ -111,7 +111,7 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if host.Root && host.UserNamespaces {
 		ns, err := identityUserns()
 		if err != nil {
-			return -1, err
+			return -1, fmt.Errorf("%w: %v", ErrSetup, err)
 		}
 		fds.userns = addFD(ns)
 	}
@@ -137,7 +137,7 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	}
 	cg, err := newCgroup(findCgroupParents(), maxProcs, maxMemory)
 	if err != nil {
-		return -1, err
+		return -1, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	defer cg.remove()
 	// cgroup v1 cannot start a process inside a cgroup, and RLIMIT_NPROC must
@@ -175,8 +175,7 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		}
 		watch = w
 		defer helperEnd.Close()
-		cfg.OwnerWatch = 3 + len(extra) + 1
-		extra = append(extra, helperEnd)
+		cfg.OwnerWatch = addFD(helperEnd)
 		useHelper = true
 	}
 	var cmd *exec.Cmd
@@ -375,7 +374,7 @@ func run(ctx context.Context, cmd *exec.Cmd, spec *Spec, timeout time.Duration, 
 	cmd.ExtraFiles = append([]*os.File{statusW}, extra...) // fd 3, 4, ...
 
 	if err := cmd.Start(); err != nil {
-		return -1, fmt.Errorf("sandbox: run %s: start %s: %w", name, cmd.Path, err)
+		return -1, fmt.Errorf("sandbox: run %s: %w: start %s: %v", name, ErrSetup, cmd.Path, err)
 	}
 	for _, f := range closeAfterStart {
 		f.Close()
