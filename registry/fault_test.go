@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -634,5 +635,69 @@ func TestSecurityRow14OversizedOrMalformedManifest(t *testing.T) {
 				t.Errorf("versions: %v", err)
 			}
 		})
+	}
+}
+
+// TestSecurityRow13CutContentLength: a blob whose body ends before its
+// Content-Length (Go's HTTP client reports io.ErrUnexpectedEOF, not io.EOF)
+// is an error, retried and then refused: it is never kept as the blob, and
+// the version is not tagged in the local layout.
+func TestSecurityRow13CutContentLength(t *testing.T) {
+	ctx := context.Background()
+	target := digest.FromBytes(faultImage.files[1].content)
+	srv := startRegistry(t, regtest.Options{})
+	st := newStore(t)
+	var cut atomic.Int64
+	proxy := startRegistry(t, regtest.Options{Wrap: faults(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+target.String()) {
+			return false
+		}
+		resp, err := http.Get(srv.URL + r.URL.Path)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cut.Add(1)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return true
+	})})
+	// Both hold the image; the proxy serves the one blob cut short from srv.
+	for _, host := range []string{srv.Host, proxy.Host} {
+		if _, err := newClient(t, st, Options{Registry: host}).Publish(ctx, faultImage.request(t, st)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newClient(t, newStore(t), Options{})
+	ref := proxy.Host + "/fault/probe:1.0.0"
+	if p, err := c.Pull(ctx, ref, PullOptions{}); err == nil {
+		t.Fatalf("a pull whose blob was cut short succeeded: %+v", p.Files)
+	}
+	if cut.Load() == 0 {
+		t.Fatal("the proxy never cut the blob")
+	}
+	r, err := ParseRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := c.LayoutDir(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := openLayout(dir, r.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tags, _ := l.tags(ctx); len(tags) != 0 {
+		t.Errorf("the local layout was tagged %v after a cut pull", tags)
+	}
+	if ok, _ := l.exists(ctx, ocispec.Descriptor{Digest: target, Size: int64(len(faultImage.files[1].content))}); ok {
+		t.Error("the cut blob is in the local layout")
 	}
 }

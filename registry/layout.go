@@ -379,7 +379,7 @@ func copySparse(f *os.File, r io.Reader, writeback bool, step func()) error {
 			_ = unix.SyncFileRange(int(f.Fd()), flushed, off-flushed, unix.SYNC_FILE_RANGE_WRITE)
 			flushed = off
 		}
-		n, rerr := io.ReadFull(r, buf)
+		n, rerr := fill(r, buf)
 		// One write per run of blocks that are not all zeros (a write per
 		// block cost a 256 MiB pull 4096 system calls).
 		run := 0 // start of the current run of data in buf
@@ -403,13 +403,29 @@ func copySparse(f *os.File, r io.Reader, writeback bool, step func()) error {
 		if n > 0 && step != nil {
 			step()
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			return f.Truncate(off)
 		}
 		if rerr != nil {
 			return rerr
 		}
 	}
+}
+
+// fill reads into buf until it is full or r fails. Unlike io.ReadFull it
+// keeps r's own error: only io.EOF ends the copy, and a body cut short (which
+// Go's HTTP client reports as io.ErrUnexpectedEOF) stays an error, never a
+// complete blob.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 const sparseBlock = 64 << 10
