@@ -249,7 +249,8 @@ func (x *exporter) writeFile(dir *os.Root, name string, d digest.Digest, size in
 		return err
 	}
 	defer src.Close()
-	dst, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	// Read-write: after a reflink, CopyTo reads dst back through the digest.
+	dst, err := dir.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return err
 	}

@@ -369,7 +369,7 @@ func hashFile(ctx context.Context, f *os.File) (digest.Digest, int64, error) {
 // Where the filesystem shares extents (FICLONE: btrfs, XFS) the copy is a
 // reflink, read back to check the digest; otherwise the bytes are copied and
 // hashed on the way. Either way the blob is read once and dst owns its data:
-// changing dst never changes the store.
+// changing dst never changes the store. dst must be open for reading too.
 func (b *BlobReader) CopyTo(dst *os.File) error {
 	if b.n == 0 && unix.IoctlFileClone(int(dst.Fd()), int(b.f.Fd())) == nil {
 		r := &BlobReader{f: dst, d: b.d, size: b.size, h: sha256.New()}
