@@ -89,8 +89,8 @@ func (r *LocalRunner) runJob(ctx context.Context, n *plan.Node, in Inputs) (Resu
 	if d, err = r.normalizeOwners(ctx, t, d); err != nil {
 		return res, err
 	}
-	res.Tree = r.treeDesc(d)
-	return res, nil
+	res.Tree, err = r.treeDesc(d)
+	return res, err
 }
 
 // JobOutPath is where a job writes what it gives back: its result tree (a

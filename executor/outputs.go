@@ -34,7 +34,10 @@ func (r *LocalRunner) runOutput(ctx context.Context, n *plan.Node, in Inputs) (R
 		if err != nil {
 			return Result{}, err
 		}
-		desc := r.treeDesc(d)
+		desc, err := r.treeDesc(d)
+		if err != nil {
+			return Result{}, err
+		}
 		return Result{Tree: desc, Outputs: map[string]ocispec.Descriptor{name: desc}}, nil
 	}
 	tr, co, err := r.treeOf(ctx, in, n.Inputs.Tree)
@@ -76,8 +79,8 @@ func (r *LocalRunner) runOutput(ctx context.Context, n *plan.Node, in Inputs) (R
 		if ld, err = r.normalizeOwners(ctx, lt, ld); err != nil {
 			return Result{}, err
 		}
-		res.Tree = r.treeDesc(ld)
-		return res, nil
+		res.Tree, err = r.treeDesc(ld)
+		return res, err
 	}
 	// Moved in, not copied: an artifact is often large, and an ext4 image
 	// sparse.

@@ -7,14 +7,14 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/output"
 	"github.com/strata-build/strata/executor/store"
 )
 
-// Media types of what a node's result holds besides its artifacts.
-var (
-	// MediaTypeTree is a tree manifest (executor/tree).
-	MediaTypeTree = func() string { f, _ := plan.LookupOutput("tree"); return f.MediaType }()
-)
+// MediaTypeTree is a tree manifest (executor/tree), the one media type of
+// the output table (output.MediaTypeTree) that the store also knows
+// (store.TreeMediaType; TestTreeMediaTypeAgrees).
+var MediaTypeTree = output.MediaTypeTree
 
 // MediaTypeLog is a node's log: its command's stdout and stderr.
 const MediaTypeLog = "text/plain; charset=utf-8"

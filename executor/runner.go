@@ -250,13 +250,17 @@ func (r *LocalRunner) stageCommand(n *plan.Node) (argv []string, env map[string]
 	return nil, nil, false, false, fmt.Errorf("stage type %s has no command", n.Type)
 }
 
-// treeDesc describes the tree manifest d.
-func (r *LocalRunner) treeDesc(d digest.Digest) ocispec.Descriptor {
-	desc := ocispec.Descriptor{MediaType: MediaTypeTree, Digest: d}
-	if p, err := r.st.BlobPath(d); err == nil {
-		if fi, err := os.Stat(p); err == nil {
-			desc.Size = fi.Size()
-		}
+// treeDesc describes the tree manifest d, which the store must hold: a
+// descriptor with a size it could not read would be recorded in the action
+// and served to every cache hit.
+func (r *LocalRunner) treeDesc(d digest.Digest) (ocispec.Descriptor, error) {
+	p, err := r.st.BlobPath(d)
+	if err != nil {
+		return ocispec.Descriptor{}, err
 	}
-	return desc
+	fi, err := os.Stat(p)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("tree %s: %w", d, err)
+	}
+	return ocispec.Descriptor{MediaType: MediaTypeTree, Digest: d, Size: fi.Size()}, nil
 }

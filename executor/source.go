@@ -79,7 +79,11 @@ func (r *LocalRunner) runSource(ctx context.Context, n *plan.Node) (Result, erro
 	if d, err = r.normalizeOwners(ctx, tr, d); err != nil {
 		return out, err
 	}
-	return Result{Tree: r.treeDesc(d), File: file}, nil
+	desc, err := r.treeDesc(d)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Tree: desc, File: file}, nil
 }
 
 // fileName returns a safe base name for a downloaded file.

@@ -121,8 +121,8 @@ func (r *LocalRunner) runStage(ctx context.Context, n *plan.Node, in Inputs) (Re
 			return Result{}, err
 		}
 	}
-	res.Tree = r.treeDesc(d)
-	return res, nil
+	res.Tree, err = r.treeDesc(d)
+	return res, err
 }
 
 // builtinChannel sets spec up for a built-in stage to say what its sandbox
