@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-build/strata/executor/store"
 	"github.com/strata-build/strata/executor/tree"
 )
 
@@ -52,5 +53,14 @@ func TestPreviousLinkToVerifies(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(newDir, "changed")); !os.IsNotExist(err) {
 		t.Errorf("the refused link was left behind: %v", err)
+	}
+}
+
+// TestTreeMediaTypeAgrees: the store leases a tree's files by the tree's
+// media type; if the table's and the store's ever differ, GC could delete
+// the files of a leased tree.
+func TestTreeMediaTypeAgrees(t *testing.T) {
+	if MediaTypeTree != store.TreeMediaType {
+		t.Fatalf("output table says %q, the store %q", MediaTypeTree, store.TreeMediaType)
 	}
 }
