@@ -105,11 +105,12 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 	h.Write(buf[:m])
 	n := int64(m)
 	if whole {
-		d := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil)))
-		if (size < 0 || n == size) && (want == "" || d == want) {
-			if ok, err := s.pinExisting(ctx, kind, d.Encoded(), s.blobPath(d.Encoded()), n); err != nil || ok {
-				return d, n, err
-			}
+		d := digest.NewDigest(digest.SHA256, h)
+		if err := checkBlob(d, n, want, size); err != nil {
+			return "", 0, err
+		}
+		if ok, err := s.pinExisting(ctx, kind, d.Encoded(), s.blobPath(d.Encoded()), n); err != nil || ok {
+			return d, n, err
 		}
 	}
 	f, err := s.tempFile("b-*")
@@ -145,12 +146,9 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 			return "", 0, rerr
 		}
 	}
-	d := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil)))
-	switch {
-	case size >= 0 && n != size:
-		return "", 0, fmt.Errorf("blob %s: %w: got %d bytes, want %d", want, ErrCorrupt, n, size)
-	case want != "" && d != want:
-		return "", 0, fmt.Errorf("blob %s: %w: content hashes to %s", want, ErrCorrupt, d)
+	d := digest.NewDigest(digest.SHA256, h)
+	if err := checkBlob(d, n, want, size); err != nil {
+		return "", 0, err
 	}
 	hex := d.Encoded()
 	final := s.blobPath(hex)
@@ -176,6 +174,18 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 		return d, n, err
 	}
 	return d, n, syncDir(filepath.Dir(final))
+}
+
+// checkBlob refuses content of digest d and n bytes when want or size (if
+// set) say otherwise.
+func checkBlob(d digest.Digest, n int64, want digest.Digest, size int64) error {
+	switch {
+	case size >= 0 && n != size:
+		return fmt.Errorf("blob %s: %w: got %d bytes, want %d", want, ErrCorrupt, n, size)
+	case want != "" && d != want:
+		return fmt.Errorf("blob %s: %w: content hashes to %s", want, ErrCorrupt, d)
+	}
+	return nil
 }
 
 // pinExisting reports whether the object final is present with size n, and if
@@ -301,7 +311,7 @@ func (b *BlobReader) Read(p []byte) (int, error) {
 	b.h.Write(p[:n])
 	b.n += int64(n)
 	if err == io.EOF {
-		got := digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", b.h.Sum(nil)))
+		got := digest.NewDigest(digest.SHA256, b.h)
 		switch {
 		case b.n != b.size:
 			b.err = fmt.Errorf("blob %s: %w: read %d bytes of %d", b.d, ErrCorrupt, b.n, b.size)
@@ -361,7 +371,7 @@ func hashFile(ctx context.Context, f *os.File) (digest.Digest, int64, error) {
 			return "", 0, err
 		}
 	}
-	return digest.NewDigestFromEncoded(digest.SHA256, fmt.Sprintf("%x", h.Sum(nil))), n, nil
+	return digest.NewDigest(digest.SHA256, h), n, nil
 }
 
 // CopyTo copies the blob to dst, which must be an empty file opened for
