@@ -208,6 +208,9 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		}
 	}
 	for _, it := range items {
+		if states[it.name] == ArtifactCurrent {
+			continue // untouched: its stamp entry (next is old here) still holds
+		}
 		files, err := x.identify(image, it.name)
 		if err != nil {
 			return nil, err
