@@ -264,7 +264,10 @@ func (c *Client) rememberRefuses11(host string) {
 }
 
 // lockRepo serialises this process's changes to one repository's tags (two
-// images publishing variants into one version's index).
+// images publishing variants into one version's index); a local layout is
+// also locked against other processes (layout.lockPublish). A remote
+// registry has no lock: two machines publishing one version race, and the
+// last tag wins.
 func (c *Client) lockRepo(name string) func() {
 	c.mu.Lock()
 	m := c.repoLock[name]

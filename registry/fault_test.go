@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -699,5 +700,47 @@ func TestSecurityRow13CutContentLength(t *testing.T) {
 	}
 	if ok, _ := l.exists(ctx, ocispec.Descriptor{Digest: target, Size: int64(len(faultImage.files[1].content))}); ok {
 		t.Error("the cut blob is in the local layout")
+	}
+}
+
+// TestSecurityRow07TwoProcessesOneVersion: two processes (two Clients, each
+// with its own lock files' descriptors) publish two images into one version
+// of a local layout; the second starts while the first is inside its
+// read-merge-tag. The version's index ends up with both: neither merge is
+// made from an index the other was about to replace.
+func TestSecurityRow07TwoProcessesOneVersion(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	imgA := testImage{name: "a", version: "1.0.0", devices: []string{"dev/a"}, repo: "fleet/x", files: []testFile{{"a.squashfs", "squashfs", []byte("aaaa")}}}
+	imgB := testImage{name: "b", version: "1.0.0", devices: []string{"dev/b"}, repo: "fleet/x", arch: "arm64", files: []testFile{{"b.squashfs", "squashfs", []byte("bbbb")}}}
+	reqA, reqB := imgA.request(t, st), imgB.request(t, st)
+	bWaits := make(chan struct{})
+	cB := newClient(t, st, Options{hook: func(step string) {
+		if step == "repo-locking" {
+			close(bWaits)
+		}
+	}})
+	bDone := make(chan error, 1)
+	started := false
+	cA := newClient(t, st, Options{hook: func(step string) {
+		if step == "index-locked" && !started {
+			// A is tagging its merged index: B starts now and must wait.
+			started = true
+			go func() { _, err := cB.Publish(ctx, reqB); bDone <- err }()
+			<-bWaits
+		}
+	}})
+	if _, err := cA.Publish(ctx, reqA); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bDone; err != nil {
+		t.Fatal(err)
+	}
+	h, err := cA.Versions(ctx, "fleet/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Versions) != 1 || !slices.Equal(h.Versions[0].Images, []string{"a", "b"}) {
+		t.Fatalf("versions after two concurrent publishes: %+v, want 1.0.0 with images a and b", h.Versions)
 	}
 }

@@ -291,6 +291,17 @@ func (l *layout) update(change func(*ocispec.Index) error) error {
 	return nil
 }
 
+// lockPublish holds off other processes publishing into this repository
+// while a version's index is read, merged with an image's entries and
+// tagged. A lock of its own: tag takes the index lock inside it.
+func (l *layout) lockPublish() (func(), error) {
+	unlock, err := lockFile(filepath.Join(l.dir, ".publish.lock"))
+	if err != nil {
+		return nil, fmt.Errorf("oci layout %s: lock: %w", l.dir, err)
+	}
+	return unlock, nil
+}
+
 // lockFile takes an exclusive flock on p, created if missing. The kernel
 // releases it when the holder dies, so a killed process leaves no stale lock.
 func lockFile(p string) (func(), error) {

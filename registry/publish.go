@@ -234,6 +234,16 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 	// to it: read what the tag holds, replace this image's entries, write.
 	unlock := c.lockRepo(ref.Name())
 	defer unlock()
+	if l, ok := t.(*layout); ok {
+		// Another process may be merging its image into the same index: the
+		// whole read-merge-tag is its critical section, not just the write.
+		c.step("repo-locking")
+		unlockLayout, err := l.lockPublish()
+		if err != nil {
+			return nil, err
+		}
+		defer unlockLayout()
+	}
 	entries := []ocispec.Descriptor{}
 	if img.container != nil {
 		d := *img.container
