@@ -90,6 +90,13 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 	if err != nil && !errors.Is(err, errNoCurrent) {
 		return nil, fmt.Errorf("install: %w", err)
 	}
+	if cur != nil && matchDevice([]string{cur.DeviceType}, opts.DeviceType) < 0 && matchDevice([]string{opts.DeviceType}, cur.DeviceType) < 0 {
+		// A mistyped --device-type must not put another board's image on
+		// the device (checked before anything is fetched). The same board
+		// named more or less specifically (test/probe, test/probe/rev2) is
+		// the same device.
+		return nil, fmt.Errorf("install %s: %w: %s holds an image for device type %s, not %s (a device that really changed type starts from an empty target)", ref, ErrRefused, dir, cur.DeviceType, opts.DeviceType)
+	}
 	a, src, err := c.fetchArtifact(ctx, r, opts.DeviceType, opts.Platform)
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", ref, err)
