@@ -115,9 +115,10 @@ func slotsState(t *testing.T, dir string) map[string]string {
 	return out
 }
 
-// TestSecurityRow25InstallRefusals: a tampered blob, the wrong device type,
-// an older version, and a file changed after it was verified are all refused
-// before the inactive slot is touched.
+// TestSecurityRow25InstallRefusals: a tampered blob, the wrong device type
+// (for the image or for what the target holds), an older version, and a file
+// changed after it was verified are all refused before the inactive slot is
+// touched.
 func TestSecurityRow25InstallRefusals(t *testing.T) {
 	ctx := context.Background()
 	st := newStore(t)
@@ -128,6 +129,12 @@ func TestSecurityRow25InstallRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := c.Install(ctx, v2, dir, InstallOptions{DeviceType: "test/probe"}); err != nil {
+		t.Fatal(err)
+	}
+	// A version also offered for another board: the target holds test/probe.
+	other := testImage{name: "probe", version: "3.0.0", devices: []string{"test/probe", "test/other"}, repo: "dev/probe",
+		files: []testFile{{"rootfs.squashfs", "squashfs", []byte("rootfs 3.0.0")}}}
+	if _, err := c.Publish(ctx, other.request(t, st)); err != nil {
 		t.Fatal(err)
 	}
 	before := slotsState(t, dir)
@@ -143,7 +150,9 @@ func TestSecurityRow25InstallRefusals(t *testing.T) {
 		prep func(c *Client)
 		want error
 	}{
-		{"wrong device type", v2, InstallOptions{DeviceType: "other/board"}, nil, ErrNoMatch},
+		{"device type the image is not for", v2, InstallOptions{DeviceType: "test"}, nil, ErrNoMatch},
+		{"another board than the installed one", v2, InstallOptions{DeviceType: "other/board"}, nil, ErrRefused},
+		{"another board the image is also for", "dev/probe:3.0.0", InstallOptions{DeviceType: "test/other"}, nil, ErrRefused},
 		{"older version", v1, InstallOptions{DeviceType: "test/probe"}, nil, ErrRefused},
 		{"tampered blob", v1, InstallOptions{DeviceType: "test/probe", AllowDowngrade: true}, func(*Client) {
 			p := blobOf(rootfs1)
@@ -251,3 +260,49 @@ func TestSecurityRow24InstallInterrupted(t *testing.T) {
 }
 
 var _ = ocispec.Descriptor{}
+
+// TestDuplicateLayerTitlesRefused: an artifact whose two layers carry one
+// title (one file would overwrite the other in a slot) is refused before
+// anything is installed.
+func TestDuplicateLayerTitlesRefused(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t, newStore(t), Options{})
+	dir, err := c.layoutDir("dup/image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := openLayout(dir, "dup/image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(b []byte, mt string, title string) ocispec.Descriptor {
+		d := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(b), Size: int64(len(b))}
+		if err := l.push(ctx, d, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		if title != "" {
+			d.Annotations = map[string]string{ocispec.AnnotationTitle: title, AnnotationFormat: "ext4"}
+		}
+		return d
+	}
+	one, two := put([]byte("one"), mediaTypeOf("ext4"), "disk.ext4"), put([]byte("two"), mediaTypeOf("ext4"), "disk.ext4")
+	cb, _, err := encode(Config{Name: "dup", Version: "1.0.0", Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, DeviceTypes: []string{"test/dup"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := put(cb, MediaTypeConfig, "")
+	mb, md, err := manifestFor(cfg, []ocispec.Descriptor{one, two}, map[string]string{AnnotationDeviceTypes: "test/dup"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.tag(ctx, md, mb, "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if _, err := c.Install(ctx, "dup/image:1.0.0", target, InstallOptions{DeviceType: "test/dup"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("install of an artifact with two layers titled alike: %v, want %v", err, ErrInvalid)
+	}
+	if _, err := os.Lstat(filepath.Join(target, CurrentLink)); !os.IsNotExist(err) {
+		t.Errorf("something was installed: %v", err)
+	}
+}

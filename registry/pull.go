@@ -251,11 +251,18 @@ func (c *Client) resolveArtifact(ctx context.Context, t target, r Ref, deviceTyp
 	if a.index == nil && deviceType != "" && matchDevice(a.cfg.DeviceTypes, deviceType) < 0 {
 		return nil, fmt.Errorf("%s: %w for device type %q; on offer: %s", r, ErrNoMatch, deviceType, strings.Join(a.cfg.DeviceTypes, ", "))
 	}
+	titles := map[string]bool{}
 	for _, l := range a.man.Layers {
 		if l.MediaType != emptyJSON.MediaType {
-			if err := checkTitle(l.Annotations[ocispec.AnnotationTitle]); err != nil {
+			title := l.Annotations[ocispec.AnnotationTitle]
+			if err := checkTitle(title); err != nil {
 				return nil, fmt.Errorf("%s: %w", r, err)
 			}
+			if titles[title] {
+				// One would overwrite the other in a slot or an -o directory.
+				return nil, fmt.Errorf("%s: %w: two layers are titled %q", r, ErrInvalid, title)
+			}
+			titles[title] = true
 		}
 	}
 	if a.index != nil {
