@@ -117,6 +117,9 @@ func TestSecurityRow31TamperedPlan(t *testing.T) {
 			nodeNamed(doc, "sources.files")["source"].(map[string]any)["path"] = "../../../../etc"
 		}, `path "../../../../etc" must be relative, inside the workspace`},
 		{"control characters", set("images.a.stages[0]", "origin", "keys.cue:1:1\x1b[2J"), "origin has control characters"},
+		// Limits are policy, outside the key, but must not overflow a duration.
+		{"timeout overflow", set("images.a.stages[0]", "limits", map[string]any{"timeout_seconds": int64(1) << 62}), "out of range"},
+		{"negative memory", set("images.a.stages[0]", "limits", map[string]any{"memory": -1}), "out of range"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

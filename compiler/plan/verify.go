@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -109,6 +111,9 @@ type verifier struct {
 	hostNode *Node
 }
 
+// maxTimeoutSeconds is the longest timeout a time.Duration holds.
+const maxTimeoutSeconds = math.MaxInt64 / int64(time.Second)
+
 func (v *verifier) node(i int, n *Node) error {
 	if n == nil {
 		return fmt.Errorf("%w: node %d is null", ErrInvalid, i)
@@ -133,6 +138,9 @@ func (v *verifier) node(i int, n *Node) error {
 	}
 	if !printable(n.Origin) {
 		return bad("origin has control characters")
+	}
+	if l := n.Limits; l != nil && (l.TimeoutSeconds < 0 || l.TimeoutSeconds > maxTimeoutSeconds || l.Memory < 0 || l.TmpSize < 0) {
+		return bad("limits %+v are negative or out of range", *l)
 	}
 	deps := map[string]bool{}
 	for _, d := range n.Deps {
