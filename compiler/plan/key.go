@@ -9,8 +9,9 @@ import (
 	"github.com/gowebpki/jcs"
 )
 
-// KeyVersion is hashed into every key; bump it when the key rules change.
-const KeyVersion = 1
+// KeyVersion is hashed into every key; bump it when the key rules change (2:
+// output names and hook on_failure became fields of the document, not options).
+const KeyVersion = 2
 
 // keyDoc is what a key hashes (DESIGN §3). For the strong key Inputs hold the
 // dependencies' strong keys; the compiler's weak key uses their names instead.
