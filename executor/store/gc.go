@@ -211,7 +211,10 @@ func (s *Store) gc(ctx context.Context, maxSize int64) (GCStats, error) {
 	defer forceRemoveAll(trash)
 
 	// Delete in short exclusive sections, so writers wait at most one slice.
-	// Records go first, so that no record ever points at a removed object.
+	// Records go first, so that no record ever points at a removed object;
+	// their removal is made durable before the first object goes, so a crash
+	// cannot bring back a record whose objects are gone.
+	recordsSynced := false
 	for first := true; first || len(drop) > 0 || len(cands) > 0; first = false {
 		if err := g.catchUp(ctx); err != nil {
 			return stats, err
@@ -224,6 +227,14 @@ func (s *Store) gc(ctx context.Context, maxSize int64) (GCStats, error) {
 		end := time.Now().Add(gcSlice)
 		if err == nil && len(drop) > 0 {
 			drop, err = g.dropRecords(drop, end, &stats)
+		}
+		if err == nil && len(drop) == 0 && len(cands) > 0 && !recordsSynced {
+			for _, d := range []string{dirActions, dirFailures} {
+				if err = syncDir(filepath.Join(s.dir, d)); err != nil {
+					break
+				}
+			}
+			recordsSynced = true
 		}
 		if err == nil && len(drop) == 0 {
 			cands, err = g.sweep(cands, end, trash, &stats)
