@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -94,7 +96,7 @@ func (rc *Cache) PutAction(ctx context.Context, a *store.Action) error {
 	} else {
 		blobs = append(blobs, bytesBlob(emptyJSON, []byte("{}")))
 	}
-	for _, name := range sortedKeys(a.Outputs) {
+	for _, name := range slices.Sorted(maps.Keys(a.Outputs)) {
 		d := a.Outputs[name]
 		if d == a.Tree {
 			continue // a tree output is the tree itself
@@ -360,13 +362,4 @@ func (t *Tiered) PutAction(ctx context.Context, a *store.Action) error {
 // LockKeyWaiting forwards to the local store's key locks.
 func (t *Tiered) LockKeyWaiting(ctx context.Context, key string, waiting func(holder int)) (func(), error) {
 	return t.Local.LockKeyWaiting(ctx, key, waiting)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sortStrings(out)
-	return out
 }

@@ -45,16 +45,6 @@ func mediaTypeOf(format string) string {
 	return f.MediaType
 }
 
-// formatOf returns the output format whose media type is mt, "" if none.
-func formatOf(mt string) string {
-	for _, f := range plan.OutputFormats {
-		if f.MediaType == mt {
-			return f.Name
-		}
-	}
-	return ""
-}
-
 // isManifest reports whether mt is a manifest or index media type: content
 // registries serve from the manifests endpoint.
 func isManifest(mt string) bool {
@@ -94,5 +84,3 @@ func sortedStrings(s []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
-
-func sortStrings(s []string) { slices.Sort(s) }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -81,7 +83,7 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stderr, "%d entries, %s referenced, store %s\n", len(out), humanSize(total), g.storeDir())
 			if len(state) > 0 {
 				var parts []string
-				for _, name := range sortedNames(state) {
+				for _, name := range slices.Sorted(maps.Keys(state)) {
 					parts = append(parts, name+" "+humanSize(state[name]))
 				}
 				fmt.Fprintf(g.stderr, "state: %s\n", strings.Join(parts, ", "))

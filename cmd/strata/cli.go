@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -247,7 +249,7 @@ func completeTemplates(g *globals) func(*cobra.Command, []string, string) ([]str
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		var out []string
-		for _, name := range sortedNames(ws.Templates) {
+		for _, name := range slices.Sorted(maps.Keys(ws.Templates)) {
 			if strings.HasPrefix(name, toComplete) {
 				out = append(out, name)
 			}

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/strata-build/strata/compiler/compilecache"
@@ -64,7 +66,7 @@ func (g *globals) warnHostRoot(p *plan.Plan) {
 	if len(set) == 0 {
 		return
 	}
-	images := sortedNames(set)
+	images := slices.Sorted(maps.Keys(set))
 	origin := "-"
 	if img := p.Images[strings.TrimPrefix(images[0], "images.")]; img != nil {
 		origin = img.Origin

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/strata-build/strata/compiler"
@@ -171,7 +173,7 @@ func (g *globals) noteExpanded(ws *lang.Workspace) {
 	if g.json() {
 		return
 	}
-	for _, name := range sortedNames(ws.Templates) {
+	for _, name := range slices.Sorted(maps.Keys(ws.Templates)) {
 		t := ws.Templates[name]
 		if t.Job == "" {
 			continue
@@ -187,7 +189,7 @@ func (g *globals) noteExpanded(ws *lang.Workspace) {
 // pendingOf lists the templates of ws that wait on a job, as the plan would.
 func pendingOf(ws *lang.Workspace) []plan.Pending {
 	var out []plan.Pending
-	for _, name := range sortedNames(ws.Templates) {
+	for _, name := range slices.Sorted(maps.Keys(ws.Templates)) {
 		if t := ws.Templates[name]; t.Pending {
 			out = append(out, plan.Pending{Template: name, Resource: t.Resource, Job: "jobs." + t.Job, Origin: t.Pos.String()})
 		}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -105,7 +107,7 @@ func runPush(ctx context.Context, g *globals, f pushFlags, args []string) error 
 		}
 	}
 	if len(names) == 0 {
-		for _, name := range imageNamesOf(p.Images) {
+		for _, name := range slices.Sorted(maps.Keys(p.Images)) {
 			if p.Images[name].Publish != "" || f.to != "" {
 				names = append(names, name)
 			}
@@ -119,7 +121,7 @@ func runPush(ctx context.Context, g *globals, f pushFlags, args []string) error 
 		name := strings.TrimPrefix(n, "images.")
 		img, ok := p.Images[name]
 		if !ok {
-			return &usageError{fmt.Errorf("push: %q is not an image (%s)%s", n, strings.Join(imageNamesOf(p.Images), ", "), didYouMean(name, imageNamesOf(p.Images)))}
+			return &usageError{fmt.Errorf("push: %q is not an image (%s)%s", n, strings.Join(slices.Sorted(maps.Keys(p.Images)), ", "), didYouMean(name, slices.Sorted(maps.Keys(p.Images))))}
 		}
 		if img.Publish == "" {
 			if f.to == "" {
@@ -477,12 +479,12 @@ func (r *transferRenderer) event(ev registry.Event) {
 		el := ev.Time.Sub(r.started[key])
 		delete(r.started, key)
 		delete(r.bytes, key)
-		line = fmt.Sprintf("blob    %s %s %s in %.2fs (%s)", terminalSafe(ev.Repository), terminalSafe(name), sizeString(ev.Size), el.Seconds(), rate(ev.Size, el))
+		line = fmt.Sprintf("blob    %s %s %s in %.2fs (%s)", terminalSafe(ev.Repository), terminalSafe(name), humanSize(ev.Size), el.Seconds(), rate(ev.Size, el))
 	case registry.EventBlobExists:
 		if !r.g.verbose {
 			break
 		}
-		line = fmt.Sprintf("exists  %s %s %s", terminalSafe(ev.Repository), terminalSafe(name), sizeString(ev.Size))
+		line = fmt.Sprintf("exists  %s %s %s", terminalSafe(ev.Repository), terminalSafe(name), humanSize(ev.Size))
 	case registry.EventIdentical:
 		line = "identical " + terminalSafe(ev.Message)
 	case registry.EventBlobMounted:
@@ -530,7 +532,7 @@ func (r *transferRenderer) redraw(line string, now time.Time) {
 			name = shortDigest(ev.Digest.String())
 		}
 		el := now.Sub(r.started[k])
-		fmt.Fprintf(&b, "  %s %s / %s (%s)\n", clipRunes(terminalSafe(name), 40), sizeString(ev.Bytes), sizeString(ev.Size), rate(ev.Bytes, el))
+		fmt.Fprintf(&b, "  %s %s / %s (%s)\n", clipRunes(terminalSafe(name), 40), humanSize(ev.Bytes), humanSize(ev.Size), rate(ev.Bytes, el))
 		r.drawn++
 	}
 	io.WriteString(r.w, b.String())
@@ -553,21 +555,9 @@ func shortDigest(d string) string {
 	return d
 }
 
-func sizeString(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 func rate(n int64, d time.Duration) string {
 	if d <= 0 {
 		return "-"
 	}
-	return sizeString(int64(float64(n)/d.Seconds())) + "/s"
+	return humanSize(int64(float64(n)/d.Seconds())) + "/s"
 }

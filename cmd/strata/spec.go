@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -322,7 +323,7 @@ the store, as build does) and shows the expansion of the records they wrote.`,
 			if err != nil {
 				return err
 			}
-			names := sortedNames(ws.Templates)
+			names := slices.Sorted(maps.Keys(ws.Templates))
 			if len(a) == 1 {
 				if ws.Templates[a[0]] == nil {
 					if specErr != nil {
@@ -441,15 +442,6 @@ func writeExpand(g *globals, ws *lang.Workspace, names []string, specErr error) 
 		return g.reportSpecError(specErr)
 	}
 	return nil
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func newStagesCmd(g *globals) *cobra.Command {
