@@ -3,7 +3,6 @@ package registry
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -104,14 +103,11 @@ func (r Ref) Loopback() bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// tagChars is the OCI distribution spec's tag grammar,
-// [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, without its length bound: a counted
-// repetition compiles to a program 128 times as long, which every start of
-// strata paid (~0.5 ms). validTag checks the bound.
-var tagChars = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]*$`)
-
-// validTag reports whether t is a valid OCI tag.
-func validTag(t string) bool { return len(t) <= 128 && tagChars.MatchString(t) }
+// validTag reports whether t is a valid OCI tag, by oras-go's rule
+// ([a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, the distribution spec's grammar).
+func validTag(t string) bool {
+	return orasregistry.Reference{Reference: t}.ValidateReferenceAsTag() == nil
+}
 
 // TagOf is the tag a version is published under: the version itself, with
 // '+' (semver build metadata, which tags cannot hold) written as '_', as Helm
