@@ -216,7 +216,7 @@ func (rc *Cache) GetAction(ctx context.Context, key string) (*store.Action, erro
 				return nil, fmt.Errorf("cache %s: %w", key, err)
 			}
 		default:
-			if rc.c.c.has(l) {
+			if rc.c.c.has(ctx, l) {
 				continue
 			}
 			rd, err := rc.t.fetch(ctx, l)
@@ -250,7 +250,7 @@ func (rc *Cache) materialise(ctx context.Context, cfg, layer ocispec.Descriptor)
 	want := map[string]tree.Entry{}
 	missing := map[digest.Digest]bool{}
 	for _, e := range tr.Entries {
-		if e.Type == tree.File && !rc.c.c.has(ocispec.Descriptor{Digest: e.Digest, Size: e.Size}) {
+		if e.Type == tree.File && !rc.c.c.has(ctx, ocispec.Descriptor{Digest: e.Digest, Size: e.Size}) {
 			want[e.Path] = e
 			missing[e.Digest] = true
 		}

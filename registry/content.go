@@ -21,7 +21,9 @@ type contents interface {
 	// (instead of io.EOF) when the bytes do not match the size and digest.
 	fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 	// has reports whether the content is present with desc's size.
-	has(desc ocispec.Descriptor) bool
+	// has reports whether the store holds desc, pinning it to ctx's lease
+	// (store.WithLease) when it does, so GC cannot take it before it is used.
+	has(ctx context.Context, desc ocispec.Descriptor) bool
 	// put stores r's bytes, which must hash to desc.Digest.
 	put(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error
 	// path is a local file holding the content, to be read and never written.
@@ -48,8 +50,8 @@ func (s storeContents) fetch(ctx context.Context, desc ocispec.Descriptor) (io.R
 	return s.st.Fetch(ctx, desc)
 }
 
-func (s storeContents) has(desc ocispec.Descriptor) bool {
-	ok, err := s.st.Exists(context.Background(), desc)
+func (s storeContents) has(ctx context.Context, desc ocispec.Descriptor) bool {
+	ok, err := s.st.Exists(ctx, desc)
 	return err == nil && ok
 }
 

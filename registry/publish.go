@@ -528,7 +528,7 @@ func (c *Client) treeArchive(ctx context.Context, d ocispec.Descriptor, epoch in
 	memo := filepath.Join(dir, fmt.Sprintf("%s-%d.json", d.Digest.Encoded(), epoch))
 	if b, err := os.ReadFile(memo); err == nil {
 		var out ocispec.Descriptor
-		if json.Unmarshal(b, &out) == nil && c.c.has(out) {
+		if json.Unmarshal(b, &out) == nil && c.c.has(ctx, out) {
 			return out, nil
 		}
 	}
