@@ -163,6 +163,10 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 	// layout's manifests after their blobs): an unchanged re-push is a few
 	// HEAD requests, whatever the number of files.
 	v11 := !c.refuses11(ref.Registry)
+	form := "oci-1.1"
+	if !v11 {
+		form = "oci-1.0"
+	}
 	mb, md, err := manifestFor(img.config, img.layers, img.annotations, v11)
 	if err != nil {
 		return nil, err
@@ -172,7 +176,7 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 	if d, same := c.alreadyPublished(ctx, t, img, md, tags); same {
 		c.emit(Event{Kind: EventIdentical, Repository: t.name(), Digest: d.Digest, Tag: versionTag,
 			Message: fmt.Sprintf("%s %s is identical to what %s:%s holds: nothing published", img.name, img.version, t.name(), versionTag)})
-		pub := &Published{Image: img.name, Repository: ref.Name(), Version: img.version, Tags: tags, Form: "oci-1.1",
+		pub := &Published{Image: img.name, Repository: ref.Name(), Version: img.version, Tags: tags, Form: form,
 			Index: d.Digest, Manifest: md.Digest, Identical: true}
 		if img.container != nil {
 			pub.Container = img.container.Digest
@@ -198,7 +202,7 @@ func (c *Client) publish(ctx context.Context, req executor.PublishRequest, ref R
 		}
 	}
 	c.step("blobs-pushed")
-	pub := &Published{Image: img.name, Repository: ref.Name(), Version: img.version, Tags: tags, Form: "oci-1.1"}
+	pub := &Published{Image: img.name, Repository: ref.Name(), Version: img.version, Tags: tags, Form: form}
 	if l, ok := t.(*layout); ok {
 		pub.Local = l.dir
 	}
