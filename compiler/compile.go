@@ -456,8 +456,8 @@ func (c *compiler) image(img *lang.Image) error {
 	return err
 }
 
-// outputOptions are an output node's options: its name and size as ever, the
-// format's options, and for oci the image's version and annotations, which
+// outputOptions are an output node's options: its size as ever, the format's
+// options, and for oci the image's version and annotations, which
 // change the artifact and so belong in its key (executor/output.PlanOptions
 // decodes them).
 func outputOptions(img *lang.Image, o lang.Output) map[string]any {

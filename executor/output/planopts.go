@@ -7,8 +7,9 @@ import (
 )
 
 // PlanOptions are an output node's options as the compiler writes them into a
-// plan: the output's name, its format options (with the schema's defaults
-// applied) and, for oci, the image's version and annotations. They are part of
+// plan: its format options (with the schema's defaults applied) and, for oci,
+// the image's version and annotations (the artifact's name is the node's
+// Artifact field). They are part of
 // the node's key, so everything that changes the artifact is here.
 type PlanOptions struct {
 	// Size is the ext4 size (Options.Size).

@@ -26,6 +26,11 @@ import (
 // made inside the cgroup strata itself runs in, so limits an administrator set
 // on strata (a systemd unit's MemoryMax, a container's) still bound every stage,
 // and a subtree delegated to an unprivileged user works the same way as root's.
+// One exception: on cgroup v2, strata's own cgroup holds strata, so it can give
+// children controllers only where a manager enabled them; otherwise root falls
+// back to the hierarchy's root, where stages have their own limits but are no
+// longer bound by the unit's (inside a container's cgroup namespace that root
+// is the container's). Delegating a subtree to strata keeps them inside.
 // Without a writable cgroup, rootless stages get RLIMIT_NPROC (see
 // rlimitProcs) and no memory limit but the bounded /tmp; doctor says so.
 

@@ -80,7 +80,9 @@ const x32Bit = 0x40000000
 // filterArches returns the architectures the filter admits when strata runs
 // as goarch: the native one first, then the 32-bit one its kernel also runs
 // (i386 binaries on x86_64, arm on arm64), so a 32-bit build root works and
-// cannot call around the list. Nil means seccomp is unsupported here.
+// cannot call around the list by its own syscall numbers (socketcall(2), whose
+// arguments are behind a pointer, still reaches AF_VSOCK: docs/security.md).
+// Nil means seccomp is unsupported here.
 func filterArches(goarch string) []*arch.Info {
 	switch goarch {
 	case "amd64":
