@@ -58,13 +58,8 @@ func readRecords(ctx context.Context, st *store.Store, p *plan.Plan, res *execut
 		if err != nil {
 			return nil, fmt.Errorf("%s: records: %w", pt.Job, err)
 		}
-		var rec *tree.Entry
-		for i := range t.Entries {
-			if e := &t.Entries[i]; e.Path == plan.RecordsFile && e.Type == tree.File {
-				rec = e
-			}
-		}
-		if rec == nil {
+		rec, ok := t.Lookup(plan.RecordsFile)
+		if !ok || rec.Type != tree.File {
 			return nil, fmt.Errorf("%s wrote no %s/%s", pt.Job, executor.JobOutPath, plan.RecordsFile)
 		}
 		if rec.Size > lang.MaxRecordsSize {
