@@ -223,7 +223,22 @@ func (g *globals) openStore() (*store.Store, error) {
 	return st, nil
 }
 
+// checkRunFlags refuses -j and --timeout values before anything is compiled
+// (build and test share them).
+func checkRunFlags(f buildFlags) error {
+	if f.jobs < 0 {
+		return &usageError{errJobs}
+	}
+	if f.timeout < 0 {
+		return &usageError{fmt.Errorf("--timeout must be positive")}
+	}
+	return nil
+}
+
 func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) error {
+	if err := checkRunFlags(f); err != nil {
+		return err
+	}
 	g.building = true
 	started := time.Now()
 	st, err := g.openStore()
@@ -240,12 +255,6 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	// A target the plan does not know may be an instance of a pending template.
 	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil && (fromFile || len(v.Plan().Pending) == 0) {
 		return &usageError{err}
-	}
-	if f.jobs < 0 {
-		return &usageError{errJobs}
-	}
-	if f.timeout < 0 {
-		return &usageError{fmt.Errorf("--timeout must be positive")}
 	}
 	bin, err := strataBinary()
 	if err != nil {

@@ -60,14 +60,14 @@ type jobReport struct {
 }
 
 func runTest(ctx context.Context, g *globals, f testFlags, args []string) error {
+	if err := checkRunFlags(f.build); err != nil {
+		return err
+	}
 	g.building = true
 	started := time.Now()
 	v, rest, err := g.loadPlan(ctx, args)
 	if err != nil {
 		return err
-	}
-	if f.build.jobs < 0 {
-		return &usageError{errJobs}
 	}
 	st, err := g.openStore()
 	if err != nil {

@@ -151,3 +151,24 @@ jobs: boot: {image: "images.img", command: ["/bin/true"], requires: features: ["
 		}
 	}
 }
+
+// TestRunFlagsRefusedFirstExec: build and test refuse a negative -j or
+// --timeout with exit 2 before they compile anything.
+func TestRunFlagsRefusedFirstExec(t *testing.T) {
+	ws := writeWS(t, `package test
+images: img: {version: "1", stages: [{type: "strata.hostname", options: hostname: "h"}]}
+`)
+	cache := t.TempDir()
+	for _, args := range [][]string{
+		{"build", "--timeout", "-1s"}, {"build", "-j", "-1"},
+		{"test", "--timeout", "-1s"}, {"test", "-j", "-1"},
+	} {
+		r := runCLI(t, ws, cache, args...)
+		if r.code != 2 || strings.Contains(r.stderr, "compile") {
+			t.Errorf("strata %v: exit %d\n%s", args, r.code, r.stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cache, "state", "compile")); !os.IsNotExist(err) {
+		t.Errorf("a refused command compiled the workspace: %v", err)
+	}
+}
