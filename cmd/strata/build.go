@@ -214,12 +214,18 @@ func alreadyReported(ctx context.Context, err error) error {
 	return &reportedError{code: exitFailed, err: err}
 }
 
+// openStore opens the store once per command: the compile cache, the build
+// and what follows it share one (one directory scan, one set of locks, one
+// session). run closes it when the command ends.
 func (g *globals) openStore() (*store.Store, error) {
-	dir := g.storeDir()
-	st, err := store.Open(dir)
+	if g.st != nil {
+		return g.st, nil
+	}
+	st, err := store.Open(g.storeDir())
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	g.st = st
 	return st, nil
 }
 
@@ -241,12 +247,6 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	}
 	g.building = true
 	started := time.Now()
-	st, err := g.openStore()
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	g.st = st
 	v, targets, err := g.loadPlan(ctx, args)
 	if err != nil {
 		return err
@@ -255,6 +255,10 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	// A target the plan does not know may be an instance of a pending template.
 	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil && (fromFile || len(v.Plan().Pending) == 0) {
 		return &usageError{err}
+	}
+	st, err := g.openStore()
+	if err != nil {
+		return err
 	}
 	bin, err := strataBinary()
 	if err != nil {
@@ -582,7 +586,6 @@ changed (JSON paths, old → new).`,
 			if err != nil {
 				return err
 			}
-			defer st.Close()
 			var all []*executor.Explanation
 			for _, n := range nodes {
 				ex, err := executor.Explain(ctx, st, p.Host, n)
@@ -636,7 +639,6 @@ assembled by strata itself and keep no log. With --output json:
 			if err != nil {
 				return err
 			}
-			defer st.Close()
 			type entry struct {
 				Node   string        `json:"node"`
 				Name   string        `json:"name"`

@@ -41,7 +41,6 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer st.Close()
 			infos, err := st.List(cmd.Context())
 			if err != nil {
 				return err
@@ -112,7 +111,6 @@ func newCacheGCCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer st.Close()
 			stats, err := st.GC(cmd.Context(), max)
 			if err != nil {
 				return signalExit(cmd.Context(), err)
@@ -142,7 +140,6 @@ func newCacheVerifyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer st.Close()
 			rep, err := st.Verify(cmd.Context())
 			if err != nil {
 				return signalExit(cmd.Context(), err)

@@ -12,7 +12,6 @@ import (
 	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	schema "github.com/strata-build/strata/cue"
-	"github.com/strata-build/strata/executor/store"
 	"github.com/strata-build/strata/lang"
 )
 
@@ -103,14 +102,10 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compileca
 // "compile", or nil when the store cannot give one: the cache is an
 // optimisation, so that only costs a compile.
 func (g *globals) compileCache() *compilecache.Cache {
-	st := g.st
-	if st == nil {
-		var err error
-		if st, err = store.Open(g.storeDir()); err != nil {
-			g.debugf("compile cache: %v", err)
-			return nil
-		}
-		defer st.Close()
+	st, err := g.openStore()
+	if err != nil {
+		g.debugf("compile cache: %v", err)
+		return nil
 	}
 	dir, err := st.StateDir("compile")
 	if err != nil {

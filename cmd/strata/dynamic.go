@@ -213,7 +213,6 @@ func (g *globals) runExpandResources(ctx context.Context) (*lang.Workspace, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	defer st.Close()
 	bin, err := strataBinary()
 	if err != nil {
 		return nil, nil, err
@@ -260,7 +259,6 @@ func (g *globals) loadPlanNamed(ctx context.Context, args []string) (*plan.Verif
 	if err != nil {
 		return nil, nil, err
 	}
-	defer st.Close()
 	ev, res, err := g.expandPlan(ctx, v, executor.Options{Store: st, Runner: cacheOnly{}, Workspace: g.dir})
 	if res != nil {
 		pt := v.Plan().Pending[0]

@@ -30,7 +30,8 @@ func (f *registryFlags) add(cmd *cobra.Command) {
 }
 
 // newClient opens the store and a registry client over it that reports
-// progress through a transferRenderer; done closes both.
+// progress through a transferRenderer; done ends the renderer (run closes
+// the store).
 func (g *globals) newClient(ctx context.Context, opts registry.Options) (c *registry.Client, st *store.Store, done func(), r *transferRenderer, err error) {
 	if st, err = g.openStore(); err != nil {
 		return nil, nil, nil, nil, err
@@ -39,10 +40,9 @@ func (g *globals) newClient(ctx context.Context, opts registry.Options) (c *regi
 	opts.Events = r.event
 	opts.UserAgent = "strata/" + strataVersion()
 	if c, err = registry.New(st, opts); err != nil {
-		st.Close()
 		return nil, nil, nil, nil, err
 	}
-	return c, st, func() { r.close(); st.Close() }, r, nil
+	return c, st, r.close, r, nil
 }
 
 type pushFlags struct {

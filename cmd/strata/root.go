@@ -85,9 +85,7 @@ type globals struct {
 	// building is set by commands that run the plan: a compile then starts
 	// the sandbox's one-time setup beside it.
 	building bool
-	// st is the store a command holds open for its whole run, if any: the
-	// compile cache takes its state directory from it instead of opening the
-	// store a second time.
+	// st is the store, opened once by openStore and closed by run.
 	st     *store.Store
 	stdout io.Writer
 	stderr io.Writer
@@ -102,6 +100,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if g.st != nil {
+		if cerr := g.st.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
 	if err == nil {
 		return exitOK
 	}

@@ -73,7 +73,6 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 	if err != nil {
 		return err
 	}
-	defer st.Close()
 	bin, err := strataBinary()
 	if err != nil {
 		return err
