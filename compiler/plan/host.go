@@ -5,15 +5,28 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 )
 
 // HostFingerprint identifies this machine as a "host" build root: its os-release
 // ID and VERSION_ID, its architecture and the strata version.
 func HostFingerprint(strataVersion string) Host {
 	h := Host{OS: runtime.GOOS, Arch: runtime.GOARCH, StrataVersion: strataVersion}
+	id, version := osRelease()
+	if id != "" {
+		h.OS = id
+	}
+	h.OSVersion = version
+	return h
+}
+
+// osRelease is /etc/os-release's ID and VERSION_ID, read once per process: a
+// command asks for the fingerprint for its compile cache key, the compile and
+// every plan it verifies.
+var osRelease = sync.OnceValues(func() (id, version string) {
 	f, err := os.Open("/etc/os-release")
 	if err != nil {
-		return h
+		return "", ""
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -25,10 +38,10 @@ func HostFingerprint(strataVersion string) Host {
 		v = strings.Trim(v, `"'`)
 		switch k {
 		case "ID":
-			h.OS = v
+			id = v
 		case "VERSION_ID":
-			h.OSVersion = v
+			version = v
 		}
 	}
-	return h
-}
+	return id, version
+})
