@@ -79,6 +79,11 @@ type Host struct {
 	Tools []Tool `json:"tools"`
 	// Fingerprint identifies the host build root for cache keys.
 	Fingerprint Fingerprint `json:"fingerprint"`
+
+	// cgroups are where Run makes each sandbox's cgroup: found once by
+	// detect, so ProcessLimit and MemoryLimit describe what Run does.
+	cgroups     cgroupParents
+	cgroupsSeen bool
 }
 
 // Tool is one program found (or not) on PATH.
@@ -170,8 +175,8 @@ func detect(ctx context.Context, cached *probes, probeRun bool) (*Host, error) {
 		}
 		h.Tools = append(h.Tools, t)
 	}
-	cgp := findCgroupParents()
-	h.ProcessLimit, h.MemoryLimit = cgp.processLimit(h.Root), cgp.memoryLimit()
+	h.cgroups, h.cgroupsSeen = findCgroupParents(), true
+	h.ProcessLimit, h.MemoryLimit = h.cgroups.processLimit(h.Root), h.cgroups.memoryLimit()
 	if prog, err := seccompProgram(); err == nil && prog != nil {
 		h.Seccomp = true
 	}

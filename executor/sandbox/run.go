@@ -135,7 +135,11 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 	if maxMemory == 0 {
 		maxMemory = DefaultMaxMemory()
 	}
-	cg, err := newCgroup(findCgroupParents(), maxProcs, maxMemory)
+	parents := host.cgroups
+	if !host.cgroupsSeen { // a Host made by hand, not by Detect
+		parents = findCgroupParents()
+	}
+	cg, err := newCgroup(parents, maxProcs, maxMemory)
 	if err != nil {
 		return -1, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
