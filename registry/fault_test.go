@@ -510,6 +510,34 @@ func noneCommitted(t *testing.T, c *Client, ref, out string, bad digest.Digest) 
 	}
 }
 
+// blobProxy starts a registry holding faultImage that serves the blob target
+// by fetching it from srv and handing its bytes to serve; count tells how many
+// times it did.
+func blobProxy(t *testing.T, srv *regtest.Server, st *store.Store, target digest.Digest, serve func(w http.ResponseWriter, b []byte)) (proxy *regtest.Server, count *atomic.Int64) {
+	t.Helper()
+	count = new(atomic.Int64)
+	proxy = startRegistry(t, regtest.Options{Wrap: faults(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+target.String()) {
+			return false
+		}
+		resp, err := http.Get(srv.URL + r.URL.Path)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		count.Add(1)
+		serve(w, b)
+		return true
+	})})
+	// The proxy serves everything else from its own storage: give it the
+	// same content.
+	if _, err := newClient(t, st, Options{Registry: proxy.Host}).Publish(context.Background(), faultImage.request(t, st)); err != nil {
+		t.Fatal(err)
+	}
+	return proxy, count
+}
+
 // TestSecurityRow13WrongShortPaddedBytes: a registry that serves a blob with
 // a flipped byte, short or padded fails the pull with a digest error, and
 // nothing is kept or tagged.
@@ -525,35 +553,18 @@ func TestSecurityRow13WrongShortPaddedBytes(t *testing.T) {
 		{"padded", func(b []byte) []byte { return append(b, 0) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var altered atomic.Int64
 			srv := startRegistry(t, regtest.Options{})
 			st := newStore(t)
 			c := newClient(t, st, Options{Registry: srv.Host})
 			if _, err := c.Publish(ctx, faultImage.request(t, st)); err != nil {
 				t.Fatal(err)
 			}
-			proxy := startRegistry(t, regtest.Options{Wrap: faults(func(w http.ResponseWriter, r *http.Request) bool {
-				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+target.String()) {
-					return false
-				}
-				resp, err := http.Get(srv.URL + r.URL.Path)
-				if err != nil {
-					return false
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				altered.Add(1)
+			proxy, altered := blobProxy(t, srv, st, target, func(w http.ResponseWriter, b []byte) {
 				w.Header().Del("Content-Length")
 				w.WriteHeader(http.StatusOK)
 				w.(http.Flusher).Flush() // chunked: no length to give the change away
 				w.Write(tc.alter(b))
-				return true
-			})})
-			// The proxy registry serves everything else from its own storage:
-			// give it the same content.
-			if _, err := newClient(t, st, Options{Registry: proxy.Host}).Publish(ctx, faultImage.request(t, st)); err != nil {
-				t.Fatal(err)
-			}
+			})
 			c2 := newClient(t, newStore(t), Options{})
 			out := t.TempDir()
 			ref := proxy.Host + "/fault/probe:1.0.0"
@@ -648,18 +659,10 @@ func TestSecurityRow13CutContentLength(t *testing.T) {
 	target := digest.FromBytes(faultImage.files[1].content)
 	srv := startRegistry(t, regtest.Options{})
 	st := newStore(t)
-	var cut atomic.Int64
-	proxy := startRegistry(t, regtest.Options{Wrap: faults(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+target.String()) {
-			return false
-		}
-		resp, err := http.Get(srv.URL + r.URL.Path)
-		if err != nil {
-			return false
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cut.Add(1)
+	if _, err := newClient(t, st, Options{Registry: srv.Host}).Publish(ctx, faultImage.request(t, st)); err != nil {
+		t.Fatal(err)
+	}
+	proxy, cut := blobProxy(t, srv, st, target, func(w http.ResponseWriter, b []byte) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(b[:len(b)/2])
@@ -667,40 +670,13 @@ func TestSecurityRow13CutContentLength(t *testing.T) {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			conn.Close()
 		}
-		return true
-	})})
-	// Both hold the image; the proxy serves the one blob cut short from srv.
-	for _, host := range []string{srv.Host, proxy.Host} {
-		if _, err := newClient(t, st, Options{Registry: host}).Publish(ctx, faultImage.request(t, st)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	c := newClient(t, newStore(t), Options{})
 	ref := proxy.Host + "/fault/probe:1.0.0"
-	if p, err := c.Pull(ctx, ref, PullOptions{}); err == nil {
-		t.Fatalf("a pull whose blob was cut short succeeded: %+v", p.Files)
+	if p, err := c.Pull(ctx, ref, PullOptions{}); err == nil || cut.Load() == 0 {
+		t.Fatalf("a pull whose blob was cut short: %v (cut %d times, files %+v)", err, cut.Load(), p)
 	}
-	if cut.Load() == 0 {
-		t.Fatal("the proxy never cut the blob")
-	}
-	r, err := ParseRef(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := c.LayoutDir(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := openLayout(dir, r.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tags, _ := l.tags(ctx); len(tags) != 0 {
-		t.Errorf("the local layout was tagged %v after a cut pull", tags)
-	}
-	if ok, _ := l.exists(ctx, ocispec.Descriptor{Digest: target, Size: int64(len(faultImage.files[1].content))}); ok {
-		t.Error("the cut blob is in the local layout")
-	}
+	noneCommitted(t, c, ref, t.TempDir(), target)
 }
 
 // TestSecurityRow07TwoProcessesOneVersion: two processes (two Clients, each
