@@ -178,7 +178,7 @@ func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 		return nil, err
 	}
 	p := s.actionPath(key)
-	a, f, err := s.readAction(p)
+	a, f, err := s.readAction(p, true)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
 	}
@@ -241,8 +241,10 @@ func (s *Store) touch(p string) error {
 }
 
 // readAction reads and decodes the entry at p, returning the open file too. A
-// malformed entry is removed and reported as ErrNotFound.
-func (s *Store) readAction(p string) (*Action, *os.File, error) {
+// malformed entry is reported as ErrNotFound, and removed when remove is set
+// (not by GC's mark phase, which holds no lock that keeps a writer from
+// renaming a good entry into place meanwhile).
+func (s *Store) readAction(p string, remove bool) (*Action, *os.File, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -253,7 +255,7 @@ func (s *Store) readAction(p string) (*Action, *os.File, error) {
 	var a Action
 	dec := json.NewDecoder(f)
 	if err := dec.Decode(&a); err != nil || validKey(a.Key) != nil {
-		if sameFile(f, p) {
+		if remove && sameFile(f, p) {
 			os.Remove(p)
 		}
 		f.Close()
@@ -390,7 +392,7 @@ func (s *Store) actionEntries() ([]actionEntry, error) {
 			continue
 		}
 		p := filepath.Join(dir, name)
-		a, f, err := s.readAction(p)
+		a, f, err := s.readAction(p, true)
 		if err != nil {
 			continue
 		}

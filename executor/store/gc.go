@@ -315,7 +315,7 @@ func (g *gcRun) readRecord(ctx context.Context, rel string, ino uint64) (*record
 	}
 	switch strings.TrimSuffix(dir, "/") {
 	case dirActions:
-		a, f, err := g.s.readAction(p)
+		a, f, err := g.s.readAction(p, false)
 		if err != nil {
 			return r, nil
 		}
