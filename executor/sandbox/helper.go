@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -64,6 +65,12 @@ func MaybeRunHelper() {
 }
 
 func runHelper(arg string) error {
+	// The parent-death signal, no_new_privs and the owner watch's seccomp
+	// filter belong to the calling thread, and execve keeps only the state of
+	// the thread that calls it: without the lock the scheduler may move this
+	// goroutine between them and exec bwrap from a thread that has none
+	// (under load, a chown the owner watch never saw).
+	runtime.LockOSThread()
 	var cfg helperConfig
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)

@@ -504,6 +504,38 @@ func TestStagingUnprivileged(t *testing.T) {
 	runAsNobody(t, "TestStagingUnprivileged", "unprivileged", nil)
 }
 
+// TestOwnerWatchUnprivileged: without root, a command's chown to an owner the
+// sandbox cannot set is answered EPERM and reported, even when the command
+// ignores the failure; chowns to root or "unchanged" pass. The filter is the
+// helper's thread's, so it is checked many times: a helper that execs bwrap
+// from another thread than the one that installed it loses it now and then.
+func TestOwnerWatchUnprivileged(t *testing.T) {
+	if os.Getenv(childEnv) != "ownerwatch" {
+		host(t)
+		runAsNobody(t, "TestOwnerWatchUnprivileged", "ownerwatch", nil)
+		return
+	}
+	h, err := Detect(context.Background())
+	if err != nil || h.Root {
+		t.Fatalf("unprivileged detect: %v %+v", err, h)
+	}
+	for i := range 30 {
+		tree := t.TempDir()
+		must(t, os.WriteFile(filepath.Join(tree, "x"), []byte("x"), 0o644))
+		var out bytes.Buffer
+		spec := Spec{Root: busyboxRoot(t), Tree: tree, WatchOwners: true, Stdout: &out, Stderr: &out,
+			Command: []string{"sh", "-c", "chown 0:0 " + TreePath + "/x && chown :0 " + TreePath + "/x && echo fine; chown 3000:3000 " + TreePath + "/x; echo $?"}}
+		code, err := Run(context.Background(), h, spec)
+		var oc *OwnerChangeError
+		if !errors.As(err, &oc) || !errors.Is(err, ErrOwnerChange) {
+			t.Fatalf("run %d: exit %d, err %v, want an OwnerChangeError\n%s", i, code, err, out.String())
+		}
+		if len(oc.Calls) != 1 || !strings.Contains(oc.Calls[0], "3000:3000") || !strings.HasPrefix(out.String(), "fine\n") {
+			t.Fatalf("run %d: calls %q, output %q", i, oc.Calls, out.String())
+		}
+	}
+}
+
 // runAsNobody re-runs the test named run as the unprivileged user nobody, with
 // childEnv=mode and env, and fails unless it passes. The child's TMPDIR is a
 // world-writable directory of the parent's that also holds a copy of the test
