@@ -58,9 +58,21 @@ func (n *Node) KeyDocument(host Host, refs KeyInputRefs) ([]byte, error) {
 	if n.Inputs.BuildRoot == HostRoot {
 		doc.Host = &host
 	}
-	b, err := json.Marshal(doc)
+	if b, ok := appendKeyDoc(make([]byte, 0, 512), &doc); ok {
+		return b, nil
+	}
+	b, err := marshalKeyDoc(&doc)
 	if err != nil {
 		return nil, fmt.Errorf("key of %s: %w", n.Name, err)
+	}
+	return b, nil
+}
+
+// marshalKeyDoc is the general path of KeyDocument (see appendKeyDoc).
+func marshalKeyDoc(doc *keyDoc) ([]byte, error) {
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
 	}
 	return jcs.Transform(b)
 }
