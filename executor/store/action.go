@@ -245,7 +245,7 @@ func (s *Store) touch(p string) error {
 // (not by GC's mark phase, which holds no lock that keeps a writer from
 // renaming a good entry into place meanwhile).
 func (s *Store) readAction(p string, remove bool) (*Action, *os.File, error) {
-	f, err := os.Open(p)
+	f, err := openRecord(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, ErrNotFound
@@ -253,8 +253,8 @@ func (s *Store) readAction(p string, remove bool) (*Action, *os.File, error) {
 		return nil, nil, err
 	}
 	var a Action
-	dec := json.NewDecoder(f)
-	if err := dec.Decode(&a); err != nil || validKey(a.Key) != nil {
+	b, err := readRecord(f)
+	if err != nil || json.Unmarshal(b, &a) != nil || validKey(a.Key) != nil {
 		if remove && sameFile(f, p) {
 			os.Remove(p)
 		}
