@@ -245,7 +245,7 @@ func (s *Store) touch(p string) error {
 // (not by GC's mark phase, which holds no lock that keeps a writer from
 // renaming a good entry into place meanwhile).
 func (s *Store) readAction(p string, remove bool) (*Action, *os.File, error) {
-	f, err := openRecord(p)
+	f, err := openFile(p, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, ErrNotFound

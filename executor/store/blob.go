@@ -265,7 +265,7 @@ func (s *Store) OpenBlobSize(d digest.Digest, size int64) (*BlobReader, error) {
 }
 
 func openVerified(p string, d digest.Digest, size int64) (*BlobReader, error) {
-	f, err := os.Open(p)
+	f, err := openFile(p, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)

@@ -123,7 +123,7 @@ func (s *Store) AddFile(ctx context.Context, path, mediaType string) (ocispec.De
 }
 
 func (s *Store) addFile(ctx context.Context, path, mediaType string) (ocispec.Descriptor, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := openFile(path, unix.O_NOFOLLOW)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}

@@ -66,7 +66,7 @@ func (s *Store) LinkFile(ctx context.Context, path string, mode uint32, uid, gid
 
 func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, error) {
 	mode &= 0o7777
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := openFile(path, unix.O_NOFOLLOW)
 	if err != nil {
 		return "", 0, err
 	}

@@ -334,11 +334,12 @@ func syncDir(dir string) error {
 }
 
 // sameFile reports whether the open file f is still the file at name.
-// openRecord opens the small store file p for reading. A cached build reads
-// one record per node: os.Open would also try (and fail) to register each
-// regular file with the network poller, four more system calls a file.
-func openRecord(p string) (*os.File, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// openFile opens the file p read-only with the extra flags. os.Open would also
+// try (and fail) to register a regular file with the network poller, four
+// more system calls a file; a cached build reads a record per node, and a
+// commit opens every file of the tree.
+func openFile(p string, flags int) (*os.File, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
 	}
