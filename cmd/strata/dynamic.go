@@ -24,8 +24,8 @@ import (
 
 // runResourceJobs builds the resource jobs the plan's pending templates wait
 // on, with what they need, and returns what each wrote to records.jsonl, by
-// job name (as lang.WithJobRecords takes it). The build's result is returned
-// with its error when a job failed.
+// job name (as lang.WithJobRecords takes it), and the build's result, which
+// also comes back with its error when a job failed.
 func runResourceJobs(ctx context.Context, v *plan.Verified, opts executor.Options) (map[string][]byte, *executor.BuildResult, error) {
 	p := v.Plan()
 	opts.Targets = p.PendingJobs()
@@ -34,7 +34,10 @@ func runResourceJobs(ctx context.Context, v *plan.Verified, opts executor.Option
 		return nil, res, err
 	}
 	records, err := readRecords(ctx, opts.Store, p, res)
-	return records, nil, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return records, res, nil
 }
 
 // readRecords reads the records.jsonl of each job the plan's pending templates
@@ -76,9 +79,10 @@ func readRecords(ctx context.Context, st *store.Store, p *plan.Plan, res *execut
 
 // expandPlan runs the resource jobs v's pending templates wait on, then loads,
 // compiles and verifies the workspace again with their records: the plan in
-// which every template is expanded. When a job failed, the resource build's
-// result comes back with its error; a spec error (a record its schema refuses)
-// has been reported.
+// which every template is expanded, with the resource build's result (for the
+// build to account for what it ran). When a job failed, that result comes back
+// with its error and no plan; a spec error (a record its schema refuses) has
+// been reported.
 func (g *globals) expandPlan(ctx context.Context, v *plan.Verified, opts executor.Options) (*plan.Verified, *executor.BuildResult, error) {
 	records, res, err := runResourceJobs(ctx, v, opts)
 	if err != nil {
@@ -102,7 +106,7 @@ func (g *globals) expandPlan(ctx context.Context, v *plan.Verified, opts executo
 	if err != nil {
 		return nil, nil, err
 	}
-	return ev, nil, nil
+	return ev, res, nil
 }
 
 // needsInstances reports whether building targets needs the instances of the
@@ -136,14 +140,47 @@ func (g *globals) buildExpanding(ctx context.Context, v *plan.Verified, opts exe
 	if fromFile || !needsInstances(p, opts.Targets) {
 		return executor.Build(ctx, v, opts)
 	}
-	ev, res, err := g.expandPlan(ctx, v, opts)
+	ev, first, err := g.expandPlan(ctx, v, opts)
 	if err != nil {
-		return res, err
+		return first, err
 	}
 	if _, err := executor.ResolveTargets(ev.Plan(), opts.Targets); err != nil {
 		return nil, &usageError{err}
 	}
-	return executor.Build(ctx, ev, opts)
+	res, err := executor.Build(ctx, ev, opts)
+	if res != nil {
+		mergeRounds(first, res)
+	}
+	return res, err
+}
+
+// mergeRounds makes the result of the second round of a build (the expanded
+// plan) account for the first (the resource jobs): a node the first round
+// built is reported built, not cached as the second round found it, and one
+// the second round did not reach is added. One invocation, one account of
+// what it ran.
+func mergeRounds(first, second *executor.BuildResult) {
+	if first == nil {
+		return
+	}
+	in := map[string]*executor.NodeResult{}
+	for _, n := range second.Nodes {
+		in[n.ID] = n
+	}
+	for _, n := range first.Nodes {
+		if n.Status != executor.StatusBuilt {
+			continue
+		}
+		switch m := in[n.ID]; {
+		case m == nil:
+			second.Nodes = append(second.Nodes, n)
+			second.Built++
+		case m.Status == executor.StatusCached:
+			*m = *n
+			second.Built++
+			second.Cached--
+		}
+	}
 }
 
 // notePending says on stderr which templates wait on which job, then what,
@@ -260,7 +297,7 @@ func (g *globals) loadPlanNamed(ctx context.Context, args []string) (*plan.Verif
 		return nil, nil, err
 	}
 	ev, res, err := g.expandPlan(ctx, v, executor.Options{Store: st, Runner: cacheOnly{}, Workspace: g.dir})
-	if res != nil {
+	if ev == nil && res != nil {
 		pt := v.Plan().Pending[0]
 		return nil, nil, &usageError{fmt.Errorf("%w; templates.%s waits on %s, whose records the store does not hold (strata build or strata test runs it)", rerr, pt.Template, pt.Job)}
 	}

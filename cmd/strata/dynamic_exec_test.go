@@ -197,6 +197,26 @@ func TestCheckboxBuildAndTestProbeExec(t *testing.T) {
 		!strings.Contains(r.stderr, "done    jobs.optical/read_sr1") || !strings.Contains(r.stderr, "cached  jobs.probe") {
 		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
 	}
+	// One invocation, one account: the probe ran in the first round, so the
+	// result says built, though the second round found it cached.
+	r = runCLI(t, ws, t.TempDir(), "--output", "json", "build")
+	var built struct {
+		Result struct {
+			Built, Cached int
+			Nodes         []struct{ Name, Status string }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &built); err != nil || r.code != 0 {
+		t.Fatalf("build --output json: exit %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	for _, n := range built.Result.Nodes {
+		if n.Status != "built" {
+			t.Errorf("build --output json of a new store: %s is %s", n.Name, n.Status)
+		}
+	}
+	if built.Result.Cached != 0 || built.Result.Built != len(built.Result.Nodes) {
+		t.Errorf("build --output json of a new store: %d built, %d cached of %d nodes", built.Result.Built, built.Result.Cached, len(built.Result.Nodes))
+	}
 	junit := filepath.Join(t.TempDir(), "report.xml")
 	r = runCLI(t, ws, cache, "--output", "json", "test", "--junit", junit)
 	var doc struct {

@@ -83,7 +83,7 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 	}
 	// The jobs of templates that wait on resource jobs exist once those ran.
 	// When a resource job fails, its failure is the report.
-	var res *executor.BuildResult
+	var res, first *executor.BuildResult
 	if planFromFile(args, rest) {
 		g.notePending(v.Plan().Pending, "a plan file keeps %s pending (strata test DIR runs the jobs first)")
 	} else if needsInstances(v.Plan(), rest) && !allJobs(v.Plan(), rest) {
@@ -92,12 +92,12 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 		ev, resourceRes, xerr := g.expandPlan(ctx, v, opts)
 		r.close()
 		switch {
-		case resourceRes != nil:
+		case ev == nil && resourceRes != nil: // a resource job failed
 			res, err = resourceRes, xerr
 		case xerr != nil:
 			return signalExit(ctx, xerr)
 		default:
-			v = ev
+			v, first = ev, resourceRes
 		}
 	}
 	p := v.Plan()
@@ -131,6 +131,9 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 		opts.Events = r.event
 		res, err = executor.Build(ctx, v, opts)
 		r.close()
+		if res != nil {
+			mergeRounds(first, res)
+		}
 	}
 	if res == nil {
 		return signalExit(ctx, err)
