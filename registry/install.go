@@ -59,9 +59,10 @@ type Installed struct {
 
 // Install puts the image ref names, for the device type, into the inactive
 // slot of the target directory and makes it current: the tag is resolved to a
-// digest once; every blob is fetched and verified into the local layout; the
-// device type and (unless AllowDowngrade) the version are checked against what
-// is installed before the inactive slot is touched; the files are copied into
+// digest once; the device type and (unless AllowDowngrade) the version are
+// checked against what is installed as soon as the manifest and config are
+// read, before any layer is fetched; every blob is fetched and verified into
+// the local layout; the files are copied into
 // a staging directory, hashed as they are written and synced, which then
 // replaces the inactive slot; and the current link is switched with one atomic
 // rename. The previous slot is kept for Rollback. Interrupted at any point, the
@@ -97,15 +98,20 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 		// the same device.
 		return nil, fmt.Errorf("install %s: %w: %s holds an image for device type %s, not %s (a device that really changed type starts from an empty target)", ref, ErrRefused, dir, cur.DeviceType, opts.DeviceType)
 	}
-	a, src, err := c.fetchArtifact(ctx, r, opts.DeviceType, opts.Platform)
+	var refused error
+	a, src, err := c.fetchArtifact(ctx, r, opts.DeviceType, opts.Platform, func(a *artifact) error {
+		if matchDevice(a.cfg.DeviceTypes, opts.DeviceType) < 0 {
+			refused = fmt.Errorf("install %s: %w: the image is for %s, not %s", ref, ErrRefused, strings.Join(a.cfg.DeviceTypes, ", "), opts.DeviceType)
+		} else if cur != nil && !opts.AllowDowngrade && CompareVersions(a.cfg.Version, cur.Version) < 0 {
+			refused = fmt.Errorf("install %s: %w: version %s is older than the installed %s (--allow-downgrade to install it)", ref, ErrRefused, a.cfg.Version, cur.Version)
+		}
+		return refused
+	})
+	if refused != nil {
+		return nil, refused
+	}
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", ref, err)
-	}
-	if matchDevice(a.cfg.DeviceTypes, opts.DeviceType) < 0 {
-		return nil, fmt.Errorf("install %s: %w: the image is for %s, not %s", ref, ErrRefused, strings.Join(a.cfg.DeviceTypes, ", "), opts.DeviceType)
-	}
-	if cur != nil && !opts.AllowDowngrade && CompareVersions(a.cfg.Version, cur.Version) < 0 {
-		return nil, fmt.Errorf("install %s: %w: version %s is older than the installed %s (--allow-downgrade to install it)", ref, ErrRefused, a.cfg.Version, cur.Version)
 	}
 	c.step("checked")
 	next := slotA

@@ -6,14 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/strata-build/strata/internal/regtest"
 )
 
 // device publishes two versions of a probe image into the local layout of
@@ -305,4 +310,47 @@ func TestDuplicateLayerTitlesRefused(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(target, CurrentLink)); !os.IsNotExist(err) {
 		t.Errorf("something was installed: %v", err)
 	}
+}
+
+// TestInstallRefusesBeforeFetching: from a registry, an install refused for
+// an older version downloads no layer: the manifest and config decide, and a
+// device must not fetch a whole image only to refuse it.
+func TestInstallRefusesBeforeFetching(t *testing.T) {
+	ctx := context.Background()
+	var layerGets atomic.Int64
+	var layers sync.Map // digest path suffix -> true
+	srv := startRegistry(t, regtest.Options{Wrap: faults(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet {
+			if _, ok := layers.Load(path.Base(r.URL.Path)); ok {
+				layerGets.Add(1)
+			}
+		}
+		return false
+	})})
+	st := newStore(t)
+	pub := newClient(t, st, Options{Registry: srv.Host})
+	deviceVersions(t, pub)
+	for _, v := range []string{"1.0.0", "2.0.0"} {
+		for _, f := range []string{"rootfs ", "boot "} {
+			n := map[string]int{"rootfs ": 40000, "boot ": 30000}[f]
+			layers.Store(digest.FromBytes(bytes.Repeat([]byte(f+v+" "), n)).String(), true)
+		}
+	}
+	c := newClient(t, newStore(t), Options{})
+	dir := t.TempDir()
+	if _, err := c.Install(ctx, srv.Host+"/dev/probe:2.0.0", dir, InstallOptions{DeviceType: "test/probe"}); err != nil {
+		t.Fatal(err)
+	}
+	if layerGets.Load() != 2 {
+		t.Fatalf("install of 2.0.0 fetched %d layers, want 2", layerGets.Load())
+	}
+	layerGets.Store(0)
+	_, err := c.Install(ctx, srv.Host+"/dev/probe:1.0.0", dir, InstallOptions{DeviceType: "test/probe"})
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("install of an older version: %v, want %v", err, ErrRefused)
+	}
+	if n := layerGets.Load(); n != 0 {
+		t.Errorf("the older version was refused, but %d layers were downloaded first", n)
+	}
+	checkTarget(t, dir, "2.0.0")
 }

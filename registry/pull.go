@@ -89,7 +89,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts PullOptions) (*Pulle
 	if err != nil {
 		return nil, err
 	}
-	a, dst, err := c.fetchArtifact(ctx, r, opts.DeviceType, opts.Platform)
+	a, dst, err := c.fetchArtifact(ctx, r, opts.DeviceType, opts.Platform, nil)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -137,7 +137,7 @@ func (a *artifact) pulled(r Ref, dst *layout) *Pulled {
 
 // fetchArtifact resolves r, reads its index, manifest and config, and copies
 // everything into the local layout of r's repository, tagging it there last.
-func (c *Client) fetchArtifact(ctx context.Context, r Ref, deviceType, platform string) (*artifact, *layout, error) {
+func (c *Client) fetchArtifact(ctx context.Context, r Ref, deviceType, platform string, check func(*artifact) error) (*artifact, *layout, error) {
 	src, err := c.target(r.WithTag(""))
 	if err != nil {
 		return nil, nil, err
@@ -159,6 +159,13 @@ func (c *Client) fetchArtifact(ctx context.Context, r Ref, deviceType, platform 
 		return nil, nil, err
 	}
 	c.step("resolved")
+	if check != nil {
+		// Refusals that the manifest and config decide come before any layer
+		// is downloaded: a device must not fetch a whole image to refuse it.
+		if err := check(a); err != nil {
+			return nil, nil, err
+		}
+	}
 	blobs := append([]ocispec.Descriptor{a.man.Config}, a.man.Layers...)
 	if a.containerMan != nil {
 		blobs = append(blobs, a.containerMan.Config)
