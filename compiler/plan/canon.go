@@ -20,8 +20,12 @@ import (
 // something only the general path handles exactly (a string that is not
 // UTF-8, which json.Marshal would change; a map key beyond the Basic
 // Multilingual Plane, whose UTF-16 order differs from its byte order; options
-// that are not valid JSON, whose error the general path reports).
+// that are not valid JSON, whose error the general path reports; a key version
+// beyond what a double holds exactly).
 func appendKeyDoc(b []byte, d *keyDoc) (out []byte, ok bool) {
+	if d.KeyVersion > 1<<53 || d.KeyVersion < -(1<<53) {
+		return b, false // jcs writes numbers as IEEE doubles
+	}
 	c := canon{b: b, ok: true}
 	c.open()
 	if d.Artifact != "" {
@@ -86,12 +90,16 @@ func appendKeyDoc(b []byte, d *keyDoc) (out []byte, ok bool) {
 		c.str("on_failure", d.OnFailure)
 	}
 	if len(d.Options) > 0 {
-		opts, err := jcs.Transform(d.Options)
+		// Canonicalised one level down, as in the whole document, so that
+		// jcs's nesting limit refuses what the general path refuses.
+		wrapped := make([]byte, 0, len(d.Options)+6)
+		wrapped = append(append(append(wrapped, `{"o":`...), d.Options...), '}')
+		opts, err := jcs.Transform(wrapped)
 		if err != nil {
 			return b, false
 		}
 		c.name("options")
-		c.b = append(c.b, opts...)
+		c.b = append(c.b, opts[len(`{"o":`):len(opts)-1]...)
 	}
 	if p := d.Platform; p != nil {
 		c.name("platform")

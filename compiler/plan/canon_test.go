@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -71,6 +72,27 @@ func TestCanonicalKeyDoc(t *testing.T) {
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("doc %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	// Edges a reviewer found: jcs's nesting limit counts the whole document;
+	// jcs writes numbers as doubles; empty containers; odd option values.
+	var edges []keyDoc
+	for _, n := range []int{9998, 9999, 10000} {
+		edges = append(edges, keyDoc{Kind: "k", Type: "t", Options: json.RawMessage(strings.Repeat("[", n) + strings.Repeat("]", n))})
+	}
+	for _, v := range []int{1 << 53, 1<<53 + 1, 1 << 62} {
+		edges = append(edges, keyDoc{KeyVersion: v, Kind: "k", Type: "t"})
+	}
+	for _, o := range []string{"null", " {} ", "\t[1,2]\n", `"x"`, `{"a":"\u003c\/"}`, "1.0", "-0", "[1e400]"} {
+		edges = append(edges, keyDoc{Kind: "k", Type: "t", Options: json.RawMessage(o)})
+	}
+	edges = append(edges, keyDoc{Source: &Source{}, Host: &Host{}, Platform: &Platform{}, Env: map[string]string{}, Command: []string{},
+		Inputs: KeyInputRefs{Mounts: map[string]string{}, After: []string{}}})
+	for i := range edges {
+		want, werr := marshalKeyDoc(&edges[i])
+		got, ok := appendKeyDoc(nil, &edges[i])
+		if ok && (werr != nil || !bytes.Equal(got, want)) {
+			t.Errorf("edge %d: writer %.80s, general path %.80s (%v)", i, got, want, werr)
 		}
 	}
 	if declined > 4000 {
