@@ -333,21 +333,26 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// sameFile reports whether the open file f is still the file at name.
 // openFile opens the file p read-only with the extra flags. os.Open would also
 // try (and fail) to register a regular file with the network poller, four
 // more system calls a file; a cached build reads a record per node, and a
 // commit opens every file of the tree.
 func openFile(p string, flags int) (*os.File, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	for {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
+		if err == unix.EINTR {
+			continue // as os.Open does (a FUSE or NFS store)
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+		}
+		return os.NewFile(uintptr(fd), p), nil
 	}
-	return os.NewFile(uintptr(fd), p), nil
 }
 
 // readRecord reads the rest of the record f, sized by one fstat: one read
-// for the whole file where a decoder would read it in pieces until EOF.
+// for the whole file where a decoder would read it in pieces until EOF (a
+// filesystem that returns less reads on).
 func readRecord(f *os.File) ([]byte, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
@@ -363,13 +368,16 @@ func readRecord(f *os.File) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(b) < cap(b) {
-			return b, nil // a short read of a regular file is its end
+		if len(b) < cap(b) && int64(len(b)) >= st.Size {
+			return b, nil // all fstat promised, and a short read: the end
 		}
-		b = slices.Grow(b, 4096)
+		if len(b) == cap(b) {
+			b = slices.Grow(b, 4096)
+		}
 	}
 }
 
+// sameFile reports whether the open file f is still the file at name.
 func sameFile(f *os.File, name string) bool {
 	var a, b unix.Stat_t
 	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(name, &b) != nil {
