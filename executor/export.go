@@ -73,8 +73,8 @@ type exporter struct {
 	root *os.Root
 	euid int
 
-	stampsOnce sync.Once
-	stamps     *os.File // out/.strata, opened once to read stamps; nil if absent
+	stampsMu sync.Mutex
+	stamps   *os.File // out/.strata, opened once to read stamps
 }
 
 func (x *exporter) close() {
@@ -685,11 +685,11 @@ func (x *exporter) readStamp(image string) *stamp {
 	} else {
 		// One open by descriptor, not a walk through the root: a no-op build
 		// reads every image's stamp.
-		x.stampsOnce.Do(func() { x.stamps, _ = x.root.Open(stampDir) })
-		if x.stamps == nil {
+		dir := x.stampsDir()
+		if dir == nil {
 			return nil
 		}
-		fd, oerr := unix.Openat(int(x.stamps.Fd()), image+".json", unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, oerr := unix.Openat(int(dir.Fd()), image+".json", unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if oerr != nil {
 			return nil
 		}
@@ -705,6 +705,17 @@ func (x *exporter) readStamp(image string) *stamp {
 		return nil
 	}
 	return &s
+}
+
+// stampsDir returns out/.strata opened, or nil while there is none (an
+// export of this build may make it).
+func (x *exporter) stampsDir() *os.File {
+	x.stampsMu.Lock()
+	defer x.stampsMu.Unlock()
+	if x.stamps == nil {
+		x.stamps, _ = x.root.Open(stampDir)
+	}
+	return x.stamps
 }
 
 func (x *exporter) writeStamp(image string, s *stamp) error {
