@@ -149,17 +149,17 @@ func (g *globals) buildExpanding(ctx context.Context, v *plan.Verified, opts exe
 	}
 	res, err := executor.Build(ctx, ev, opts)
 	if res != nil {
-		mergeRounds(first, res)
+		mergeRounds(first, res, ev.Plan())
 	}
 	return res, err
 }
 
 // mergeRounds makes the result of the second round of a build (the expanded
-// plan) account for the first (the resource jobs): a node the first round
+// plan p) account for the first (the resource jobs): a node the first round
 // built is reported built, not cached as the second round found it, and one
-// the second round did not reach is added. One invocation, one account of
-// what it ran.
-func mergeRounds(first, second *executor.BuildResult) {
+// the second round did not reach is added, in the order of p. One
+// invocation, one account of what it ran.
+func mergeRounds(first, second *executor.BuildResult, p *plan.Plan) {
 	if first == nil {
 		return
 	}
@@ -167,6 +167,7 @@ func mergeRounds(first, second *executor.BuildResult) {
 	for _, n := range second.Nodes {
 		in[n.ID] = n
 	}
+	added := false
 	for _, n := range first.Nodes {
 		if n.Status != executor.StatusBuilt {
 			continue
@@ -175,11 +176,21 @@ func mergeRounds(first, second *executor.BuildResult) {
 		case m == nil:
 			second.Nodes = append(second.Nodes, n)
 			second.Built++
+			added = true
 		case m.Status == executor.StatusCached:
 			*m = *n
 			second.Built++
 			second.Cached--
 		}
+	}
+	if added {
+		at := make(map[string]int, len(p.Nodes))
+		for i, n := range p.Nodes {
+			at[n.ID] = i
+		}
+		slices.SortStableFunc(second.Nodes, func(a, b *executor.NodeResult) int {
+			return at[a.ID] - at[b.ID]
+		})
 	}
 }
 

@@ -132,7 +132,7 @@ func runTest(ctx context.Context, g *globals, f testFlags, args []string) error 
 		res, err = executor.Build(ctx, v, opts)
 		r.close()
 		if res != nil {
-			mergeRounds(first, res)
+			mergeRounds(first, res, v.Plan())
 		}
 	}
 	if res == nil {
