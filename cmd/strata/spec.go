@@ -102,11 +102,22 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
   strata -C examples/fleet compile | jq '.nodes | length'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// The encoded plan: on a compile-cache hit the stored bytes are copied
-			// to the output with no decode and encode.
+			// The encoded plan: on a compile-cache hit the stored bytes are
+			// indented to the output with no decode and encode; a damaged
+			// entry (its checksum, which that reads) is compiled again.
 			c, err := g.compileEncoded(cmd.Context(), !noCache)
 			if err != nil {
 				return err
+			}
+			if c.Hit != nil {
+				if _, err := c.Hit.Bytes(); err != nil {
+					g.debugf("%v", err)
+					c.Close()
+					// Bytes removed the entry: this compiles and stores.
+					if c, err = g.compileEncoded(cmd.Context(), true); err != nil {
+						return err
+					}
+				}
 			}
 			defer c.Close()
 			g.notePending(c.Pending, "the plan holds %s pending (strata build runs the jobs first)")

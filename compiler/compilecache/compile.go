@@ -3,6 +3,7 @@ package compilecache
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -71,7 +72,15 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 	}
 	out := &Compiled{Plan: p, Encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending}
 	if c != nil {
-		e := &Entry{Plan: out.Encoded, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending}
+		// The entry holds the plan compact: every build decodes it, and a
+		// quarter of the indented bytes is indentation (Hit.WriteTo indents
+		// it again for strata compile).
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, out.Encoded); err != nil {
+			return nil, err
+		}
+		compact.WriteByte('\n') // an entry's plan ends "}\n" (see open)
+		e := &Entry{Plan: compact.Bytes(), Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending}
 		if err := c.Put(key, e); err != nil {
 			say("%v", err)
 		} else {

@@ -260,8 +260,8 @@ func (c *Cache) Get(ctx context.Context, key, dir string) (*Entry, bool) {
 	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending}, true
 }
 
-// Open is Get without reading the plan: the returned Hit copies it to a writer
-// (with no copy through user space where the system allows) or reads it. Open
+// Open is Get without reading the plan: the returned Hit writes it to a writer
+// or reads it. Open
 // checks the entry's header, size and shape, not its checksum (that would read
 // the plan); Hit.Bytes checks the checksum.
 func (c *Cache) Open(ctx context.Context, key, dir string) (*Hit, bool) {
@@ -362,17 +362,19 @@ func (h *Hit) Bytes() ([]byte, error) {
 	return b, nil
 }
 
-// WriteTo copies the encoded plan to w. When w is a file (or a pipe, or a
-// device such as /dev/null) the kernel copies it (sendfile), so a hit costs no
-// read of the plan into memory.
+// WriteTo writes the plan to w as plan.Encode does (indented, and the
+// trailing newline the entry keeps); the entry holds it compact.
 func (h *Hit) WriteTo(w io.Writer) (int64, error) {
-	if f, ok := w.(*os.File); ok {
-		n, handled, err := sendFile(f, h.f, h.off, h.size)
-		if handled || err != nil {
-			return n, err
-		}
+	b, err := h.Bytes()
+	if err != nil {
+		return 0, err
 	}
-	return io.Copy(w, io.NewSectionReader(h.f, h.off, h.size))
+	var out bytes.Buffer
+	out.Grow(len(b) + len(b)/3)
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return 0, fmt.Errorf("compile cache: %w", err)
+	}
+	return out.WriteTo(w)
 }
 
 // Close closes the entry.
