@@ -9,6 +9,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -38,15 +39,33 @@ var ownerCalls = []struct {
 }{{"chown", 1, 2}, {"lchown", 1, 2}, {"fchown", 1, 2}, {"fchownat", 2, 3},
 	{"chown32", 1, 2}, {"lchown32", 1, 2}, {"fchown32", 1, 2}}
 
+// legacy16 reports whether the call name of ar takes 16-bit ids: the old
+// chown, lchown and fchown of the 32-bit architectures that also have the
+// ...32 calls (i386, arm). The kernel reads only their low 16 bits, and
+// "unchanged" is 0xffff there.
+func legacy16(ar *arch.Info, name string) bool {
+	_, ok := ar.SyscallNames[name+"32"]
+	return ok
+}
+
 // ownerWatchProgram is the filter: the owner calls of the native and 32-bit
-// architectures with an id other than 0 or -1 (compared as 32 bits, as the
-// kernel reads uid_t) notify; everything else is allowed, for the main filter
-// to judge.
+// architectures with an id other than 0 or "unchanged" (compared as the
+// kernel reads the id: 32 bits, or the low 16 of a legacy call) notify;
+// everything else is allowed, for the main filter to judge.
 var ownerWatchProgram = sync.OnceValues(func() ([]bpf.RawInstruction, error) {
 	arches := filterArches(runtime.GOARCH)
 	if arches == nil {
 		return nil, fmt.Errorf("sandbox: no system call table for %s", runtime.GOARCH)
 	}
+	ins, err := ownerWatchInstructions(arches)
+	if err != nil {
+		return nil, err
+	}
+	return bpf.Assemble(ins)
+})
+
+// ownerWatchInstructions is the owner watch's program for arches.
+func ownerWatchInstructions(arches []*arch.Info) ([]bpf.Instruction, error) {
 	var a assembler
 	a.emit(bpf.LoadAbsolute{Off: offArch, Size: 4})
 	sections := make([]label, len(arches))
@@ -72,12 +91,19 @@ var ownerWatchProgram = sync.OnceValues(func() ([]bpf.RawInstruction, error) {
 		a.emit(bpf.RetConstant{Val: retAllow})
 		for k, l := range checks {
 			c := ownerCalls[calls[k]]
+			unchanged := uint32(0xffffffff)
+			if legacy16(ar, c.name) {
+				unchanged = 0xffff
+			}
 			a.set(l)
 			for _, arg := range []int{c.uid, c.gid} {
 				a.emit(bpf.LoadAbsolute{Off: uint32(offArg0 + 8*arg), Size: 4})
+				if unchanged == 0xffff {
+					a.emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xffff})
+				}
 				ok := a.newLabel()
 				a.jumpIf(bpf.JumpEqual, 0, ok, next)
-				a.jumpIf(bpf.JumpEqual, 0xffffffff, ok, notify)
+				a.jumpIf(bpf.JumpEqual, unchanged, ok, notify)
 				a.set(ok)
 			}
 			a.emit(bpf.RetConstant{Val: retAllow})
@@ -85,12 +111,8 @@ var ownerWatchProgram = sync.OnceValues(func() ([]bpf.RawInstruction, error) {
 	}
 	a.set(notify)
 	a.emit(bpf.RetConstant{Val: retUserNotif})
-	ins, err := a.assemble()
-	if err != nil {
-		return nil, err
-	}
-	return bpf.Assemble(ins)
-})
+	return a.assemble()
+}
 
 // installOwnerWatch installs the filter in this process (the helper, right
 // before it execs bwrap) and returns the notification descriptor.
@@ -197,14 +219,7 @@ func (w *ownerWatch) serve() {
 		return // the helper failed before; Run reports that
 	}
 	defer unix.Close(fd)
-	names := map[int32]string{}
-	for _, ar := range filterArches(runtime.GOARCH) {
-		for _, c := range ownerCalls {
-			if nr, ok := ar.SyscallNames[c.name]; ok {
-				names[int32(nr)] = c.name
-			}
-		}
-	}
+	calls := ownerCallsByNumber()
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
 		select {
@@ -226,7 +241,7 @@ func (w *ownerWatch) serve() {
 		if err := ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_RECV, unsafe.Pointer(&req)); err != nil {
 			continue // the caller died meanwhile (ENOENT), or a signal
 		}
-		call := fmt.Sprintf("%s with owner %d:%d", names[req.Nr], int32(req.Args[ownerArg(names[req.Nr], true)]), int32(req.Args[ownerArg(names[req.Nr], false)]))
+		call := calls[archCall{req.Arch, req.Nr}].describe(req.Args)
 		w.mu.Lock()
 		if len(w.calls) < 8 {
 			w.calls = append(w.calls, call)
@@ -237,16 +252,48 @@ func (w *ownerWatch) serve() {
 	}
 }
 
-func ownerArg(name string, uid bool) int {
-	for _, c := range ownerCalls {
-		if c.name == name {
-			if uid {
-				return c.uid
+// archCall is a system call number of an architecture (AUDIT_ARCH_*).
+type archCall struct {
+	arch uint32
+	nr   int32
+}
+
+// ownerCall is an owner call as the filter sees it on one architecture.
+type ownerCall struct {
+	name     string
+	uid, gid int
+	legacy16 bool
+}
+
+// ownerCallsByNumber maps the owner calls of the filter's architectures.
+func ownerCallsByNumber() map[archCall]ownerCall {
+	out := map[archCall]ownerCall{}
+	for _, ar := range filterArches(runtime.GOARCH) {
+		for _, c := range ownerCalls {
+			if nr, ok := ar.SyscallNames[c.name]; ok {
+				out[archCall{uint32(ar.ID), int32(nr)}] = ownerCall{c.name, c.uid, c.gid, legacy16(ar, c.name)}
 			}
-			return c.gid
 		}
 	}
-	return 0
+	return out
+}
+
+// describe says what the call asked for, ids as the kernel reads them.
+func (c ownerCall) describe(args [6]uint64) string {
+	id := func(v uint64) int64 {
+		if c.legacy16 {
+			if uint16(v) == 0xffff {
+				return -1
+			}
+			return int64(uint16(v))
+		}
+		return int64(int32(v))
+	}
+	name := c.name
+	if name == "" {
+		name = "an owner call"
+	}
+	return fmt.Sprintf("%s with owner %d:%d", name, id(args[c.uid]), id(args[c.gid]))
 }
 
 // close stops serving and returns an error wrapping ErrOwnerChange when a

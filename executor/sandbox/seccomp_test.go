@@ -240,3 +240,76 @@ func TestSecurityRow33SeccompRefusesCalls(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnerWatchFilterDecisions runs the owner watch's program in x/net/bpf's
+// VM for every architecture: owner calls to root or "unchanged" pass, others
+// notify; the legacy 16-bit calls of i386 and arm read only the low 16 bits,
+// where "unchanged" is 0xffff.
+func TestOwnerWatchFilterDecisions(t *testing.T) {
+	for _, goarch := range []string{"amd64", "arm64", "386", "arm"} {
+		t.Run(goarch, func(t *testing.T) {
+			ins, err := ownerWatchInstructions(filterArches(goarch))
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm, err := bpf.NewVM(ins)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range filterArches(goarch) {
+				run := func(name string, uid, gid uint64) (uint32, bool) {
+					t.Helper()
+					nr, ok := a.SyscallNames[name]
+					if !ok {
+						return 0, false
+					}
+					c := ownerCallsByName(a)[name]
+					b := seccompData(a.ID, nr, 0)
+					for arg, v := range map[int]uint64{c.uid: uid, c.gid: gid} {
+						binary.BigEndian.PutUint32(b[offArg0+8*arg:], uint32(v))
+						binary.BigEndian.PutUint32(b[offArg0+8*arg+4:], uint32(v>>32))
+					}
+					v, err := vm.Run(b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return uint32(v), true
+				}
+				for _, name := range []string{"chown", "lchown", "fchown", "fchownat", "chown32", "lchown32", "fchown32"} {
+					sixteen := legacy16(a, name)
+					minus1 := uint64(0xffffffff)
+					if sixteen {
+						minus1 = 0xffff
+					}
+					for _, c := range []struct {
+						uid, gid uint64
+						want     uint32
+					}{
+						{0, 0, retAllow},
+						{minus1, 0, retAllow},
+						{0, minus1, retAllow},
+						{minus1, minus1, retAllow},
+						{3000, 3000, retUserNotif},
+						{0, 2000, retUserNotif},
+						{0xffff, 0, map[bool]uint32{true: retAllow, false: retUserNotif}[sixteen]},
+						{0x10000, 0, map[bool]uint32{true: retAllow, false: retUserNotif}[sixteen]}, // 16-bit: reads as root
+					} {
+						got, ok := run(name, c.uid, c.gid)
+						if ok && got != c.want {
+							t.Errorf("%s %s(%#x, %#x): %#x, want %#x", a.Name, name, c.uid, c.gid, got, c.want)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// ownerCallsByName is ownerCalls of a by name, each with its legacy16 flag.
+func ownerCallsByName(a *arch.Info) map[string]ownerCall {
+	out := map[string]ownerCall{}
+	for _, c := range ownerCalls {
+		out[c.name] = ownerCall{c.name, c.uid, c.gid, legacy16(a, c.name)}
+	}
+	return out
+}
