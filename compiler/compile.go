@@ -623,19 +623,37 @@ func limits(l lang.Limits) *plan.Limits {
 }
 
 // mergeLimits gives one node reached from two places the larger of each limit
-// written for it (an unset one is the executor's default, which the plan does
-// not know).
+// written for it. An unset limit is the executor's default, which the plan
+// does not know: a limit set in one place only becomes a floor under the
+// default (Limits.AtLeastDefault), so the other place's default still holds.
 func mergeLimits(a, b *plan.Limits) *plan.Limits {
-	if a == nil || b == nil {
-		if a == nil {
-			return b
+	if a == nil && b == nil {
+		return nil
+	}
+	var za, zb plan.Limits
+	if a == nil {
+		a = &za
+	}
+	if b == nil {
+		b = &zb
+	}
+	out := &plan.Limits{}
+	for _, f := range []struct {
+		name string
+		x, y int64
+		dst  *int64
+	}{
+		{plan.LimitTimeout, a.TimeoutSeconds, b.TimeoutSeconds, &out.TimeoutSeconds},
+		{plan.LimitMemory, a.Memory, b.Memory, &out.Memory},
+		{plan.LimitTmpSize, a.TmpSize, b.TmpSize, &out.TmpSize},
+	} {
+		*f.dst = max(f.x, f.y)
+		floor := a.Floor(f.name) || b.Floor(f.name) || (f.x == 0) != (f.y == 0)
+		if floor && *f.dst > 0 {
+			out.AtLeastDefault = append(out.AtLeastDefault, f.name)
 		}
-		return a
 	}
-	return &plan.Limits{
-		TimeoutSeconds: max(a.TimeoutSeconds, b.TimeoutSeconds),
-		Memory:         max(a.Memory, b.Memory), TmpSize: max(a.TmpSize, b.TmpSize),
-	}
+	return out
 }
 
 func caps(cp *lang.Capabilities) *plan.Capabilities {

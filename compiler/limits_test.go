@@ -48,7 +48,20 @@ images: one: {version: "1", stages: [{type: "strata.hostname", options: hostname
 images: two: {version: "1", stages: [{type: "strata.hostname", options: hostname: "same", timeout: "1h", memory: "2GiB", tmp_size: "1GiB"}]}
 `))
 	n, _ := shared.Node("images.two.stages[0]")
-	if d := cmp.Diff(&plan.Limits{TimeoutSeconds: 7200, Memory: 2 << 30, TmpSize: 1 << 30}, n.Limits); d != "" {
+	// tmp_size is set in one place only: the other keeps the default, so
+	// 1 GiB is a floor under it, not a cap.
+	if d := cmp.Diff(&plan.Limits{TimeoutSeconds: 7200, Memory: 2 << 30, TmpSize: 1 << 30, AtLeastDefault: []string{"tmp_size"}}, n.Limits); d != "" {
 		t.Errorf("shared node limits (-want +got):\n%s", d)
+	}
+	// A stage with a short timeout shared with the same stage without one:
+	// the other image's one-hour default must still hold.
+	unset := compile(t, writeWorkspace(t, t.TempDir(), `package keys
+
+images: one: {version: "1", stages: [{type: "strata.hostname", options: hostname: "same", timeout: "5m"}]}
+images: two: {version: "1", stages: [{type: "strata.hostname", options: hostname: "same"}]}
+`))
+	n, _ = unset.Node("images.one.stages[0]")
+	if d := cmp.Diff(&plan.Limits{TimeoutSeconds: 300, AtLeastDefault: []string{"timeout"}}, n.Limits); d != "" {
+		t.Errorf("limits shared with a default (-want +got):\n%s", d)
 	}
 }

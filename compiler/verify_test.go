@@ -120,6 +120,7 @@ func TestSecurityRow31TamperedPlan(t *testing.T) {
 		// Limits are policy, outside the key, but must not overflow a duration.
 		{"timeout overflow", set("images.a.stages[0]", "limits", map[string]any{"timeout_seconds": int64(1) << 62}), "out of range"},
 		{"negative memory", set("images.a.stages[0]", "limits", map[string]any{"memory": -1}), "out of range"},
+		{"unknown floor", set("images.a.stages[0]", "limits", map[string]any{"memory": 1, "at_least_default": []any{"cpu"}}), `at_least_default names "cpu"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

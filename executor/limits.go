@@ -12,15 +12,26 @@ import (
 // (zero keeps the sandbox's defaults). Limits are policy: no key depends on them.
 func (r *LocalRunner) applyLimits(n *plan.Node, spec *sandbox.Spec) {
 	timeout := sandbox.DefaultTimeout
-	if n.Limits != nil {
-		if n.Limits.TimeoutSeconds > 0 {
-			timeout = time.Duration(n.Limits.TimeoutSeconds) * time.Second
+	if l := n.Limits; l != nil {
+		// A floor (a limit set in only one of the places that share the node)
+		// is raised to the default the other place left in force.
+		if l.TimeoutSeconds > 0 {
+			timeout = time.Duration(l.TimeoutSeconds) * time.Second
+			if l.Floor(plan.LimitTimeout) {
+				timeout = max(timeout, sandbox.DefaultTimeout)
+			}
 		}
-		if n.Limits.Memory > 0 {
-			spec.MaxMemory = n.Limits.Memory
+		if l.Memory > 0 {
+			spec.MaxMemory = l.Memory
+			if l.Floor(plan.LimitMemory) {
+				spec.MaxMemory = max(spec.MaxMemory, sandbox.DefaultMaxMemory())
+			}
 		}
-		if n.Limits.TmpSize > 0 {
-			spec.TmpSize = n.Limits.TmpSize
+		if l.TmpSize > 0 {
+			spec.TmpSize = l.TmpSize
+			if l.Floor(plan.LimitTmpSize) {
+				spec.TmpSize = max(spec.TmpSize, sandbox.DefaultTmpSize())
+			}
 		}
 	}
 	if r.opts.Timeout > 0 && r.opts.Timeout < timeout {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Version is the plan format version this package reads and writes.
@@ -194,6 +195,23 @@ type Limits struct {
 	Memory int64 `json:"memory,omitempty"`
 	// TmpSize caps its /tmp, in bytes.
 	TmpSize int64 `json:"tmp_size,omitempty"`
+	// AtLeastDefault names the limits above ("timeout", "memory", "tmp_size")
+	// that are floors under the executor's default rather than caps: a node
+	// reached from two places, one of which left the limit unset (the
+	// default, which only the executor knows), gets the larger of the two.
+	AtLeastDefault []string `json:"at_least_default,omitempty"`
+}
+
+// Limit names, as Limits.AtLeastDefault lists them.
+const (
+	LimitTimeout = "timeout"
+	LimitMemory  = "memory"
+	LimitTmpSize = "tmp_size"
+)
+
+// Floor reports whether the limit name is a floor under the default.
+func (l *Limits) Floor(name string) bool {
+	return l != nil && slices.Contains(l.AtLeastDefault, name)
 }
 
 // Alias is another name and origin of a node.

@@ -142,6 +142,13 @@ func (v *verifier) node(i int, n *Node) error {
 	if l := n.Limits; l != nil && (l.TimeoutSeconds < 0 || l.TimeoutSeconds > maxTimeoutSeconds || l.Memory < 0 || l.TmpSize < 0) {
 		return bad("limits %+v are negative or out of range", *l)
 	}
+	if l := n.Limits; l != nil {
+		for _, name := range l.AtLeastDefault {
+			if name != LimitTimeout && name != LimitMemory && name != LimitTmpSize {
+				return bad("at_least_default names %q, which is not a limit", clip(name))
+			}
+		}
+	}
 	deps := map[string]bool{}
 	for _, d := range n.Deps {
 		if _, ok := v.byID[d]; !ok {
