@@ -23,6 +23,10 @@ type treeCache struct {
 	lru      *list.List // of *cachedTree, most recent first
 	byDigest map[digest.Digest]*list.Element
 	complete map[digest.Digest]*Lease
+	// swept is the size of complete after its last sweep of released leases:
+	// the next sweep waits until it has doubled, so marking n trees costs
+	// O(n) in all, not a sweep each.
+	swept int
 }
 
 type cachedTree struct {
@@ -76,10 +80,13 @@ func (s *Store) markComplete(ctx context.Context, d digest.Digest) {
 	if s.trees.complete == nil {
 		s.trees.complete = map[digest.Digest]*Lease{}
 	}
-	for d, l := range s.trees.complete {
-		if !l.live() {
-			delete(s.trees.complete, d)
+	if len(s.trees.complete) >= 2*max(s.trees.swept, 64) {
+		for d, l := range s.trees.complete {
+			if !l.live() {
+				delete(s.trees.complete, d)
+			}
 		}
+		s.trees.swept = len(s.trees.complete)
 	}
 	s.trees.complete[d] = l
 }
