@@ -354,3 +354,36 @@ func TestInstallRefusesBeforeFetching(t *testing.T) {
 	}
 	checkTarget(t, dir, "2.0.0")
 }
+
+// TestPullReadsConfigOnce: the config a pull reads to choose the variant is
+// stored from memory, not downloaded again with the layers.
+func TestPullReadsConfigOnce(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	gets := map[string]int{}
+	srv := startRegistry(t, regtest.Options{Wrap: faults(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			mu.Lock()
+			gets[path.Base(r.URL.Path)]++
+			mu.Unlock()
+		}
+		return false
+	})})
+	st := newStore(t)
+	deviceVersions(t, newClient(t, st, Options{Registry: srv.Host}))
+	c := newClient(t, newStore(t), Options{})
+	p, err := c.Pull(ctx, srv.Host+"/dev/probe:2.0.0", PullOptions{DeviceType: "test/probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for blob, n := range gets {
+		if n != 1 {
+			t.Errorf("blob %s downloaded %d times", blob, n)
+		}
+	}
+	if len(gets) != len(p.Files)+1 { // the layers and the config
+		t.Errorf("%d blobs downloaded for %d files and a config: %v", len(gets), len(p.Files), gets)
+	}
+}

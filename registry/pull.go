@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -166,7 +167,9 @@ func (c *Client) fetchArtifact(ctx context.Context, r Ref, deviceType, platform 
 			return nil, nil, err
 		}
 	}
-	blobs := append([]ocispec.Descriptor{a.man.Config}, a.man.Layers...)
+	// The config was read and verified to resolve the variant: it is stored
+	// from memory below, like the manifests, not downloaded a second time.
+	blobs := slices.Clone(a.man.Layers)
 	if a.containerMan != nil {
 		blobs = append(blobs, a.containerMan.Config)
 		blobs = append(blobs, a.containerMan.Layers...)
@@ -180,7 +183,7 @@ func (c *Client) fetchArtifact(ctx context.Context, r Ref, deviceType, platform 
 	docs := []struct {
 		d ocispec.Descriptor
 		b []byte
-	}{{a.manD, a.manRaw}}
+	}{{a.man.Config, a.cfgRaw}, {a.manD, a.manRaw}}
 	if a.container != nil {
 		docs = append(docs, struct {
 			d ocispec.Descriptor
