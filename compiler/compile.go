@@ -90,9 +90,17 @@ func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan,
 
 // pending lists the templates that wait on a resource job (lang.Template.Pending):
 // the plan holds the job, and says which of its nodes the instances wait on.
+// Those expanded with the job's records are listed too (plan.Expansion).
 func (c *compiler) pending() error {
 	for _, name := range sortedKeys(c.ws.Templates) {
 		t := c.ws.Templates[name]
+		if t.Job != "" && !t.Pending {
+			n := 0
+			for _, r := range t.Records {
+				n += len(r.Defines)
+			}
+			c.p.Expanded = append(c.p.Expanded, plan.Expansion{Template: name, Job: "jobs." + t.Job, Records: len(t.Records), Instances: n})
+		}
 		if !t.Pending {
 			continue
 		}

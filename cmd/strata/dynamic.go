@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/strata-build/strata/compiler"
+	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/store"
@@ -88,16 +89,32 @@ func (g *globals) expandPlan(ctx context.Context, v *plan.Verified, opts executo
 	if err != nil {
 		return nil, res, err
 	}
-	ws, err := g.loadWorkspace(ctx, lang.WithJobRecords(records))
+	// Through the compile cache, keyed by the records too: a build of an
+	// unchanged workspace whose jobs wrote the same records evaluates nothing.
+	in := g.compileCacheInputs()
+	in.Records = records
+	compile := func(ctx context.Context) (*plan.Plan, error) {
+		ws, err := g.loadWorkspace(ctx, lang.WithJobRecords(records))
+		if err != nil {
+			return nil, err
+		}
+		p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
+		if err != nil {
+			return nil, g.reportSpecError(err)
+		}
+		return p, nil
+	}
+	c, err := compilecache.Compile(ctx, g.compileCache(), g.dir, in, compile, g.debug)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := c.Decoded(ctx, compile, g.debug)
+	c.Close()
 	if err != nil {
 		return nil, nil, err
 	}
 	if _, quiet := opts.Runner.(cacheOnly); !quiet {
-		g.noteExpanded(ws)
-	}
-	p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
-	if err != nil {
-		return nil, nil, g.reportSpecError(err)
+		g.noteExpanded(p)
 	}
 	if len(p.Pending) > 0 {
 		return nil, nil, fmt.Errorf("templates.%s still waits on %s once the resource jobs ran", p.Pending[0].Template, p.Pending[0].Job)
@@ -212,20 +229,12 @@ func (g *globals) notePending(pending []plan.Pending, what string) {
 }
 
 // noteExpanded says on stderr what the templates over job resources gave.
-func (g *globals) noteExpanded(ws *lang.Workspace) {
+func (g *globals) noteExpanded(p *plan.Plan) {
 	if g.json() {
 		return
 	}
-	for _, name := range slices.Sorted(maps.Keys(ws.Templates)) {
-		t := ws.Templates[name]
-		if t.Job == "" {
-			continue
-		}
-		n := 0
-		for _, r := range t.Records {
-			n += len(r.Defines)
-		}
-		fmt.Fprintf(g.stderr, "strata: templates.%s: %d records from jobs.%s, %d instances\n", name, len(t.Records), t.Job, n)
+	for _, e := range p.Expanded {
+		fmt.Fprintf(g.stderr, "strata: templates.%s: %d records from %s, %d instances\n", terminalSafe(e.Template), e.Records, terminalSafe(e.Job), e.Instances)
 	}
 }
 

@@ -197,6 +197,13 @@ func TestCheckboxBuildAndTestProbeExec(t *testing.T) {
 		!strings.Contains(r.stderr, "done    jobs.optical/read_sr1") || !strings.Contains(r.stderr, "cached  jobs.probe") {
 		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
 	}
+	// Built again unchanged, with the same records: both plans come from the
+	// compile cache (the expanded one keyed by the records), and the note of
+	// what the template gave comes from the plan.
+	r = runCLI(t, ws, cache, "-v", "build")
+	if r.code != 0 || strings.Count(r.stderr, "compile cache hit") != 2 || !strings.Contains(r.stderr, "strata: templates.optical-read: 4 records from jobs.probe, 2 instances") {
+		t.Fatalf("second build: exit %d\n%s", r.code, r.stderr)
+	}
 	// One invocation, one account: the probe ran in the first round, so the
 	// result says built, though the second round found it cached.
 	r = runCLI(t, ws, t.TempDir(), "--output", "json", "build")

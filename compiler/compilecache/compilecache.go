@@ -11,8 +11,10 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -42,6 +44,9 @@ type Inputs struct {
 	// Env holds environment settings that change how CUE evaluates (for example
 	// CUE_EXPERIMENT=...), in any order.
 	Env []string
+	// Records are the records of resource jobs the workspace is loaded with
+	// (lang.WithJobRecords), by job; nil for the plan before they ran.
+	Records map[string][]byte
 }
 
 // Key returns the cache key of compiling the workspace in dir: the hex SHA-256 of
@@ -62,6 +67,10 @@ func Key(dir string, in Inputs) (string, error) {
 	fmt.Fprintf(h, "strata compile cache %d\nversion %q\nbinary %q\nhost %s\nenv %q\nschema %d\n",
 		FormatVersion, in.StrataVersion, in.Binary, hb, env, len(in.Schema))
 	h.Write(in.Schema)
+	for _, job := range slices.Sorted(maps.Keys(in.Records)) {
+		fmt.Fprintf(h, "records %q %d\n", job, len(in.Records[job]))
+		h.Write(in.Records[job])
+	}
 	files, err := inputFiles(dir)
 	if err != nil {
 		return "", err

@@ -79,6 +79,13 @@ func TestKey(t *testing.T) {
 		{"host", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Host.OSVersion = "13" }, false},
 		{"schema", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Schema = []byte("schema2") }, false},
 		{"env", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Env = []string{"CUE_EXPERIMENT=x"} }, false},
+		{"records", func(_ *testing.T, _ string, in *compilecache.Inputs) {
+			in.Records = map[string][]byte{"probe": []byte(`{"name":"a"}` + "\n")}
+		}, false},
+		{"a job with no records beside one with", func(_ *testing.T, _ string, in *compilecache.Inputs) {
+			in.Records = map[string][]byte{"probe": []byte(`{"name":"a"}`), "other": nil}
+		}, false},
+		{"no records", func(_ *testing.T, _ string, in *compilecache.Inputs) { in.Records = map[string][]byte{} }, true},
 		{"vendored schema", func(t *testing.T, dir string, _ *compilecache.Inputs) {
 			writeFiles(t, dir, map[string]string{"cue.mod/pkg/strata.build/strata/schema.cue": "// other\n"})
 		}, true},

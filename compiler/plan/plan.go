@@ -40,6 +40,19 @@ type Plan struct {
 	// the job writes. Building the workspace runs the jobs first and compiles
 	// again with their records; a plan file keeps them pending.
 	Pending []Pending `json:"pending,omitempty"`
+	// Expanded are the templates over resource jobs whose records the plan
+	// was compiled with, and what they gave.
+	Expanded []Expansion `json:"expanded,omitempty"`
+}
+
+// Expansion is a template over a resource job, expanded with its records.
+type Expansion struct {
+	Template string `json:"template"`
+	// Job is the resource's job (jobs.NAME).
+	Job string `json:"job"`
+	// Records counts the job's records; Instances the names they defined.
+	Records   int `json:"records"`
+	Instances int `json:"instances"`
 }
 
 // Pending is a template that waits on a resource job.

@@ -385,6 +385,11 @@ func (v *verifier) pending() error {
 			return bad("job %s does not list %s among its outputs", n.Name, RecordsFile)
 		}
 	}
+	for _, e := range v.p.Expanded {
+		if CheckName(e.Template) != nil || !strings.HasPrefix(e.Job, "jobs.") || CheckName(strings.TrimPrefix(e.Job, "jobs.")) != nil || e.Records < 0 || e.Instances < 0 {
+			return fmt.Errorf("%w: expanded template %q (%q): not a template and a job", ErrInvalid, clip(e.Template), clip(e.Job))
+		}
+	}
 	return nil
 }
 
