@@ -203,7 +203,7 @@ func (g *globals) quietPlan(ctx context.Context, a []string) *plan.Plan {
 	if len(a) > 0 && isWorkspaceDir(a[0]) {
 		q.dir = a[0]
 	}
-	p, err := q.cachedPlan(ctx)
+	p, err := q.cachedPlan(ctx, nil)
 	if err != nil {
 		return nil
 	}

@@ -34,7 +34,7 @@ func (g *globals) storeDir() string {
 // has changed since the last compile, and warns (once, hit or miss) when images
 // build in the host's /usr.
 func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
-	p, err := g.cachedPlan(ctx)
+	p, err := g.cachedPlan(ctx, nil)
 	if err == nil {
 		g.warnHostRoot(p)
 	}
@@ -73,20 +73,22 @@ func (g *globals) warnHostRoot(p *plan.Plan) {
 	fmt.Fprintf(g.stderr, "warning: %s: %s\n", origin, lang.NonHermeticMsg(images))
 }
 
-// cachedPlan is cachedCompile without the warning.
-func (g *globals) cachedPlan(ctx context.Context) (*plan.Plan, error) {
-	c, err := g.compileEncoded(ctx, true)
+// cachedPlan is cachedCompile without the warning. With records (the
+// resource jobs' records, lang.WithJobRecords) it is the expanded plan, the
+// cache keyed by them too.
+func (g *globals) cachedPlan(ctx context.Context, records map[string][]byte) (*plan.Plan, error) {
+	c, err := g.compileEncoded(ctx, true, records)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	return c.Decoded(ctx, g.compileWorkspace, g.debug)
+	return c.Decoded(ctx, g.compileFunc(records), g.debug)
 }
 
 // compileEncoded returns the workspace's plan encoded, from the compile cache when
 // useCache is set and no input has changed (compilecache.Compile). On a hit the
-// plan is not decoded: strata compile copies the stored bytes to its output.
-func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compilecache.Compiled, error) {
+// plan is not decoded: strata compile indents the stored bytes to its output.
+func (g *globals) compileEncoded(ctx context.Context, useCache bool, records map[string][]byte) (*compilecache.Compiled, error) {
 	// A bad limit is refused on a cache hit too, not only when CUE runs.
 	if _, _, err := evalLimits(); err != nil {
 		return nil, err
@@ -95,7 +97,9 @@ func (g *globals) compileEncoded(ctx context.Context, useCache bool) (*compileca
 	if useCache {
 		cache = g.compileCache()
 	}
-	return compilecache.Compile(ctx, cache, g.dir, g.compileCacheInputs(), g.compileWorkspace, g.debug)
+	in := g.compileCacheInputs()
+	in.Records = records
+	return compilecache.Compile(ctx, cache, g.dir, in, g.compileFunc(records), g.debug)
 }
 
 // compileCache returns the compile cache, kept in the store's state directory

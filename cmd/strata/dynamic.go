@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/strata-build/strata/compiler"
-	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/store"
@@ -91,25 +90,7 @@ func (g *globals) expandPlan(ctx context.Context, v *plan.Verified, opts executo
 	}
 	// Through the compile cache, keyed by the records too: a build of an
 	// unchanged workspace whose jobs wrote the same records evaluates nothing.
-	in := g.compileCacheInputs()
-	in.Records = records
-	compile := func(ctx context.Context) (*plan.Plan, error) {
-		ws, err := g.loadWorkspace(ctx, lang.WithJobRecords(records))
-		if err != nil {
-			return nil, err
-		}
-		p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
-		if err != nil {
-			return nil, g.reportSpecError(err)
-		}
-		return p, nil
-	}
-	c, err := compilecache.Compile(ctx, g.compileCache(), g.dir, in, compile, g.debug)
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := c.Decoded(ctx, compile, g.debug)
-	c.Close()
+	p, err := g.cachedPlan(ctx, records)
 	if err != nil {
 		return nil, nil, err
 	}

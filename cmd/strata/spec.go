@@ -68,22 +68,29 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// compileWorkspace loads and compiles the workspace, reporting spec errors.
-func (g *globals) compileWorkspace(ctx context.Context) (*plan.Plan, error) {
-	if g.building {
-		// A changed workspace is likely to run stages: set the sandbox up
-		// on the other core while CUE evaluates.
-		sandbox.Prewarm()
+// compileFunc returns the function that loads the workspace (with the resource
+// jobs' records, when there are any) and compiles it, reporting spec errors.
+func (g *globals) compileFunc(records map[string][]byte) func(context.Context) (*plan.Plan, error) {
+	return func(ctx context.Context) (*plan.Plan, error) {
+		if g.building {
+			// A changed workspace is likely to run stages: set the sandbox up
+			// on the other core while CUE evaluates.
+			sandbox.Prewarm()
+		}
+		var opts []lang.Option
+		if records != nil {
+			opts = append(opts, lang.WithJobRecords(records))
+		}
+		ws, err := g.loadWorkspace(ctx, opts...)
+		if err != nil {
+			return nil, err
+		}
+		p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
+		if err != nil {
+			return nil, g.reportSpecError(err)
+		}
+		return p, nil
 	}
-	ws, err := g.loadWorkspace(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p, err := compiler.Compile(ctx, ws, compiler.Options{StrataVersion: strataVersion()})
-	if err != nil {
-		return nil, g.reportSpecError(err)
-	}
-	return p, nil
 }
 
 func newCompileCmd(g *globals) *cobra.Command {
@@ -105,7 +112,7 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
 			// The encoded plan: on a compile-cache hit the stored bytes are
 			// indented to the output with no decode and encode; a damaged
 			// entry (its checksum, which that reads) is compiled again.
-			c, err := g.compileEncoded(cmd.Context(), !noCache)
+			c, err := g.compileEncoded(cmd.Context(), !noCache, nil)
 			if err != nil {
 				return err
 			}
@@ -114,7 +121,7 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
 					g.debugf("%v", err)
 					c.Close()
 					// Bytes removed the entry: this compiles and stores.
-					if c, err = g.compileEncoded(cmd.Context(), true); err != nil {
+					if c, err = g.compileEncoded(cmd.Context(), true, nil); err != nil {
 						return err
 					}
 				}

@@ -32,15 +32,7 @@ func appendKeyDoc(b []byte, d *keyDoc) (out []byte, ok bool) {
 		c.str("artifact", d.Artifact)
 	}
 	if len(d.Command) > 0 {
-		c.name("command")
-		c.b = append(c.b, '[')
-		for i, s := range d.Command {
-			if i > 0 {
-				c.b = append(c.b, ',')
-			}
-			c.value(s)
-		}
-		c.b = append(c.b, ']')
+		c.strList("command", d.Command)
 	}
 	if len(d.Env) > 0 {
 		c.strMap("env", d.Env)
@@ -58,15 +50,7 @@ func appendKeyDoc(b []byte, d *keyDoc) (out []byte, ok bool) {
 	c.open()
 	in := &d.Inputs
 	if len(in.After) > 0 {
-		c.name("after")
-		c.b = append(c.b, '[')
-		for i, s := range in.After {
-			if i > 0 {
-				c.b = append(c.b, ',')
-			}
-			c.value(s)
-		}
-		c.b = append(c.b, ']')
+		c.strList("after", in.After)
 	}
 	if in.BuildRoot != "" {
 		c.str("buildroot", in.BuildRoot)
@@ -160,6 +144,18 @@ func (c *canon) name(n string) {
 func (c *canon) str(n, v string) {
 	c.name(n)
 	c.value(v)
+}
+
+func (c *canon) strList(n string, l []string) {
+	c.name(n)
+	c.b = append(c.b, '[')
+	for i, s := range l {
+		if i > 0 {
+			c.b = append(c.b, ',')
+		}
+		c.value(s)
+	}
+	c.b = append(c.b, ']')
 }
 
 func (c *canon) strMap(n string, m map[string]string) {
