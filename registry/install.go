@@ -98,18 +98,15 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 		// the same device.
 		return nil, fmt.Errorf("install %s: %w: %s holds an image for device type %s, not %s (a device that really changed type starts from an empty target)", ref, ErrRefused, dir, cur.DeviceType, opts.DeviceType)
 	}
-	var refused error
 	a, src, err := c.fetchArtifact(ctx, r, opts.DeviceType, opts.Platform, func(a *artifact) error {
 		if matchDevice(a.cfg.DeviceTypes, opts.DeviceType) < 0 {
-			refused = fmt.Errorf("install %s: %w: the image is for %s, not %s", ref, ErrRefused, strings.Join(a.cfg.DeviceTypes, ", "), opts.DeviceType)
-		} else if cur != nil && !opts.AllowDowngrade && CompareVersions(a.cfg.Version, cur.Version) < 0 {
-			refused = fmt.Errorf("install %s: %w: version %s is older than the installed %s (--allow-downgrade to install it)", ref, ErrRefused, a.cfg.Version, cur.Version)
+			return fmt.Errorf("%w: the image is for %s, not %s", ErrRefused, strings.Join(a.cfg.DeviceTypes, ", "), opts.DeviceType)
 		}
-		return refused
+		if cur != nil && !opts.AllowDowngrade && CompareVersions(a.cfg.Version, cur.Version) < 0 {
+			return fmt.Errorf("%w: version %s is older than the installed %s (--allow-downgrade to install it)", ErrRefused, a.cfg.Version, cur.Version)
+		}
+		return nil
 	})
-	if refused != nil {
-		return nil, refused
-	}
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", ref, err)
 	}

@@ -309,6 +309,7 @@ type Hit struct {
 	name      string
 	off, size int64
 	crc       uint32
+	data      []byte // the plan, once Bytes read and checked it
 }
 
 var errDamaged = errors.New("damaged compile cache entry")
@@ -360,6 +361,9 @@ func (h *Hit) Size() int64 { return h.size }
 // Bytes reads the encoded plan and checks it against its checksum. A damaged
 // entry is removed.
 func (h *Hit) Bytes() ([]byte, error) {
+	if h.data != nil {
+		return h.data, nil // checked already
+	}
 	b := make([]byte, h.size)
 	if _, err := h.f.ReadAt(b, h.off); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
@@ -368,6 +372,7 @@ func (h *Hit) Bytes() ([]byte, error) {
 		os.Remove(h.name)
 		return nil, fmt.Errorf("compile cache: %s: %w", h.name, errDamaged)
 	}
+	h.data = b
 	return b, nil
 }
 

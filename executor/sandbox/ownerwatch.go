@@ -265,8 +265,9 @@ type ownerCall struct {
 	legacy16 bool
 }
 
-// ownerCallsByNumber maps the owner calls of the filter's architectures.
-func ownerCallsByNumber() map[archCall]ownerCall {
+// ownerCallsByNumber maps the owner calls of the filter's architectures,
+// once per process (every rootless command stage serves a watch).
+var ownerCallsByNumber = sync.OnceValue(func() map[archCall]ownerCall {
 	out := map[archCall]ownerCall{}
 	for _, ar := range filterArches(runtime.GOARCH) {
 		for _, c := range ownerCalls {
@@ -276,7 +277,7 @@ func ownerCallsByNumber() map[archCall]ownerCall {
 		}
 	}
 	return out
-}
+})
 
 // describe says what the call asked for, ids as the kernel reads them.
 func (c ownerCall) describe(args [6]uint64) string {
