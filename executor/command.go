@@ -35,7 +35,7 @@ func (r *LocalRunner) runJob(ctx context.Context, n *plan.Node, in Inputs) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	defer forceRemoveAll(dir)
+	defer r.st.Discard(dir)
 	lower := filepath.Join(dir, "empty")
 	if n.Inputs.Tree != "" {
 		if lower, _, err = r.checkoutOf(ctx, in, n.Inputs.Tree); err != nil {
@@ -111,7 +111,7 @@ func (r *LocalRunner) runHook(ctx context.Context, n *plan.Node, in Inputs) (Res
 	if err != nil {
 		return Result{}, err
 	}
-	defer forceRemoveAll(dir)
+	defer r.st.Discard(dir)
 	root, err := r.buildRoot(ctx, n, in)
 	if err != nil {
 		return Result{}, err

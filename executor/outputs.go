@@ -59,7 +59,7 @@ func (r *LocalRunner) runOutput(ctx context.Context, n *plan.Node, in Inputs) (R
 	if err != nil {
 		return Result{}, err
 	}
-	defer forceRemoveAll(dir)
+	defer r.st.Discard(dir)
 	opts := output.Options{Format: format, SourceDateEpoch: sde, Checkout: co, TempDir: dir}
 	po.Apply(&opts)
 	if n.Platform != nil {

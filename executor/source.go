@@ -35,7 +35,7 @@ func (r *LocalRunner) runSource(ctx context.Context, n *plan.Node) (Result, erro
 	if err != nil {
 		return out, err
 	}
-	defer forceRemoveAll(dir)
+	defer r.st.Discard(dir)
 	root := filepath.Join(dir, "tree")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return out, err

@@ -33,7 +33,7 @@ func (r *LocalRunner) runStage(ctx context.Context, n *plan.Node, in Inputs) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	defer forceRemoveAll(dir)
+	defer r.st.Discard(dir)
 	var base *tree.Tree
 	var lower string
 	if n.Inputs.Tree != "" {

@@ -45,6 +45,9 @@ type Store struct {
 
 	gate gate
 
+	discards sync.WaitGroup // Discard's removals still running
+	removing chan struct{}  // bounds them
+
 	// afterMark, when set (by tests), runs in GC between choosing what to
 	// delete and deleting it: where a writer racing with GC must not lose.
 	afterMark func()
@@ -85,7 +88,7 @@ func Open(dir string) (*Store, error) {
 	if err := private(abs); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	s := &Store{dir: abs, root: os.Geteuid() == 0}
+	s := &Store{dir: abs, root: os.Geteuid() == 0, removing: make(chan struct{}, 2)}
 	for _, d := range []string{dirBlobs, dirFiles, dirActions, dirWeak, dirFailures, dirLeases, dirCheckouts, dirKeyLocks, dirTmp, dirQuarantine} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
 			if !readOnlyErr(err) {
@@ -135,6 +138,20 @@ func (s *Store) MkdirTemp(prefix string) (string, error) {
 		return "", err
 	}
 	return os.MkdirTemp(session, prefix)
+}
+
+// Discard removes dir, made by MkdirTemp, in the background: a stage's
+// working directory of thousands of files need not hold up the nodes that
+// wait for its result. Close waits for every removal, and removes whatever one
+// could not.
+func (s *Store) Discard(dir string) {
+	s.discards.Add(1)
+	go func() {
+		defer s.discards.Done()
+		s.removing <- struct{}{}
+		defer func() { <-s.removing }()
+		forceRemoveAll(dir)
+	}()
 }
 
 // sessionDir returns the Store's session directory, creating it on first use:
@@ -192,6 +209,7 @@ func (s *Store) Dir() string { return s.dir }
 // LockKey, and leases, are independent of Close and must be released by their
 // callers.
 func (s *Store) Close() error {
+	s.discards.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

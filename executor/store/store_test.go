@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -572,5 +574,43 @@ func TestLockKeyCancel(t *testing.T) {
 	r2()
 	if _, err := s.LockKey(ctx, "a/b"); !errors.Is(err, ErrInvalidKey) {
 		t.Fatalf("LockKey(a/b) = %v", err)
+	}
+}
+
+// TestDiscard: a discarded working directory goes in the background, even one
+// a stage left without write permission, and Close waits for it, so nothing of
+// the session is left behind.
+func TestDiscard(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for range 5 {
+		d, err := s.MkdirTemp("stage-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := map[string]string{"upper/etc/": "", "upper/etc/motd": "hi", "upper/bin/sh": "->busybox"}
+		for i := range 50 {
+			files[fmt.Sprintf("upper/usr/share/f%d", i)] = "x"
+		}
+		writeFiles(t, d, files)
+		if err := os.Chmod(filepath.Join(d, "upper", "usr", "share"), 0o555); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, d)
+	}
+	session := filepath.Dir(dirs[0])
+	for _, d := range dirs {
+		s.Discard(d)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append(dirs, session) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s is still there after Close (%v)", d, err)
+		}
 	}
 }
