@@ -15,6 +15,7 @@ var sandboxBuildID string
 
 func main() {
 	sandbox.MaybeRunHelper()
+	hugeHeap()
 	sandbox.UseCompanion(sandboxBuildID)
 	os.Exit(Main())
 }
