@@ -2,8 +2,10 @@ package sandbox
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -34,7 +36,8 @@ type bwrapFDs struct {
 
 // bwrapArgs builds the bwrap arguments (without argv[0]) for spec, with tree
 // the host directory to use as the target tree and fds the descriptors bwrap
-// gets.
+// gets. A non-empty inputs is a directory already holding spec's inputs (see
+// bindInputs), bound read-only as a whole.
 //
 // When strata runs as real root (realRoot), every uid and gid a tree uses
 // stays a real id so that stages can set owners (strata.users, strata.files,
@@ -44,7 +47,7 @@ type bwrapFDs struct {
 // needed to manage file ownership (CAP_CHOWN, CAP_FOWNER, CAP_FSETID,
 // CAP_DAC_OVERRIDE), which hold only inside that user namespace. Otherwise
 // every namespace is unshared and the stage has no capabilities.
-func bwrapArgs(spec *Spec, tree string, fds bwrapFDs, realRoot bool) ([]string, error) {
+func bwrapArgs(spec *Spec, tree, inputs string, fds bwrapFDs, realRoot bool) ([]string, error) {
 	var a []string
 	if realRoot {
 		if fds.userns > 0 {
@@ -100,14 +103,13 @@ func bwrapArgs(spec *Spec, tree string, fds bwrapFDs, realRoot bool) ([]string, 
 	if !spec.Chroot {
 		a = append(a, "--bind", tree, TreePath)
 	}
-	a = append(a, "--dir", InputsPath)
-	names := make([]string, 0, len(spec.Inputs))
-	for n := range spec.Inputs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		a = append(a, "--ro-bind", spec.Inputs[n], InputsPath+"/"+n)
+	if inputs != "" {
+		a = append(a, "--ro-bind", inputs, InputsPath)
+	} else {
+		a = append(a, "--dir", InputsPath)
+		for _, n := range slices.Sorted(maps.Keys(spec.Inputs)) {
+			a = append(a, "--ro-bind", spec.Inputs[n], InputsPath+"/"+n)
+		}
 	}
 	if len(spec.Outputs) > 0 {
 		a = append(a, "--dir", OutputsPath)

@@ -138,6 +138,9 @@ func overlayThread(cfg helperConfig, fn func()) error {
 	if err := mountOverlay(cfg); err != nil {
 		return err
 	}
+	if err := bindInputs(cfg); err != nil {
+		return err
+	}
 	fn()
 	return nil
 }

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -73,6 +75,16 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		defer removeAllForce(work)
 		tree = spec.Lower[0]
 		cfg = helperConfig{Lower: spec.Lower, Upper: spec.Upper, Work: work, Merged: tree, UserXattr: !host.Root, Volatile: !host.Root}
+		if len(spec.Inputs) >= prebindInputs {
+			// The overlay's private namespace can hold the inputs' binds too.
+			if cfg.InputsDir, err = os.MkdirTemp(filepath.Dir(spec.Upper), ".strata-inputs-"); err != nil {
+				return -1, fmt.Errorf("sandbox: run: inputs dir: %w", err)
+			}
+			defer removeAllForce(cfg.InputsDir)
+			for _, name := range slices.Sorted(maps.Keys(spec.Inputs)) {
+				cfg.Inputs = append(cfg.Inputs, inputBind{Name: name, Source: spec.Inputs[name]})
+			}
+		}
 	case tree == "":
 		// Copy staging: lowest layer first, so upper layers overwrite.
 		for i := len(spec.Lower) - 1; i >= 0; i-- {
@@ -162,7 +174,7 @@ func Run(ctx context.Context, host *Host, spec Spec) (exitCode int, err error) {
 		fds.block = addFD(g.r)
 	}
 
-	args, err := bwrapArgs(&spec, tree, fds, host.Root)
+	args, err := bwrapArgs(&spec, tree, cfg.InputsDir, fds, host.Root)
 	if err != nil {
 		return -1, err
 	}

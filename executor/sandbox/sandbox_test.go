@@ -977,3 +977,70 @@ func kernelAtLeast(major, minor int) bool {
 	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &a, &b)
 	return a > major || a == major && b >= minor
 }
+
+// checkManyInputs runs an overlay stage with more inputs than prebindInputs,
+// which reach bwrap as one directory of binds: each is readable at its name,
+// none is writable, and nothing is left next to the upper directory.
+func checkManyInputs(t testing.TB, h *Host) {
+	inputs := map[string]string{}
+	for i := range prebindInputs + 4 {
+		name := fmt.Sprintf("in%02d", i)
+		d := t.TempDir()
+		must(t, os.WriteFile(filepath.Join(d, "x"), []byte(name+"\n"), 0o644))
+		inputs[name] = d
+	}
+	file := filepath.Join(t.TempDir(), "f")
+	must(t, os.WriteFile(file, []byte("single\n"), 0o644))
+	inputs["file"] = file
+	upper := filepath.Join(t.TempDir(), "upper")
+	must(t, os.Mkdir(upper, 0o755))
+	var out bytes.Buffer
+	spec := Spec{Root: busyboxRoot(t), Lower: []string{t.TempDir()}, Upper: upper, Inputs: inputs, Stdout: &out, Stderr: &out,
+		Command: []string{"sh", "-c", `cd /run/strata/inputs || exit 1
+cat in00/x in11/x file
+for try in "touch in03/pwned" "touch pwned" "rm in00/x" "echo x > file" "mkdir in05/d" "mount -o remount,rw in01"; do
+	sh -c "$try" 2>/dev/null && echo "WROTE: $try"
+done
+mkdir /run/strata/tree/all && cp in*/x file /run/strata/tree/all/ 2>&1; ls | wc -l`}}
+	code, err := Run(context.Background(), h, spec)
+	if err != nil || code != 0 {
+		t.Fatalf("stage: %d %v: %s", code, err, out.String())
+	}
+	if want := "in00\nin11\nsingle\n" + strconv.Itoa(len(inputs)) + "\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+	for name, src := range inputs {
+		if name == "file" {
+			continue
+		}
+		if ents, _ := os.ReadDir(src); len(ents) != 1 {
+			t.Errorf("input %s modified: %v", name, ents)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "single\n" {
+		t.Errorf("file input modified: %q %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(upper, "all", "file")); err != nil || string(b) != "single\n" {
+		t.Errorf("upper/all/file = %q %v", b, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(upper)); len(ents) != 1 {
+		t.Errorf("left next to upper: %v", ents)
+	}
+}
+
+func TestManyInputs(t *testing.T) {
+	if os.Getenv(childEnv) == "manyinputs" {
+		h, err := Detect(context.Background())
+		if err != nil || h.Root || h.Staging != StagingOverlay {
+			t.Fatalf("unprivileged detect: %v %+v", err, h)
+		}
+		checkManyInputs(t, h)
+		return
+	}
+	h := host(t)
+	if h.Staging != StagingOverlay {
+		t.Skipf("overlay unavailable: %s", h.OverlayError)
+	}
+	checkManyInputs(t, h)
+	t.Run("unprivileged", func(t *testing.T) { runAsNobody(t, "TestManyInputs", "manyinputs", nil) })
+}
