@@ -15,7 +15,6 @@ var sandboxBuildID string
 
 func main() {
 	sandbox.MaybeRunHelper()
-	hugeHeap()
 	sandbox.UseCompanion(sandboxBuildID)
 	os.Exit(Main())
 }

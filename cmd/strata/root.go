@@ -244,6 +244,7 @@ func (g *globals) loadWorkspace(ctx context.Context, opts ...lang.Option) (*lang
 	if err != nil {
 		return nil, err
 	}
+	hugeHeap()
 	ws, err := lang.Load(ctx, g.dir, opts...)
 	stop()
 	if err == nil {
@@ -260,6 +261,7 @@ func (g *globals) loadWorkspacePartial(ctx context.Context, opts ...lang.Option)
 	if err != nil {
 		return nil, nil, err
 	}
+	hugeHeap()
 	ws, err = lang.Load(ctx, g.dir, opts...)
 	stop()
 	if errors.Is(err, lang.ErrInvalid) && ws != nil {
