@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime/metrics"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +74,9 @@ func (g *globals) watchEvaluation(dir string) (stop func(), err error) {
 		defer deadline.Stop()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
-		sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		// runtime.ReadMemStats, not runtime/metrics: that package's
+		// initialisation costs every strata process a millisecond.
+		var ms runtime.MemStats
 		for {
 			select {
 			case <-done:
@@ -82,8 +84,8 @@ func (g *globals) watchEvaluation(dir string) (stop func(), err error) {
 			case <-deadline.C:
 				g.abortEvaluation(dir, fmt.Sprintf("evaluation did not finish within %s (STRATA_EVAL_TIMEOUT)", timeout))
 			case <-tick.C:
-				metrics.Read(sample)
-				if used := sample[0].Value.Uint64(); used > limit {
+				runtime.ReadMemStats(&ms)
+				if used := ms.HeapAlloc; used > limit {
 					g.abortEvaluation(dir, fmt.Sprintf("evaluation used more than %d MiB of memory (STRATA_EVAL_MEMORY)", limit>>20))
 				}
 			}
