@@ -258,12 +258,13 @@ func (x *exporter) write(ctx context.Context, dir *os.Root, name string, it expo
 	if !ok {
 		return fmt.Errorf("the result has no output %q", it.name)
 	}
-	return x.writeFile(dir, name, d.Digest, -1, 0o644)
+	return x.writeFile(dir, name, d.Digest, -1, 0o644, -1, -1)
 }
 
 // writeFile copies the blob d to name (store.BlobReader.CopyTo: a reflink
-// where the filesystem has one; the digest is checked either way).
-func (x *exporter) writeFile(dir *os.Root, name string, d digest.Digest, size int64, mode os.FileMode) error {
+// where the filesystem has one; the digest is checked either way), owned by
+// uid:gid unless uid is negative.
+func (x *exporter) writeFile(dir *os.Root, name string, d digest.Digest, size int64, mode os.FileMode, uid, gid int) error {
 	src, err := x.st.OpenBlobSize(d, size)
 	if err != nil {
 		return err
@@ -283,6 +284,12 @@ func (x *exporter) writeFile(dir *os.Root, name string, d digest.Digest, size in
 	}()
 	if err := src.CopyTo(dst); err != nil {
 		return err
+	}
+	if uid >= 0 {
+		// Before the mode: chown clears setuid and setgid.
+		if err := dst.Chown(uid, gid); err != nil {
+			return err
+		}
 	}
 	if err := dst.Chmod(mode); err != nil {
 		return err
@@ -317,6 +324,7 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		owned := false
 		switch e.Type {
 		case tree.Dir:
 			if err := r.Mkdir(e.Path, 0o700); err != nil {
@@ -328,10 +336,16 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 				return err
 			}
 		case tree.File:
-			if prev.linkTo(r, &into, e) {
+			// Owners are set through the file's descriptor, not its path again.
+			owned = true
+			if prev.linkTo(r, &into, e, x.euid == 0) {
 				break
 			}
-			if err := x.writeFile(r, e.Path, e.Digest, e.Size, fs.FileMode(e.Mode&0o777)); err != nil {
+			uid, gid := -1, -1
+			if x.euid == 0 {
+				uid, gid = e.UID, e.GID
+			}
+			if err := x.writeFile(r, e.Path, e.Digest, e.Size, fs.FileMode(e.Mode&0o777), uid, gid); err != nil {
 				return fmt.Errorf("%s: %w", e.Path, err)
 			}
 		case tree.CharDev, tree.BlockDev, tree.Fifo:
@@ -345,7 +359,7 @@ func (x *exporter) writeTree(ctx context.Context, dir *os.Root, name string, t *
 		default:
 			return fmt.Errorf("%s: cannot export entry type %q", e.Path, e.Type)
 		}
-		if x.euid == 0 {
+		if x.euid == 0 && !owned {
 			if err := r.Lchown(e.Path, e.UID, e.GID); err != nil {
 				return err
 			}
@@ -574,9 +588,10 @@ func (x *exporter) previous(ctx context.Context, image string, it exportItem, s 
 }
 
 // linkTo links the earlier export's file for e into r at e.Path, when it has
-// one with e's content, mode and owner. A file that cannot be linked is left
+// one with e's content, mode and owner, which it then sets on the file if it
+// differs (the owner only with chown). A file that cannot be linked is left
 // for the caller to copy.
-func (p *previous) linkTo(r *os.Root, into *dirFDs, e tree.Entry) bool {
+func (p *previous) linkTo(r *os.Root, into *dirFDs, e tree.Entry, chown bool) bool {
 	if p == nil {
 		return false
 	}
@@ -596,7 +611,7 @@ func (p *previous) linkTo(r *os.Root, into *dirFDs, e tree.Entry) bool {
 	if unix.Linkat(from, base, to, base, 0) != nil {
 		return false
 	}
-	if !p.same(to, base, e) {
+	if !p.same(to, base, e, chown) {
 		unix.Unlinkat(to, base, 0)
 		return false
 	}
@@ -604,11 +619,12 @@ func (p *previous) linkTo(r *os.Root, into *dirFDs, e tree.Entry) bool {
 }
 
 // same reports whether the file base of the directory dir is e: a regular
-// file of e's size and digest, which it is then given e's permissions. The
+// file of e's size and digest, which it is then given e's permissions, and
+// owner with chown, where they differ. The
 // earlier export was untouched when it was identified, but a file replaced
 // or written in the moments since must not be taken: it is read through its
 // digest like a copy from the store is.
-func (p *previous) same(dir int, base string, e tree.Entry) bool {
+func (p *previous) same(dir int, base string, e tree.Entry, chown bool) bool {
 	fd, err := unix.Openat(dir, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
@@ -626,7 +642,13 @@ func (p *previous) same(dir int, base string, e tree.Entry) bool {
 	if n, err := io.CopyBuffer(v, f, p.buf); err != nil || n != e.Size || !v.Verified() {
 		return false
 	}
-	return unix.Fchmod(fd, e.Mode&0o777) == nil
+	reowned := chown && (int(st.Uid) != e.UID || int(st.Gid) != e.GID)
+	if reowned && unix.Fchown(fd, e.UID, e.GID) != nil {
+		return false
+	}
+	// chown cleared setuid and setgid; a mode that keeps them is set by the
+	// caller after this.
+	return (!reowned && st.Mode&0o7777 == e.Mode&0o777) || unix.Fchmod(fd, e.Mode&0o777) == nil
 }
 
 func (p *previous) close() {

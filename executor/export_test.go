@@ -39,7 +39,7 @@ func TestPreviousLinkToVerifies(t *testing.T) {
 	var into dirFDs
 	defer into.close()
 
-	if !p.linkTo(newRoot, &into, same) {
+	if !p.linkTo(newRoot, &into, same, false) {
 		t.Fatal("an unchanged file was not taken")
 	}
 	var a, b syscall.Stat_t
@@ -48,11 +48,26 @@ func TestPreviousLinkToVerifies(t *testing.T) {
 	if a.Ino != b.Ino || b.Mode&0o777 != 0o640 {
 		t.Errorf("same: inode %d vs %d, mode %o; want one inode, mode 640", a.Ino, b.Ino, b.Mode&0o777)
 	}
-	if p.linkTo(newRoot, &into, changed) {
+	if p.linkTo(newRoot, &into, changed, false) {
 		t.Error("a file whose bytes no longer match the tree was taken")
 	}
 	if _, err := os.Lstat(filepath.Join(newDir, "changed")); !os.IsNotExist(err) {
 		t.Errorf("the refused link was left behind: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	// As root the link gets the tree's owner through its descriptor.
+	must(os.WriteFile(filepath.Join(oldDir, "owned"), []byte("o\n"), 0o644))
+	owned := entry("owned", "o\n")
+	owned.UID, owned.GID = 1234, 4321
+	p.entries["owned"] = owned
+	if !p.linkTo(newRoot, &into, owned, true) {
+		t.Fatal("an unchanged file was not taken")
+	}
+	must(syscall.Stat(filepath.Join(newDir, "owned"), &b))
+	if b.Uid != 1234 || b.Gid != 4321 || b.Mode&0o7777 != 0o640 {
+		t.Errorf("owned: %d:%d mode %o, want 1234:4321 mode 640", b.Uid, b.Gid, b.Mode&0o7777)
 	}
 }
 
