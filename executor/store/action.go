@@ -165,8 +165,9 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, chec
 	return err
 }
 
-// GetAction returns the entry for key and marks it used now (its modification time is
-// the clock GC's LRU order uses). A missing entry, an unreadable one, or one whose
+// GetAction returns the entry for key and marks it used now: its modification time is
+// the clock GC's LRU order uses, written again unless a lease holds the entry's tree
+// (GC keeps such an entry while the lease lives) and it is less than touchEvery old. A missing entry, an unreadable one, or one whose
 // tree, log or output blob is gone is a miss: the error wraps ErrNotFound and a broken
 // entry is removed. With a lease (see WithLease) the entry's tree, log, outputs and
 // inputs are added to it before they are looked for.
@@ -178,24 +179,26 @@ func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 		return nil, err
 	}
 	p := s.actionPath(key)
-	a, f, err := s.readAction(p, true)
+	a, st, err := s.readAction(p, true)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
 	}
-	defer f.Close()
 	if err := s.pinAction(ctx, a); err != nil {
 		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
 	}
 	for _, d := range a.blobs() {
 		if !s.HasBlob(d) {
-			if sameFile(f, p) {
+			if isFile(p, &st) {
 				os.Remove(p)
 			}
 			return nil, fmt.Errorf("store %s: action %s: blob %s gone: %w", s.dir, key, d, ErrNotFound)
 		}
 	}
-	if err := s.touch(p); err != nil {
-		return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
+	l, _ := s.leaseOf(ctx)
+	if l == nil || a.Tree == "" || time.Since(time.Unix(st.Mtim.Unix())) >= touchEvery {
+		if err := s.touch(p); err != nil {
+			return nil, fmt.Errorf("store %s: action %s: %w", s.dir, key, err)
+		}
 	}
 	return a, nil
 }
@@ -225,11 +228,13 @@ func (s *Store) pinAction(ctx context.Context, a *Action) error {
 		return err
 	}
 	defer release()
-	if err := l.add(kindTree, trees...); err != nil {
-		return err
-	}
-	return l.add(kindBlob, blobs...)
+	return l.addSets(leaseSet{kindTree, trees}, leaseSet{kindBlob, blobs})
 }
+
+// touchEvery is how stale a record's use time may be before a lookup writes
+// it again: a no-op build looks up every node, and a metadata write each cost
+// more than the lookup.
+const touchEvery = time.Minute
 
 // touch marks the record at p used now, for GC's LRU order.
 func (s *Store) touch(p string) error {
@@ -240,28 +245,28 @@ func (s *Store) touch(p string) error {
 	return nil
 }
 
-// readAction reads and decodes the entry at p, returning the open file too. A
-// malformed entry is reported as ErrNotFound, and removed when remove is set
-// (not by GC's mark phase, which holds no lock that keeps a writer from
-// renaming a good entry into place meanwhile).
-func (s *Store) readAction(p string, remove bool) (*Action, *os.File, error) {
-	f, err := openFile(p, 0)
+// readAction reads and decodes the entry at p, returning the fstat of the file
+// it read too. A malformed entry is reported as ErrNotFound, and removed when
+// remove is set (not by GC's mark phase, which holds no lock that keeps a
+// writer from renaming a good entry into place meanwhile).
+func (s *Store) readAction(p string, remove bool) (*Action, unix.Stat_t, error) {
+	b, st, err := readRecord(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, ErrNotFound
+			return nil, st, ErrNotFound
 		}
-		return nil, nil, err
+		if st.Ino == 0 {
+			return nil, st, err // not opened
+		}
 	}
 	var a Action
-	b, err := readRecord(f)
 	if err != nil || json.Unmarshal(b, &a) != nil || validKey(a.Key) != nil {
-		if remove && sameFile(f, p) {
+		if remove && isFile(p, &st) {
 			os.Remove(p)
 		}
-		f.Close()
-		return nil, nil, fmt.Errorf("malformed entry removed: %w", ErrNotFound)
+		return nil, st, fmt.Errorf("malformed entry removed: %w", ErrNotFound)
 	}
-	return &a, f, nil
+	return &a, st, nil
 }
 
 // RemoveAction deletes the entry for key, if any.
@@ -392,13 +397,7 @@ func (s *Store) actionEntries() ([]actionEntry, error) {
 			continue
 		}
 		p := filepath.Join(dir, name)
-		a, f, err := s.readAction(p, true)
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		err = unix.Fstat(int(f.Fd()), &st)
-		f.Close()
+		a, st, err := s.readAction(p, true)
 		if err != nil || a.Key+".json" != name {
 			continue
 		}

@@ -165,6 +165,7 @@ type gcRun struct {
 	keepCO      map[string]bool // checkout hex
 
 	leaseOff map[string]int64 // lease file name → bytes read; -1 for a dead lease
+	leased   map[string]bool  // every object a lease named
 	pending  map[string]leaseKind
 	recIno   map[string]uint64 // action or failure record → inode last seen by readdir
 }
@@ -182,7 +183,7 @@ func (s *Store) gc(ctx context.Context, maxSize int64) (GCStats, error) {
 	g := &gcRun{
 		s: s, trees: map[digest.Digest]*tree.Tree{},
 		keepBlob: map[string]bool{}, keepFileHex: map[string]bool{}, keepFile: map[string]bool{}, keepCO: map[string]bool{},
-		leaseOff: map[string]int64{}, pending: map[string]leaseKind{}, recIno: map[string]uint64{},
+		leaseOff: map[string]int64{}, leased: map[string]bool{}, pending: map[string]leaseKind{}, recIno: map[string]uint64{},
 	}
 
 	// Mark, without any lock: what the records and leases refer to now. Records
@@ -315,11 +316,10 @@ func (g *gcRun) readRecord(ctx context.Context, rel string, ino uint64) (*record
 	}
 	switch strings.TrimSuffix(dir, "/") {
 	case dirActions:
-		a, f, err := g.s.readAction(p, false)
+		a, _, err := g.s.readAction(p, false)
 		if err != nil {
 			return r, nil
 		}
-		f.Close()
 		if a.Key+".json" != name {
 			return r, nil
 		}
@@ -497,6 +497,7 @@ func (g *gcRun) keep(r refs) {
 // keepLeased keeps what a lease line names: the content hex in every form, and
 // for a tree its files too.
 func (g *gcRun) keepLeased(ctx context.Context, kind leaseKind, hex string) {
+	g.leased[hex] = true
 	g.keepBlob[hex], g.keepFileHex[hex], g.keepCO[hex] = true, true, true
 	if kind == kindBlob {
 		return
@@ -642,7 +643,9 @@ func (g *gcRun) catchUp(ctx context.Context) error {
 
 // dropRecords removes the records chosen to go that nobody replaced or used
 // since GC read them (those keep what they refer to after all), until end,
-// and returns the records left.
+// and returns the records left. An action whose tree a live lease holds is in
+// use too: a build's lookup marks a record it used in the last minute used
+// only through its lease (see GetAction).
 func (g *gcRun) dropRecords(drop []*record, end time.Time, stats *GCStats) ([]*record, error) {
 	now := map[string]uint64{}
 	for _, dir := range []string{dirActions, dirFailures, dirWeak} {
@@ -659,7 +662,8 @@ func (g *gcRun) dropRecords(drop []*record, end time.Time, stats *GCStats) ([]*r
 		drop = drop[:len(drop)-1]
 		p := filepath.Join(g.s.dir, filepath.FromSlash(r.rel))
 		var st unix.Stat_t
-		if now[r.rel] != r.ino || unix.Lstat(p, &st) != nil || st.Mtim != r.mtime {
+		inUse := len(r.refs.checkouts) > 0 && g.leased[r.refs.checkouts[0]]
+		if inUse || now[r.rel] != r.ino || unix.Lstat(p, &st) != nil || st.Mtim != r.mtime {
 			g.keep(r.refs)
 			continue
 		}

@@ -121,6 +121,17 @@ func (l *Lease) Add(ctx context.Context, ds ...digest.Digest) error {
 // add appends the objects to the lease file in one write; the caller is in a
 // shared section (see Store.shared), so GC sees the lines before it deletes.
 func (l *Lease) add(kind leaseKind, hexes ...string) error {
+	return l.addSets(leaseSet{kind, hexes})
+}
+
+// leaseSet is objects of one kind to add to a lease.
+type leaseSet struct {
+	kind  leaseKind
+	hexes []string
+}
+
+// addSets is add for objects of several kinds, still in one write.
+func (l *Lease) addSets(sets ...leaseSet) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.released {
@@ -130,14 +141,16 @@ func (l *Lease) add(kind leaseKind, hexes ...string) error {
 		return nil
 	}
 	var b strings.Builder
-	for _, h := range hexes {
-		line := string(kind) + " " + h
-		if l.seen[line] {
-			continue
+	for _, set := range sets {
+		for _, h := range set.hexes {
+			line := string(set.kind) + " " + h
+			if l.seen[line] {
+				continue
+			}
+			l.seen[line] = true
+			b.WriteString(line)
+			b.WriteByte('\n')
 		}
-		l.seen[line] = true
-		b.WriteString(line)
-		b.WriteByte('\n')
 	}
 	if b.Len() == 0 {
 		return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 // loadBuilder does what a node of a build does, iters times, each node under
@@ -270,10 +271,11 @@ func closed(c chan struct{}) bool {
 // when a writer stores bytes GC is about to remove (so the store only links to
 // the existing object) and references them. Whether the writer holds a lease or
 // records an action, the object stays; a record GC chose to drop but that was
-// used meanwhile stays too.
+// used meanwhile stays too, also when a build's lookup under a lease did not
+// mark it used because it was marked a moment ago ("leased record").
 func TestGCWriterRace(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range []string{"lease", "action", "used record"} {
+	for _, tc := range []string{"lease", "action", "used record", "leased record"} {
 		t.Run(tc, func(t *testing.T) {
 			s := newStore(t)
 			content := []byte("written before, referenced during GC")
@@ -287,10 +289,18 @@ func TestGCWriterRace(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tc == "used record" {
+			if tc == "used record" || tc == "leased record" {
 				if err := s.PutAction(ctx, &Action{Key: "old", Tree: td, Log: d}); err != nil {
 					t.Fatal(err)
 				}
+			}
+			var marked unix.Timespec // the record's use time before GC
+			if tc == "leased record" {
+				var st unix.Stat_t
+				if err := unix.Stat(s.actionPath("old"), &st); err != nil {
+					t.Fatal(err)
+				}
+				marked = st.Mtim
 			}
 			var l *Lease
 			s.afterMark = func() {
@@ -319,6 +329,18 @@ func TestGCWriterRace(t *testing.T) {
 					if _, err := s.GetAction(ctx, "old"); err != nil {
 						t.Error(err)
 					}
+				case "leased record":
+					if l, err = s.NewLease(ctx, "build"); err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := s.GetAction(WithLease(ctx, l), "old"); err != nil {
+						t.Error(err)
+					}
+					var st unix.Stat_t
+					if unix.Stat(s.actionPath("old"), &st) == nil && st.Mtim != marked {
+						t.Error("a lookup under a lease rewrote a use time a moment old")
+					}
 				}
 			}
 			// maxSize 0: GC chose to drop every record it saw.
@@ -332,7 +354,7 @@ func TestGCWriterRace(t *testing.T) {
 				t.Fatalf("leased checkout: %v", err)
 			}
 			if tc != "lease" {
-				key := map[string]string{"action": "new", "used record": "old"}[tc]
+				key := map[string]string{"action": "new", "used record": "old", "leased record": "old"}[tc]
 				a, err := s.GetAction(ctx, key)
 				if err != nil {
 					t.Fatalf("GetAction(%s) after GC: %v", key, err)

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -356,43 +355,67 @@ func syncDir(dir string) error {
 // more system calls a file; a cached build reads a record per node, and a
 // commit opens every file of the tree.
 func openFile(p string, flags int) (*os.File, error) {
+	fd, err := openFD(p, flags)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// openFD is openFile's descriptor alone.
+func openFD(p string, flags int) (int, error) {
 	for {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
 		if err == unix.EINTR {
 			continue // as os.Open does (a FUSE or NFS store)
 		}
 		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+			return -1, &fs.PathError{Op: "open", Path: p, Err: err}
 		}
-		return os.NewFile(uintptr(fd), p), nil
+		return fd, nil
 	}
 }
 
-// readRecord reads the rest of the record f, sized by one fstat: one read
-// for the whole file where a decoder would read it in pieces until EOF (a
-// filesystem that returns less reads on).
-func readRecord(f *os.File) ([]byte, error) {
+// readRecord reads the record at p, sized by one fstat, which it returns too
+// (Ino 0 when p could not be opened): one read for the whole file where a
+// decoder would read it in pieces until EOF (a filesystem that returns less
+// reads on), through a bare descriptor (os.File asks the kernel for its flags).
+func readRecord(p string) ([]byte, unix.Stat_t, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, err
+	fd, err := openFD(p, 0)
+	if err != nil {
+		return nil, st, err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, unix.Stat_t{}, &fs.PathError{Op: "fstat", Path: p, Err: err}
 	}
 	b := make([]byte, 0, st.Size+1) // +1: a file that grew fills the buffer
 	for {
-		n, err := f.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, st, &fs.PathError{Op: "read", Path: p, Err: err}
+		}
+		b = b[:len(b)+n]
+		if n == 0 {
+			return b, st, nil
 		}
 		if len(b) < cap(b) && int64(len(b)) >= st.Size {
-			return b, nil // all fstat promised, and a short read: the end
+			return b, st, nil // all fstat promised, and a short read: the end
 		}
 		if len(b) == cap(b) {
 			b = slices.Grow(b, 4096)
 		}
 	}
+}
+
+// isFile reports whether the file at name is still the one st describes.
+func isFile(name string, st *unix.Stat_t) bool {
+	var now unix.Stat_t
+	return unix.Stat(name, &now) == nil && now.Dev == st.Dev && now.Ino == st.Ino
 }
 
 // sameFile reports whether the open file f is still the file at name.
