@@ -65,57 +65,106 @@ func (s *Store) LinkFile(ctx context.Context, path string, mode uint32, uid, gid
 }
 
 func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, error) {
+	d, n, found, err := s.linkUnlessFound(ctx, path, mode, uid, gid)
+	if err != nil || !found {
+		return d, n, err
+	}
+	missing, err := s.keepFound(ctx, []foundFile{{d, n, mode, uid, gid}})
+	if err != nil {
+		return "", 0, err
+	}
+	if len(missing) > 0 {
+		// Removed before it was pinned: this file will be the object.
+		return s.linkFile(ctx, path, mode, uid, gid)
+	}
+	return d, n, nil
+}
+
+// foundFile is an object linkUnlessFound found in the store, not yet pinned.
+type foundFile struct {
+	d        digest.Digest
+	n        int64
+	mode     uint32
+	uid, gid int
+}
+
+// keepFound pins the objects found to the call's lease in one shared section
+// and looks for them again: an object found after it was pinned stays. It
+// returns the indexes of those gone meanwhile, to be linked after all.
+func (s *Store) keepFound(ctx context.Context, files []foundFile) (missing []int, err error) {
+	hexes := make([]string, len(files))
+	for i, f := range files {
+		hexes[i] = f.d.Encoded()
+	}
+	if err := s.pin(ctx, kindBlob, hexes...); err != nil {
+		return nil, err
+	}
+	for i, f := range files {
+		obj := s.fileObjPath(hexes[i], f.mode, f.uid, f.gid)
+		if st, err := os.Lstat(obj); err != nil || st.Size() != f.n {
+			missing = append(missing, i)
+			continue
+		}
+		if err := s.ensureBlobLink(ctx, hexes[i], obj, f.n); err != nil {
+			return nil, err
+		}
+	}
+	return missing, nil
+}
+
+// linkUnlessFound hashes the file at path and, unless the store has its
+// object already (found: for the caller to pin with keepFound), makes it the
+// object (see LinkFile).
+func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, bool, error) {
 	mode &= 0o7777
 	f, err := openFile(path, unix.O_NOFOLLOW)
 	if err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	defer f.Close()
 	var st0 unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st0); err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	if st0.Mode&unix.S_IFMT != unix.S_IFREG {
-		return "", 0, fmt.Errorf("%w: not a regular file", ErrUnsupported)
+		return "", 0, false, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
 	startWriteback(f, st0.Size)
 	d, n, err := hashFile(ctx, f)
 	if err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	var st1 unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st1); err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	if st1.Size != n || st1.Mtim != st0.Mtim || st1.Size != st0.Size {
-		return "", 0, errors.New("file changed while it was hashed")
+		return "", 0, false, errors.New("file changed while it was hashed")
 	}
 	hex := d.Encoded()
 	obj := s.fileObjPath(hex, mode, uid, gid)
-	if ok, err := s.pinExisting(ctx, kindBlob, hex, obj, n); err != nil {
-		return "", 0, err
-	} else if ok {
-		return d, n, s.ensureBlobLink(ctx, hex, obj, n)
+	if st, err := os.Lstat(obj); err == nil && st.Size() == n {
+		return d, n, true, nil
 	}
 	blob := s.blobPath(hex)
 	for _, d := range []string{obj, blob} {
 		if err := ensureShard(filepath.Dir(d)); err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
 	}
 	tmp := ""
 	if st1.Nlink == 1 {
 		tmp, err = s.linkToTemp(f, path, mode, uid, gid, &st1)
 		if err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
 	}
 	if tmp == "" {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
 		if tmp, err = s.copyToTemp(ctx, f, d, n, mode, uid, gid); err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
 	}
 	// The blob path is a second name of the same inode, placed with it.
@@ -127,7 +176,7 @@ func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid
 		}
 		if err != nil {
 			os.Remove(tmp)
-			return "", 0, err
+			return "", 0, false, err
 		}
 	}
 	placed, err := s.placeAll(ctx, kindBlob, hex, n, tmp, obj, tmpBlob, blob)
@@ -138,14 +187,14 @@ func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid
 		os.Remove(tmpBlob)
 	}
 	if err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
 	for _, p := range placed {
 		if err := syncDir(filepath.Dir(p)); err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
 	}
-	return d, n, nil
+	return d, n, false, nil
 }
 
 // linkToTemp gives the file its metadata and links it into the session, ready

@@ -62,22 +62,48 @@ type fileJob struct {
 }
 
 // linkFiles runs LinkFile for every job in parallel (GOMAXPROCS at a time) and fills
-// in the digest and size of each job's entry.
+// in the digest and size of each job's entry. The files whose objects the store
+// already holds, most of a rebuilt stage's, are pinned to the lease together, in
+// one shared section and one write, instead of one each.
 func (s *Store) linkFiles(ctx context.Context, entries []tree.Entry, jobs []fileJob) error {
-	g, ctx := errgroup.WithContext(ctx)
+	found := make([]bool, len(jobs))
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, j := range jobs {
+	for i, j := range jobs {
 		g.Go(func() error {
 			e := &entries[j.idx]
-			d, n, err := s.LinkFile(ctx, j.path, e.Mode, e.UID, e.GID)
+			d, n, ok, err := s.linkUnlessFound(gctx, j.path, e.Mode, e.UID, e.GID)
 			if err != nil {
-				return err
+				return fmt.Errorf("store %s: link %s: %w", s.dir, j.path, err)
 			}
-			e.Digest, e.Size = d, n
+			e.Digest, e.Size, found[i] = d, n, ok
 			return nil
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var files []foundFile
+	var of []fileJob // the job of each of files
+	for i, j := range jobs {
+		if e := entries[j.idx]; found[i] {
+			files = append(files, foundFile{e.Digest, e.Size, e.Mode & 0o7777, e.UID, e.GID})
+			of = append(of, j)
+		}
+	}
+	missing, err := s.keepFound(ctx, files)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	for _, i := range missing {
+		e := &entries[of[i].idx]
+		d, n, err := s.LinkFile(ctx, of[i].path, e.Mode, e.UID, e.GID)
+		if err != nil {
+			return err
+		}
+		e.Digest, e.Size = d, n
+	}
+	return nil
 }
 
 // statEntry builds the entry for path (named rel in the tree) from lstat, without the
