@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -516,11 +517,62 @@ func (l *loader) decodeChecked(v cue.Value, path string, x any) error {
 	if l.c.reportedUnder(path) {
 		return errReported
 	}
-	if err := v.Decode(x); err != nil {
+	if err := decodeKnown(v, x); err != nil {
 		l.c.addCUE(err, path)
 		return err
 	}
 	return nil
+}
+
+// decodeKnown is v.Decode(x) for a struct x whose fields are json-tagged
+// (embedded structs are decoded into as well): each field is looked up by
+// name and decoded, where Value.Decode iterates v's fields, which CUE sorts
+// topologically every time (a tenth of a compile, for every image and stage).
+// Errors are collected as Decode collects them.
+func decodeKnown(v cue.Value, x any) error {
+	v, _ = v.Default()
+	if err := v.Err(); err != nil && !cue.IsIncomplete(err) {
+		return err
+	}
+	var errs cueerrors.Error
+	for _, f := range knownFields(reflect.TypeOf(x).Elem()) {
+		fv := v.LookupPath(f.path)
+		if !fv.Exists() {
+			continue
+		}
+		dst := reflect.ValueOf(x).Elem().FieldByIndex(f.index)
+		if err := fv.Decode(dst.Addr().Interface()); err != nil {
+			errs = cueerrors.Append(errs, cueerrors.Promote(err, ""))
+		}
+	}
+	if errs != nil {
+		return errs
+	}
+	return nil
+}
+
+// knownField is a json-tagged field of a struct decodeKnown fills.
+type knownField struct {
+	path  cue.Path
+	index []int
+}
+
+var knownFieldsOf sync.Map // reflect.Type → []knownField
+
+func knownFields(t reflect.Type) []knownField {
+	if fs, ok := knownFieldsOf.Load(t); ok {
+		return fs.([]knownField)
+	}
+	var fs []knownField
+	for _, f := range reflect.VisibleFields(t) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous || !f.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		fs = append(fs, knownField{cue.MakePath(cue.Str(name)), f.Index})
+	}
+	knownFieldsOf.Store(t, fs)
+	return fs
 }
 
 func (l *loader) decodeSources() {
