@@ -629,8 +629,7 @@ func (p *previous) same(dir int, base string, e tree.Entry, chown bool) bool {
 	if err != nil {
 		return false
 	}
-	f := os.NewFile(uintptr(fd), base)
-	defer f.Close()
+	defer unix.Close(fd)
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != e.Size {
 		return false
@@ -638,8 +637,25 @@ func (p *previous) same(dir int, base string, e tree.Entry, chown bool) bool {
 	if p.buf == nil {
 		p.buf = make([]byte, 256<<10)
 	}
+	// Read into p.buf by hand: io.CopyBuffer would hand the copy to
+	// os.File.WriteTo, which allocates a buffer of its own every call.
 	v := e.Digest.Verifier()
-	if n, err := io.CopyBuffer(v, f, p.buf); err != nil || n != e.Size || !v.Verified() {
+	var n int64
+	for {
+		m, err := unix.Read(fd, p.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		if m == 0 {
+			break
+		}
+		v.Write(p.buf[:m])
+		n += int64(m)
+	}
+	if n != e.Size || !v.Verified() {
 		return false
 	}
 	reowned := chown && (int(st.Uid) != e.UID || int(st.Gid) != e.GID)
