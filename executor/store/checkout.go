@@ -75,7 +75,10 @@ func (s *Store) checkout(ctx context.Context, d digest.Digest) (string, error) {
 		}
 		return "", err
 	}
-	return final, syncDir(filepath.Dir(final))
+	// Not synced: a checkout is derived from its tree and made again when it
+	// is missing, and syncing its directory made the rename durable, never
+	// the links inside it (journal order keeps those before the rename).
+	return final, nil
 }
 
 // placeDir renames the directory tmp to final in a shared section (see place).
