@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,14 +28,10 @@ var hugeHeap = sync.OnceFunc(func() {
 	if strings.Contains(os.Getenv("GODEBUG"), "disablethp=1") {
 		return
 	}
+	// A large allocation is page-aligned and untouched; the kernel backs
+	// the 2 MiB-aligned parts of the flagged range with huge pages. Advice
+	// only: a kernel without THP refuses it, and then nothing changes.
 	buf := make([]byte, hugeHeapBytes)
-	const huge = 2 << 20
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
-	lo := (p + huge - 1) &^ (huge - 1)
-	hi := (p + uintptr(len(buf))) &^ (huge - 1)
-	if hi > lo {
-		// Advice only: a kernel without THP refuses it, and then nothing changes.
-		unix.Madvise(buf[lo-p:hi-p], unix.MADV_HUGEPAGE)
-	}
+	unix.Madvise(buf, unix.MADV_HUGEPAGE)
 	runtime.GC()
 })
