@@ -13,9 +13,11 @@ import (
 // Compiled is a compile's result: the plan compiled in this process, or a
 // cache hit whose stored bytes are copied out undecoded (strata compile -o).
 type Compiled struct {
-	// Plan and Encoded (exactly what Plan.Encode writes) are set on a miss.
+	// Plan is set on a miss, and compact holds it encoded without
+	// indentation (as the cache stores it: every build decodes it, and a
+	// quarter of the indented bytes is indentation).
 	Plan    *plan.Plan
-	Encoded []byte
+	compact []byte
 	// Hit is set on a hit; Close releases it.
 	Hit *Hit
 	// Nodes counts the plan's nodes; Pending are its templates that wait on
@@ -24,13 +26,24 @@ type Compiled struct {
 	Pending []plan.Pending
 }
 
-// WriteTo writes the encoded plan to w.
+// WriteTo writes the plan to w as Plan.Encode does (indented).
 func (c *Compiled) WriteTo(w io.Writer) (int64, error) {
 	if c.Hit != nil {
 		return c.Hit.WriteTo(w)
 	}
-	n, err := w.Write(c.Encoded)
-	return int64(n), err
+	return writeIndented(w, c.compact)
+}
+
+// writeIndented writes the compact plan b (ending "}\n") indented, byte for
+// byte what Plan.Encode writes: json.Encoder indents what it marshalled
+// compact, and json.Indent keeps the trailing newline.
+func writeIndented(w io.Writer, b []byte) (int64, error) {
+	var out bytes.Buffer
+	out.Grow(len(b) + len(b)/3)
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return 0, fmt.Errorf("compile cache: %w", err)
+	}
+	return out.WriteTo(w)
 }
 
 // Close releases a hit's entry.
@@ -66,21 +79,17 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 	if err != nil {
 		return nil, err
 	}
+	// Compact, not Plan.Encode and then json.Compact: a build never needs
+	// the indented bytes, strata compile indents them when it writes them.
 	var buf bytes.Buffer
-	if err := p.Encode(&buf); err != nil {
-		return nil, err
+	enc := json.NewEncoder(&buf) // its newline ends the plan "}\n", as an entry's must (see open)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
+		return nil, fmt.Errorf("encode plan: %w", err)
 	}
-	out := &Compiled{Plan: p, Encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending}
+	out := &Compiled{Plan: p, compact: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending}
 	if c != nil {
-		// The entry holds the plan compact: every build decodes it, and a
-		// quarter of the indented bytes is indentation (Hit.WriteTo indents
-		// it again for strata compile).
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, out.Encoded); err != nil {
-			return nil, err
-		}
-		compact.WriteByte('\n') // an entry's plan ends "}\n" (see open)
-		e := &Entry{Plan: compact.Bytes(), Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending}
+		e := &Entry{Plan: out.compact, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending}
 		if err := c.Put(key, e); err != nil {
 			say("%v", err)
 		} else {

@@ -383,12 +383,7 @@ func (h *Hit) WriteTo(w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var out bytes.Buffer
-	out.Grow(len(b) + len(b)/3)
-	if err := json.Indent(&out, b, "", "  "); err != nil {
-		return 0, fmt.Errorf("compile cache: %w", err)
-	}
-	return out.WriteTo(w)
+	return writeIndented(w, b)
 }
 
 // Close closes the entry.

@@ -3,6 +3,7 @@ package compilecache_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -280,7 +281,8 @@ func TestCompileThroughCache(t *testing.T) {
 	calls := 0
 	compile := func(context.Context) (*plan.Plan, error) {
 		calls++
-		return &plan.Plan{Version: plan.Version, Nodes: []*plan.Node{{ID: "a", Kind: plan.KindSource}}}, nil
+		return &plan.Plan{Version: plan.Version, Nodes: []*plan.Node{{ID: "a", Kind: plan.KindSource, Name: "sources.<a&b>",
+			Options: json.RawMessage(`{"x":[1,{"y":"z"}],"e":{}}`)}}}, nil
 	}
 	first, err := compilecache.Compile(ctx, c, dir, compilecache.Inputs{StrataVersion: "t"}, compile, nil)
 	if err != nil || first.Plan == nil || calls != 1 {
@@ -291,9 +293,17 @@ func TestCompileThroughCache(t *testing.T) {
 		t.Fatalf("second: %+v %v, %d compiles", second, err, calls)
 	}
 	defer second.Close()
-	var buf bytes.Buffer
-	if _, err := second.WriteTo(&buf); err != nil || !bytes.Equal(buf.Bytes(), first.Encoded) {
-		t.Fatalf("the hit's bytes differ from the compile's: %v", err)
+	// strata compile writes, for a miss and a hit alike, exactly what
+	// Plan.Encode writes, though neither keeps those bytes.
+	var want, miss, hit bytes.Buffer
+	if err := first.Plan.Encode(&want); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.WriteTo(&miss); err != nil || !bytes.Equal(miss.Bytes(), want.Bytes()) {
+		t.Fatalf("the compile's bytes differ from Plan.Encode's (%v):\n%s\nwant:\n%s", err, miss.Bytes(), want.Bytes())
+	}
+	if _, err := second.WriteTo(&hit); err != nil || !bytes.Equal(hit.Bytes(), want.Bytes()) {
+		t.Fatalf("the hit's bytes differ from Plan.Encode's: %v", err)
 	}
 	if p, err := second.Decoded(ctx, compile, nil); err != nil || len(p.Nodes) != 1 || calls != 1 {
 		t.Fatalf("decoded hit: %v, %d compiles", err, calls)
