@@ -9,7 +9,6 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -43,8 +42,8 @@ var ownerCalls = []struct {
 // chown, lchown and fchown of the 32-bit architectures that also have the
 // ...32 calls (i386, arm). The kernel reads only their low 16 bits, and
 // "unchanged" is 0xffff there.
-func legacy16(ar *arch.Info, name string) bool {
-	_, ok := ar.SyscallNames[name+"32"]
+func legacy16(ar *sysArch, name string) bool {
+	_, ok := ar.nr(name + "32")
 	return ok
 }
 
@@ -65,13 +64,13 @@ var ownerWatchProgram = sync.OnceValues(func() ([]bpf.RawInstruction, error) {
 })
 
 // ownerWatchInstructions is the owner watch's program for arches.
-func ownerWatchInstructions(arches []*arch.Info) ([]bpf.Instruction, error) {
+func ownerWatchInstructions(arches []*sysArch) ([]bpf.Instruction, error) {
 	var a assembler
 	a.emit(bpf.LoadAbsolute{Off: offArch, Size: 4})
 	sections := make([]label, len(arches))
 	for i, ar := range arches {
 		sections[i] = a.newLabel()
-		a.jumpIf(bpf.JumpEqual, uint32(ar.ID), sections[i], next)
+		a.jumpIf(bpf.JumpEqual, ar.ID, sections[i], next)
 	}
 	a.emit(bpf.RetConstant{Val: retAllow})
 	notify := a.newLabel()
@@ -81,7 +80,7 @@ func ownerWatchInstructions(arches []*arch.Info) ([]bpf.Instruction, error) {
 		var checks []label
 		var calls []int
 		for j, c := range ownerCalls {
-			if nr, ok := ar.SyscallNames[c.name]; ok {
+			if nr, ok := ar.nr(c.name); ok {
 				l := a.newLabel()
 				checks = append(checks, l)
 				calls = append(calls, j)
@@ -271,8 +270,8 @@ var ownerCallsByNumber = sync.OnceValue(func() map[archCall]ownerCall {
 	out := map[archCall]ownerCall{}
 	for _, ar := range filterArches(runtime.GOARCH) {
 		for _, c := range ownerCalls {
-			if nr, ok := ar.SyscallNames[c.name]; ok {
-				out[archCall{uint32(ar.ID), int32(nr)}] = ownerCall{c.name, c.uid, c.gid, legacy16(ar, c.name)}
+			if nr, ok := ar.nr(c.name); ok {
+				out[archCall{ar.ID, int32(nr)}] = ownerCall{c.name, c.uid, c.gid, legacy16(ar, c.name)}
 			}
 		}
 	}

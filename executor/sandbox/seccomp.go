@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -83,16 +82,16 @@ const x32Bit = 0x40000000
 // cannot call around the list by its own syscall numbers (socketcall(2), whose
 // arguments are behind a pointer, still reaches AF_VSOCK: docs/security.md).
 // Nil means seccomp is unsupported here.
-func filterArches(goarch string) []*arch.Info {
+func filterArches(goarch string) []*sysArch {
 	switch goarch {
 	case "amd64":
-		return []*arch.Info{arch.X86_64, arch.I386}
+		return []*sysArch{archX86_64, archI386}
 	case "arm64":
-		return []*arch.Info{arch.AARCH64, arch.ARM}
+		return []*sysArch{archAARCH64, archARM}
 	case "386":
-		return []*arch.Info{arch.I386}
+		return []*sysArch{archI386}
 	case "arm":
-		return []*arch.Info{arch.ARM}
+		return []*sysArch{archARM}
 	}
 	return nil
 }
@@ -130,34 +129,34 @@ var seccompProgram = sync.OnceValues(func() ([]byte, error) {
 // ENOSYS, clone3 with ENOSYS (its flags are behind a pointer; glibc falls back
 // to clone), clone with namespace flags and socket(AF_VSOCK) with EPERM, the
 // deny list with EPERM, and allow the rest.
-func filterInstructions(arches []*arch.Info) ([]bpf.Instruction, error) {
+func filterInstructions(arches []*sysArch) ([]bpf.Instruction, error) {
 	var a assembler
 	a.emit(bpf.LoadAbsolute{Off: offArch, Size: 4})
 	sections := make([]label, len(arches))
 	for i, ar := range arches {
 		sections[i] = a.newLabel()
-		a.jumpIf(bpf.JumpEqual, uint32(ar.ID), sections[i], next)
+		a.jumpIf(bpf.JumpEqual, ar.ID, sections[i], next)
 	}
 	a.emit(bpf.RetConstant{Val: retKill})
 	for i, ar := range arches {
 		a.set(sections[i])
 		deny, clone, socket := a.newLabel(), a.newLabel(), a.newLabel()
 		a.emit(bpf.LoadAbsolute{Off: offNr, Size: 4})
-		if ar.ID == arch.X86_64.ID {
+		if ar.ID == archX86_64.ID {
 			a.ret(bpf.JumpGreaterOrEqual, x32Bit, retENOSYS)
 		}
-		if nr, ok := ar.SyscallNames["clone3"]; ok {
+		if nr, ok := ar.nr("clone3"); ok {
 			a.ret(bpf.JumpEqual, uint32(nr), retENOSYS)
 		}
-		if nr, ok := ar.SyscallNames["clone"]; ok {
+		if nr, ok := ar.nr("clone"); ok {
 			a.jumpIf(bpf.JumpEqual, uint32(nr), clone, next)
 		}
-		if nr, ok := ar.SyscallNames["socket"]; ok {
+		if nr, ok := ar.nr("socket"); ok {
 			a.jumpIf(bpf.JumpEqual, uint32(nr), socket, next)
 		}
 		for _, g := range deniedSyscalls {
 			for _, name := range g.names {
-				if nr, ok := ar.SyscallNames[name]; ok {
+				if nr, ok := ar.nr(name); ok {
 					a.jumpIf(bpf.JumpEqual, uint32(nr), deny, next)
 				}
 			}

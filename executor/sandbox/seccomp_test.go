@@ -21,10 +21,10 @@ import (
 // seccompData is struct seccomp_data of a little-endian machine as x/net/bpf's
 // VM sees it: the kernel loads words in host order, the VM in network order,
 // so each 32-bit word is stored big-endian at the offset the kernel reads it.
-func seccompData(auditArch arch.AuditArch, nr int, arg0 uint64) []byte {
+func seccompData(auditArch uint32, nr int, arg0 uint64) []byte {
 	b := make([]byte, 64)
 	binary.BigEndian.PutUint32(b[offNr:], uint32(nr))
-	binary.BigEndian.PutUint32(b[offArch:], uint32(auditArch))
+	binary.BigEndian.PutUint32(b[offArch:], auditArch)
 	binary.BigEndian.PutUint32(b[offArg0:], uint32(arg0))
 	binary.BigEndian.PutUint32(b[offArg0+4:], uint32(arg0>>32))
 	return b
@@ -44,9 +44,9 @@ func TestSeccompFilterDecisions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			run := func(a *arch.Info, nr int, arg0 uint64) uint32 {
+			run := func(id uint32, nr int, arg0 uint64) uint32 {
 				t.Helper()
-				v, err := vm.Run(seccompData(a.ID, nr, arg0))
+				v, err := vm.Run(seccompData(id, nr, arg0))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -54,7 +54,7 @@ func TestSeccompFilterDecisions(t *testing.T) {
 			}
 			for _, a := range arches {
 				nr := func(name string) int {
-					n, ok := a.SyscallNames[name]
+					n, ok := a.nr(name)
 					if !ok {
 						t.Fatalf("%s has no %s", a.Name, name)
 					}
@@ -62,8 +62,8 @@ func TestSeccompFilterDecisions(t *testing.T) {
 				}
 				for _, g := range deniedSyscalls {
 					for _, name := range g.names {
-						if n, ok := a.SyscallNames[name]; ok {
-							if got := run(a, n, 0); got != retEPERM {
+						if n, ok := a.nr(name); ok {
+							if got := run(a.ID, n, 0); got != retEPERM {
 								t.Errorf("%s %s: %#x, want EPERM", a.Name, name, got)
 							}
 						}
@@ -88,20 +88,20 @@ func TestSeccompFilterDecisions(t *testing.T) {
 					{"socket", unix.AF_UNIX, retAllow},
 					{"socket", unix.AF_VSOCK, retEPERM},
 				} {
-					if got := run(a, nr(c.name), c.arg0); got != c.want {
+					if got := run(a.ID, nr(c.name), c.arg0); got != c.want {
 						t.Errorf("%s %s(%#x): %#x, want %#x", a.Name, c.name, c.arg0, got, c.want)
 					}
 				}
-				if got := run(a, 0xfff, 0); got != retAllow {
+				if got := run(a.ID, 0xfff, 0); got != retAllow {
 					t.Errorf("%s: a system call newer than the table: %#x, want allowed", a.Name, got)
 				}
 			}
 			// A foreign architecture is killed: it could call around the table.
-			if got := run(arch.MIPS, 0, 0); got != retKill {
+			if got := run(uint32(arch.MIPS.ID), 0, 0); got != retKill {
 				t.Errorf("foreign arch: %#x, want kill", got)
 			}
 			if goarch == "amd64" {
-				if got := run(arch.X86_64, 0x40000000|arch.X32.SyscallNames["keyctl"], 0); got != retENOSYS {
+				if got := run(archX86_64.ID, 0x40000000|arch.X32.SyscallNames["keyctl"], 0); got != retENOSYS {
 					t.Errorf("x32 keyctl: %#x, want ENOSYS", got)
 				}
 			}
@@ -120,8 +120,8 @@ func TestSeccompDenyListNames(t *testing.T) {
 	for _, g := range deniedSyscalls {
 		for _, name := range g.names {
 			found := false
-			for _, a := range []*arch.Info{arch.X86_64, arch.I386, arch.AARCH64, arch.ARM} {
-				if _, ok := a.SyscallNames[name]; ok {
+			for _, a := range []*sysArch{archX86_64, archI386, archAARCH64, archARM} {
+				if _, ok := a.nr(name); ok {
 					found = true
 				}
 			}
@@ -130,7 +130,7 @@ func TestSeccompDenyListNames(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := arches[0].SyscallNames["keyctl"]; !ok {
+	if _, ok := arches[0].nr("keyctl"); !ok {
 		t.Errorf("native table lacks keyctl")
 	}
 	if b, err := seccompProgram(); err != nil || len(b) == 0 || len(b)%8 != 0 {
@@ -259,7 +259,7 @@ func TestOwnerWatchFilterDecisions(t *testing.T) {
 			for _, a := range filterArches(goarch) {
 				run := func(name string, uid, gid uint64) (uint32, bool) {
 					t.Helper()
-					nr, ok := a.SyscallNames[name]
+					nr, ok := a.nr(name)
 					if !ok {
 						return 0, false
 					}
@@ -306,10 +306,30 @@ func TestOwnerWatchFilterDecisions(t *testing.T) {
 }
 
 // ownerCallsByName is ownerCalls of a by name, each with its legacy16 flag.
-func ownerCallsByName(a *arch.Info) map[string]ownerCall {
+func ownerCallsByName(a *sysArch) map[string]ownerCall {
 	out := map[string]ownerCall{}
 	for _, c := range ownerCalls {
 		out[c.name] = ownerCall{c.name, c.uid, c.gid, legacy16(a, c.name)}
 	}
 	return out
+}
+
+// TestSyscallTables: the generated tables (zsyscalls.go) hold exactly
+// go-seccomp-bpf's, so a module update that changed them fails here until
+// "go generate ./executor/sandbox" is run.
+func TestSyscallTables(t *testing.T) {
+	for _, c := range []struct {
+		ours *sysArch
+		lib  *arch.Info
+	}{{archX86_64, arch.X86_64}, {archI386, arch.I386}, {archAARCH64, arch.AARCH64}, {archARM, arch.ARM}} {
+		if c.ours.Name != c.lib.Name || c.ours.ID != uint32(c.lib.ID) || len(c.ours.calls) != len(c.lib.SyscallNames) {
+			t.Errorf("%s: %s %#x, %d calls; the library has %s %#x, %d calls", c.ours.Name, c.ours.Name, c.ours.ID, len(c.ours.calls), c.lib.Name, uint32(c.lib.ID), len(c.lib.SyscallNames))
+			continue
+		}
+		for name, nr := range c.lib.SyscallNames {
+			if got, ok := c.ours.nr(name); !ok || got != nr {
+				t.Errorf("%s %s: %d (%v), the library says %d", c.ours.Name, name, got, ok, nr)
+			}
+		}
+	}
 }
