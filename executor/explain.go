@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -113,14 +114,14 @@ func (e *Explanation) String() string {
 	return "changed: " + strings.Join(parts, "; ")
 }
 
-var hexRe = regexp.MustCompile(`[0-9a-f]{64}`)
+var hexRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[0-9a-f]{64}`) })
 
 // short abbreviates digests and long values for display.
 func short(s string) string {
 	if s == "" {
 		return "(absent)"
 	}
-	s = hexRe.ReplaceAllStringFunc(s, func(h string) string { return h[:12] + "…" })
+	s = hexRe().ReplaceAllStringFunc(s, func(h string) string { return h[:12] + "…" })
 	if len(s) > 120 {
 		s = s[:117] + "…"
 	}

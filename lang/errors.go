@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"cuelang.org/go/cue"
 	cueerrors "cuelang.org/go/cue/errors"
@@ -376,11 +377,11 @@ func isModePath(path string) bool {
 	return path == "mode" || strings.HasSuffix(path, ".mode")
 }
 
-var decimal = regexp.MustCompile(`\b[0-9]+\b`)
+var decimal = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\b[0-9]+\b`) })
 
 // octalNumbers writes the integers of a message about a mode in octal (0o755).
 func octalNumbers(msg string) string {
-	return decimal.ReplaceAllStringFunc(msg, func(d string) string {
+	return decimal().ReplaceAllStringFunc(msg, func(d string) string {
 		n, err := strconv.ParseUint(d, 10, 32)
 		if err != nil || n == 0 {
 			return d
@@ -533,12 +534,12 @@ func rewriteMsg(it *item) string {
 	return cleanMsg(it.e)
 }
 
-var cannotFindPackage = regexp.MustCompile(`cannot find package "([^"]+)"`)
+var cannotFindPackage = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`cannot find package "([^"]+)"`) })
 
 // importFailedMsg names the import that failed: CUE's message names the package
 // that imports it.
 func importFailedMsg(detail string) string {
-	m := cannotFindPackage.FindStringSubmatch(detail)
+	m := cannotFindPackage().FindStringSubmatch(detail)
 	if m == nil {
 		_, reason, _ := strings.Cut(detail, "import failed: ")
 		return "import failed: " + strings.TrimSuffix(reason, ":")

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -48,7 +49,7 @@ overwritten.
 	return cmd
 }
 
-var nonModuleChars = regexp.MustCompile(`[^a-z0-9._-]+`)
+var nonModuleChars = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^a-z0-9._-]+`) })
 
 func runInit(g *globals, dir, module string) error {
 	abs, err := filepath.Abs(dir)
@@ -56,7 +57,7 @@ func runInit(g *globals, dir, module string) error {
 		return err
 	}
 	if module == "" {
-		name := nonModuleChars.ReplaceAllString(strings.ToLower(filepath.Base(abs)), "-")
+		name := nonModuleChars().ReplaceAllString(strings.ToLower(filepath.Base(abs)), "-")
 		name = strings.Trim(name, "-.")
 		if name == "" {
 			name = "workspace"

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // debootstrapOptions are the options of strata.debootstrap:
@@ -35,10 +36,10 @@ type debootstrapOptions struct {
 const buildRootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 var (
-	debSuite     = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
-	debPackage   = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$`)
-	debComponent = regexp.MustCompile(`^[a-z0-9][a-z0-9/_.-]*$`)
-	debArch      = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	debSuite     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`) })
+	debPackage   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$`) })
+	debComponent = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9/_.-]*$`) })
+	debArch      = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`) })
 	debVariants  = []string{"extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard"}
 )
 
@@ -58,7 +59,7 @@ func (o *debootstrapOptions) defaults() {
 }
 
 func (o *debootstrapOptions) validate() error {
-	if !debSuite.MatchString(o.Suite) {
+	if !debSuite().MatchString(o.Suite) {
 		return fmt.Errorf("suite: %q is not a suite name", o.Suite)
 	}
 	u, err := url.Parse(o.Mirror)
@@ -73,16 +74,16 @@ func (o *debootstrapOptions) validate() error {
 		return fmt.Errorf("variant: %q is not one of %s", o.Variant, strings.Join(debVariants, ", "))
 	}
 	for i, p := range o.Include {
-		if !debPackage.MatchString(p) {
+		if !debPackage().MatchString(p) {
 			return fmt.Errorf("include[%d]: %q is not a package name", i, p)
 		}
 	}
 	for i, c := range o.Components {
-		if !debComponent.MatchString(c) {
+		if !debComponent().MatchString(c) {
 			return fmt.Errorf("components[%d]: %q is not a component name", i, c)
 		}
 	}
-	if o.Arch != "" && !debArch.MatchString(o.Arch) {
+	if o.Arch != "" && !debArch().MatchString(o.Arch) {
 		return fmt.Errorf("arch: %q is not an architecture name", o.Arch)
 	}
 	return nil

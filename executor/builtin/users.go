@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // usersOptions are the options of strata.users:
@@ -57,10 +58,10 @@ const (
 // noHome is Debian's home for accounts that have none; it is never created.
 const noHome = "/nonexistent"
 
-var accountName = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*\$?$`)
+var accountName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z_][a-z0-9_.-]*\$?$`) })
 
 func checkAccountName(field, name string) error {
-	if len(name) > 32 || !accountName.MatchString(name) {
+	if len(name) > 32 || !accountName().MatchString(name) {
 		return fmt.Errorf("%s: %q is not a valid name (lower-case letters, digits, '_', '.', '-', starting with a letter or '_', at most 32 bytes)", field, name)
 	}
 	return nil

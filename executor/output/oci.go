@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -27,7 +28,7 @@ import (
 var defaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 // exposedPort is an image config ExposedPorts key, without or with protocol.
-var exposedPort = regexp.MustCompile(`^[0-9]{1,5}(/(tcp|udp|sctp))?$`)
+var exposedPort = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]{1,5}(/(tcp|udp|sctp))?$`) })
 
 // countingWriter counts the bytes written through it.
 type countingWriter struct {
@@ -70,7 +71,7 @@ func writeOCI(ctx context.Context, t *tree.Tree, c Contents, opts Options, dst s
 	}
 	var ports map[string]struct{}
 	for _, p := range opts.ExposedPorts {
-		if !exposedPort.MatchString(p) {
+		if !exposedPort().MatchString(p) {
 			return Result{}, fmt.Errorf("%w: oci exposed port %q (want PORT or PORT/tcp, /udp or /sctp)", ErrInvalidOptions, p)
 		}
 		if !strings.Contains(p, "/") {
