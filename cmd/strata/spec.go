@@ -110,17 +110,17 @@ lives. "strata build plan.json" then does exactly what "strata build DIR" does.`
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The encoded plan: on a compile-cache hit the stored bytes are
-			// indented to the output with no decode and encode; a damaged
-			// entry (its checksum, which that reads) is compiled again.
+			// copied to the output with no decode and encode; a damaged
+			// entry (its checksum) is compiled again.
 			c, err := g.compileEncoded(cmd.Context(), !noCache, nil)
 			if err != nil {
 				return err
 			}
 			if c.Hit != nil {
-				if _, err := c.Hit.Bytes(); err != nil {
+				if err := c.Hit.Check(); err != nil {
 					g.debugf("%v", err)
 					c.Close()
-					// Bytes removed the entry: this compiles and stores.
+					// Check removed the entry: this compiles and stores.
 					if c, err = g.compileEncoded(cmd.Context(), true, nil); err != nil {
 						return err
 					}
