@@ -75,6 +75,14 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 	}
 	out := &Compiled{Plan: p, encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending}
 	if c != nil {
+		// The compiler read the files after Key did: one edited meanwhile
+		// would file this plan under the key of the content before the
+		// edit, and a later hit on that content would return a plan of
+		// other sources. Such a compile is not stored.
+		if again, err := Key(dir, in); err != nil || again != key {
+			say("compile cache: the workspace changed while it compiled; not stored")
+			return out, nil
+		}
 		e := &Entry{Plan: out.encoded, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending}
 		if err := c.Put(key, e); err != nil {
 			say("%v", err)

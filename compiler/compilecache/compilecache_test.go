@@ -312,3 +312,33 @@ func TestCompileThroughCache(t *testing.T) {
 		t.Fatalf("nil cache: %v, %d compiles", err, calls)
 	}
 }
+
+// TestEditDuringCompileNotStored: a plan compiled while an input file
+// changed is not filed under the key of either content, so a later compile
+// of the first content cannot hit a plan of the second.
+func TestEditDuringCompileNotStored(t *testing.T) {
+	ctx := context.Background()
+	dir := workspace(t)
+	c := compilecache.New(filepath.Join(t.TempDir(), "cache"))
+	calls := 0
+	edit := func(context.Context) (*plan.Plan, error) {
+		calls++
+		if calls == 1 { // the compiler reads the edited file, not what Key hashed
+			writeFiles(t, dir, map[string]string{"a.cue": "package w\nx: 2\n"})
+		}
+		return &plan.Plan{Version: plan.Version, Nodes: []*plan.Node{{ID: "a", Kind: plan.KindSource}}}, nil
+	}
+	in := compilecache.Inputs{StrataVersion: "t"}
+	if _, err := compilecache.Compile(ctx, c, dir, in, edit, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, dir, map[string]string{"a.cue": "package w\n"}) // the first content again
+	second, err := compilecache.Compile(ctx, c, dir, in, edit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if second.Hit != nil || calls != 2 {
+		t.Fatalf("a plan compiled during an edit was stored and hit (%d compiles)", calls)
+	}
+}
