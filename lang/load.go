@@ -493,15 +493,15 @@ func written(v cue.Value) map[string]bool {
 	return out
 }
 
-// decodeFields decodes each field of v into the field of the struct x has the
-// same JSON name, leaving out those that do not decode.
+// decodeFields is decodeKnown keeping what decodes: a field that does not is
+// left zero, and no error is reported.
 func decodeFields(v cue.Value, x any) {
 	rv := reflect.ValueOf(x).Elem()
-	for i := range rv.NumField() {
-		name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("json"), ",")
-		if f := v.LookupPath(cue.MakePath(cue.Str(name))); f.Exists() {
-			if err := f.Decode(rv.Field(i).Addr().Interface()); err != nil {
-				rv.Field(i).SetZero()
+	for _, f := range knownFields(rv.Type()) {
+		if fv := v.LookupPath(f.path); fv.Exists() {
+			dst := rv.FieldByIndex(f.index)
+			if err := fv.Decode(dst.Addr().Interface()); err != nil {
+				dst.SetZero()
 			}
 		}
 	}
@@ -535,12 +535,13 @@ func decodeKnown(v cue.Value, x any) error {
 		return err
 	}
 	var errs cueerrors.Error
-	for _, f := range knownFields(reflect.TypeOf(x).Elem()) {
+	rv := reflect.ValueOf(x).Elem()
+	for _, f := range knownFields(rv.Type()) {
 		fv := v.LookupPath(f.path)
 		if !fv.Exists() {
 			continue
 		}
-		dst := reflect.ValueOf(x).Elem().FieldByIndex(f.index)
+		dst := rv.FieldByIndex(f.index)
 		if err := fv.Decode(dst.Addr().Interface()); err != nil {
 			errs = cueerrors.Append(errs, cueerrors.Promote(err, ""))
 		}
@@ -551,7 +552,8 @@ func decodeKnown(v cue.Value, x any) error {
 	return nil
 }
 
-// knownField is a json-tagged field of a struct decodeKnown fills.
+// knownField is a json-tagged field of a struct decodeKnown and decodeFields
+// fill, embedded structs' included.
 type knownField struct {
 	path  cue.Path
 	index []int

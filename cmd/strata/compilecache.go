@@ -87,7 +87,7 @@ func (g *globals) cachedPlan(ctx context.Context, records map[string][]byte) (*p
 
 // compileEncoded returns the workspace's plan encoded, from the compile cache when
 // useCache is set and no input has changed (compilecache.Compile). On a hit the
-// plan is not decoded: strata compile indents the stored bytes to its output.
+// plan is not decoded: strata compile copies the stored bytes to its output.
 func (g *globals) compileEncoded(ctx context.Context, useCache bool, records map[string][]byte) (*compilecache.Compiled, error) {
 	// A bad limit is refused on a cache hit too, not only when CUE runs.
 	if _, _, err := evalLimits(); err != nil {

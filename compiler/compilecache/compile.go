@@ -67,7 +67,7 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 		return nil, err
 	}
 	// Indented, as strata compile writes it: a hit is then copied out as it
-	// is (a 30 MB plan at N = 3000: indenting a compact entry took 0.6 s of
+	// is (a 40 MB plan at N = 3000: indenting a compact entry took 0.3 s of
 	// a 50 ms budget), for ~15% more bytes for builds to decode.
 	var buf bytes.Buffer
 	if err := p.Encode(&buf); err != nil { // its newline ends the plan "}\n", as an entry's must (see open)

@@ -392,12 +392,22 @@ func (h *Hit) Bytes() ([]byte, error) {
 	if _, err := h.f.ReadAt(b, h.off); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
-	if crc32.Checksum(b, crcTable) != h.crc {
-		os.Remove(h.name)
-		return nil, fmt.Errorf("compile cache: %s: %w", h.name, errDamaged)
+	if err := h.verify(crc32.Checksum(b, crcTable)); err != nil {
+		return nil, err
 	}
-	h.data, h.checked = b, true
+	h.data = b
 	return b, nil
+}
+
+// verify compares the plan's checksum, sum, with the entry's, and removes a
+// damaged entry.
+func (h *Hit) verify(sum uint32) error {
+	if sum != h.crc {
+		os.Remove(h.name)
+		return fmt.Errorf("compile cache: %s: %w", h.name, errDamaged)
+	}
+	h.checked = true
+	return nil
 }
 
 // Check reads the encoded plan through one small buffer and checks it
@@ -413,12 +423,7 @@ func (h *Hit) Check() error {
 	if _, err := io.CopyBuffer(c, io.NewSectionReader(h.f, h.off, h.size), h.buf); err != nil {
 		return fmt.Errorf("compile cache: %w", err)
 	}
-	if c.Sum32() != h.crc {
-		os.Remove(h.name)
-		return fmt.Errorf("compile cache: %s: %w", h.name, errDamaged)
-	}
-	h.checked = true
-	return nil
+	return h.verify(c.Sum32())
 }
 
 // WriteTo writes the plan to w, checked against its checksum first: the

@@ -167,10 +167,11 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, chec
 
 // GetAction returns the entry for key and marks it used now: its modification time is
 // the clock GC's LRU order uses, written again unless a lease holds the entry's tree
-// (GC keeps such an entry while the lease lives) and it is less than touchEvery old. A missing entry, an unreadable one, or one whose
-// tree, log or output blob is gone is a miss: the error wraps ErrNotFound and a broken
-// entry is removed. With a lease (see WithLease) the entry's tree, log, outputs and
-// inputs are added to it before they are looked for.
+// (GC keeps such an entry while the lease lives) and it is less than touchEvery old.
+// A missing entry, an unreadable one, or one whose tree, log or output blob is gone is
+// a miss: the error wraps ErrNotFound and a broken entry is removed. With a lease (see
+// WithLease) the entry's tree, log, outputs and inputs are added to it before they are
+// looked for.
 func (s *Store) GetAction(ctx context.Context, key string) (*Action, error) {
 	if err := validKey(key); err != nil {
 		return nil, fmt.Errorf("store %s: get action: %w", s.dir, err)

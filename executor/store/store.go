@@ -420,11 +420,8 @@ func isFile(name string, st *unix.Stat_t) bool {
 
 // sameFile reports whether the open file f is still the file at name.
 func sameFile(f *os.File, name string) bool {
-	var a, b unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(name, &b) != nil {
-		return false
-	}
-	return a.Dev == b.Dev && a.Ino == b.Ino
+	var st unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &st) == nil && isFile(name, &st)
 }
 
 // forceRemoveAll removes p like os.RemoveAll, first making directories writable so
