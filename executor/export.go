@@ -121,34 +121,18 @@ func openOutDir(workspace, explicit string) (*os.Root, string, error) {
 // mix, and nothing the build no longer produces is left behind.
 func (x *exporter) exportImage(ctx context.Context, image string, items []exportItem, full bool) (map[string]string, error) {
 	states := map[string]string{}
-	old := x.readStamp(image)
-	untouched := map[string]bool{}
-	var entries []string // of out/<image>/, when there is a stamp to check
-	listed := false
-	if old != nil {
-		if dir, err := x.root.Open(image); err == nil {
-			entries, err = dir.Readdirnames(-1)
-			listed = err == nil
-			for _, it := range items {
-				untouched[it.name] = untouchedIn(dir, it.name, old)
-			}
-			dir.Close()
-		}
+	want := make(map[string]digest.Digest, len(items))
+	for _, it := range items {
+		want[it.name] = it.result.Outputs[it.name].Digest
 	}
-	current := func(it exportItem) bool {
-		return untouched[it.name] && old.Artifacts[it.name].Digest == it.result.Outputs[it.name].Digest
-	}
-	if full && old != nil && len(old.Artifacts) == len(items) {
-		all := true
+	c := x.check(image, want)
+	old, untouched := c.old, c.untouched
+	current := func(it exportItem) bool { return c.current[it.name] }
+	if full && c.whole {
 		for _, it := range items {
-			all = all && current(it)
+			states[it.name] = ArtifactCurrent
 		}
-		if all && listed && noStrangers(entries, old) {
-			for _, it := range items {
-				states[it.name] = ArtifactCurrent
-			}
-			return states, nil
-		}
+		return states, nil
 	}
 	parent, base := path.Split(image)
 	parent = strings.TrimSuffix(parent, "/")
@@ -239,6 +223,40 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		next.Artifacts[it.name] = a
 	}
 	return states, x.writeStamp(image, next)
+}
+
+// exportCheck is what out/<image>/ holds, against the artifacts a build wants
+// there.
+type exportCheck struct {
+	old       *stamp          // the image's stamp, nil without one
+	untouched map[string]bool // artifact name → its files are as strata wrote them
+	current   map[string]bool // untouched, and of the digest wanted
+	// whole: the directory holds exactly the artifacts wanted, every one
+	// current, nothing else.
+	whole bool
+}
+
+// check reads image's stamp and tells which of the artifacts wanted (name →
+// digest) are already in out/<image>/ as strata exported them.
+func (x *exporter) check(image string, want map[string]digest.Digest) exportCheck {
+	c := exportCheck{old: x.readStamp(image), untouched: map[string]bool{}, current: map[string]bool{}}
+	if c.old == nil {
+		return c
+	}
+	dir, err := x.root.Open(image)
+	if err != nil {
+		return c
+	}
+	defer dir.Close()
+	entries, err := dir.Readdirnames(-1)
+	all := err == nil && len(c.old.Artifacts) == len(want)
+	for name, d := range want {
+		c.untouched[name] = untouchedIn(dir, name, c.old)
+		c.current[name] = c.untouched[name] && c.old.Artifacts[name].Digest == d
+		all = all && c.current[name]
+	}
+	c.whole = all && noStrangers(entries, c.old)
+	return c
 }
 
 // write puts the artifact of it at name in dir: a copy of a file blob, or a
@@ -790,6 +808,7 @@ func sortedImages[V any](m map[string]V) []string {
 type exported struct {
 	outDir    string
 	artifacts []Artifact
+	whole     []string // images exported whole (exportImage full)
 	stale     []string
 	failed    []*NodeError
 }
@@ -943,6 +962,9 @@ func (e *exports) result() exported {
 			it := j.items[0]
 			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: j.err})
 			continue
+		}
+		if j.full {
+			ex.whole = append(ex.whole, image)
 		}
 		for _, it := range j.items {
 			d := it.result.Outputs[it.name]
