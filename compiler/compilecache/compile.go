@@ -19,9 +19,13 @@ type Compiled struct {
 	// Hit is set on a hit; Close releases it.
 	Hit *Hit
 	// Nodes counts the plan's nodes; Pending are its templates that wait on
-	// resource jobs.
-	Nodes   int
-	Pending []plan.Pending
+	// resource jobs; HostRoot its images that build in the host's /usr.
+	Nodes    int
+	Pending  []plan.Pending
+	HostRoot HostRoot
+	// Key is the cache key the plan is stored under, "" when it is not
+	// (no cache, a workspace the cache cannot key, a compile not stored).
+	Key string
 }
 
 // WriteTo writes the plan to w as Plan.Encode does.
@@ -59,7 +63,7 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 			c = nil
 		} else if h, ok := c.Open(ctx, key, dir); ok {
 			say("compile cache hit %s", key[:12])
-			return &Compiled{Hit: h, Nodes: h.Nodes, Pending: h.Pending}, nil
+			return &Compiled{Hit: h, Nodes: h.Nodes, Pending: h.Pending, HostRoot: h.HostRoot, Key: key}, nil
 		}
 	}
 	p, err := compile(ctx)
@@ -73,7 +77,7 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 	if err := p.Encode(&buf); err != nil { // its newline ends the plan "}\n", as an entry's must (see open)
 		return nil, err
 	}
-	out := &Compiled{Plan: p, encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending}
+	out := &Compiled{Plan: p, encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending, HostRoot: HostRootOf(p)}
 	if c != nil {
 		// The compiler read the files after Key did: one edited meanwhile
 		// would file this plan under the key of the content before the
@@ -83,10 +87,11 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 			say("compile cache: the workspace changed while it compiled; not stored")
 			return out, nil
 		}
-		e := &Entry{Plan: out.encoded, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending}
+		e := &Entry{Plan: out.encoded, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending, HostRoot: out.HostRoot}
 		if err := c.Put(key, e); err != nil {
 			say("%v", err)
 		} else {
+			out.Key = key
 			say("compile cache store %s", key[:12])
 		}
 	}

@@ -22,7 +22,7 @@ import (
 )
 
 // FormatVersion is the version of the entry format; it is part of every key.
-const FormatVersion = 2 // 2: the plan is stored indented again
+const FormatVersion = 3 // 2: the plan is stored indented again; 3: host_root
 
 // schemaFile is the workspace file the loader replaces with the embedded schema,
 // so its bytes on disk never affect a compile (the embedded schema is keyed
@@ -242,6 +242,44 @@ type Entry struct {
 	// Pending are the plan's templates that wait on resource jobs, so that a
 	// hit can say so without decoding the plan.
 	Pending []plan.Pending
+	// HostRoot names the images that build in the host's /usr, so that a hit
+	// can warn about them without decoding the plan.
+	HostRoot HostRoot
+}
+
+// HostRoot names the images whose stages build in the host's /usr (a build
+// root of plan.HostRoot), "images.NAME" each, sorted, and the spec position
+// of the first.
+type HostRoot struct {
+	Images []string `json:"images,omitempty"`
+	Origin string   `json:"origin,omitempty"`
+}
+
+// HostRootOf returns the images of p that build in the host's /usr.
+func HostRootOf(p *plan.Plan) HostRoot {
+	set := map[string]bool{}
+	for _, n := range p.Nodes {
+		if n.Kind != plan.KindStage || n.Inputs.BuildRoot != plan.HostRoot {
+			continue
+		}
+		names := []string{n.Name}
+		for _, a := range n.Aliases {
+			names = append(names, a.Name)
+		}
+		for _, name := range names {
+			if i := strings.LastIndex(name, ".stages["); i > 0 && strings.HasPrefix(name, "images.") {
+				set[name[:i]] = true
+			}
+		}
+	}
+	if len(set) == 0 {
+		return HostRoot{}
+	}
+	h := HostRoot{Images: slices.Sorted(maps.Keys(set)), Origin: "-"}
+	if img := p.Images[strings.TrimPrefix(h.Images[0], "images.")]; img != nil {
+		h.Origin = img.Origin
+	}
+	return h
 }
 
 // header is the first line of an entry file; the encoded plan follows it.
@@ -251,7 +289,8 @@ type header struct {
 	Nodes  int          `json:"nodes"`
 	Paths  []PathSource `json:"paths"`
 	// Pending is omitted when empty, so entries without it read the same.
-	Pending []plan.Pending `json:"pending,omitempty"`
+	Pending  []plan.Pending `json:"pending,omitempty"`
+	HostRoot HostRoot       `json:"host_root,omitzero"`
 	Size    int            `json:"plan_size"`
 	CRC32C  uint32         `json:"plan_crc32c"`
 }
@@ -288,7 +327,7 @@ func (c *Cache) Get(ctx context.Context, key, dir string) (*Entry, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending}, true
+	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, HostRoot: h.HostRoot}, true
 }
 
 // Open is Get without reading the plan: the returned Hit writes it to a writer
@@ -326,6 +365,8 @@ type Hit struct {
 	Paths []PathSource
 	// Pending are the plan's templates that wait on resource jobs.
 	Pending []plan.Pending
+	// HostRoot names the plan's images that build in the host's /usr.
+	HostRoot HostRoot
 
 	f         *os.File
 	name      string
@@ -376,7 +417,7 @@ func open(f *os.File, key string) (*Hit, error) {
 	if _, err := f.ReadAt(last, info.Size()-2); err != nil || string(last) != "}\n" {
 		return nil, errDamaged
 	}
-	return &Hit{Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
+	return &Hit{Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, HostRoot: h.HostRoot, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
 }
 
 // Size is the size of the encoded plan in bytes.
@@ -456,7 +497,7 @@ func (c *Cache) Put(key string, e *Entry) error {
 		return fmt.Errorf("compile cache: %w", err)
 	}
 	h := header{
-		Format: FormatVersion, Key: key, Nodes: e.Nodes, Paths: e.Paths, Pending: e.Pending,
+		Format: FormatVersion, Key: key, Nodes: e.Nodes, Paths: e.Paths, Pending: e.Pending, HostRoot: e.HostRoot,
 		Size: len(e.Plan), CRC32C: crc32.Checksum(e.Plan, crcTable),
 	}
 	if h.Paths == nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/strata-build/strata/compiler/compilecache"
@@ -161,15 +162,17 @@ func TestPutGet(t *testing.T) {
 	}
 }
 
-// TestPendingKept: an entry keeps the plan's pending templates, so a hit says
-// which templates wait on which job without decoding the plan.
+// TestPendingKept: an entry keeps the plan's pending templates and its images
+// that build in the host's /usr, so a hit says which templates wait on which
+// job, and warns, without decoding the plan.
 func TestPendingKept(t *testing.T) {
 	ctx := context.Background()
 	dir := workspace(t)
 	c := compilecache.New(t.TempDir())
 	k := key(t, dir, inputs)
 	pending := []plan.Pending{{Template: "t", Resource: "r", Job: "jobs.probe", Node: "n", Origin: "a.cue:1:1"}}
-	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Nodes: 3, Pending: pending}); err != nil {
+	hostRoot := compilecache.HostRoot{Images: []string{"images.a", "images.b"}, Origin: "a.cue:3:9"}
+	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Nodes: 3, Pending: pending, HostRoot: hostRoot}); err != nil {
 		t.Fatal(err)
 	}
 	h, ok := c.Open(ctx, k, dir)
@@ -179,6 +182,9 @@ func TestPendingKept(t *testing.T) {
 	defer h.Close()
 	if len(h.Pending) != 1 || h.Pending[0] != pending[0] {
 		t.Errorf("pending %+v, want %+v", h.Pending, pending)
+	}
+	if !reflect.DeepEqual(h.HostRoot, hostRoot) {
+		t.Errorf("host root %+v, want %+v", h.HostRoot, hostRoot)
 	}
 }
 
