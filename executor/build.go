@@ -93,6 +93,12 @@ type Options struct {
 	Runner Runner
 	// MaxLogBytes caps one node's output; default DefaultMaxLogBytes.
 	MaxLogBytes int64
+	// PlanKey names the plan's content (strata passes the compile cache key
+	// of the workspace it compiled the plan from). With it, a build that
+	// succeeds over the local store keeps a record of what it did, from
+	// which UpToDate can tell, without the plan, that the same build again
+	// has nothing to do. Empty keeps no record.
+	PlanKey string
 	// Timeout caps the run time of every stage, job and hook, below their own
 	// timeout (default sandbox.DefaultTimeout, 1h); 0 adds no cap. A node that
 	// runs out of time fails with sandbox.ErrTimeout, its log kept.
@@ -315,6 +321,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 	if len(failed) > 0 {
 		return res, &BuildError{Failed: failed}
 	}
+	writeBuildRecord(ctx, opts, res, ex.whole, ev.hasWarned())
 	return res, nil
 }
 

@@ -98,6 +98,15 @@ type emitter struct {
 	total int
 	done  int
 	names map[string]string // node ID → the name the build shows
+	// warned: a warning was shown (a build record would not show it again).
+	warned bool
+}
+
+// hasWarned reports whether a warning was shown.
+func (e *emitter) hasWarned() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.warned
 }
 
 func (e *emitter) emit(ev Event) {
@@ -118,6 +127,8 @@ func (e *emitter) emit(ev Event) {
 	switch ev.Kind {
 	case EventDone, EventCached, EventFailed, EventSkipped:
 		e.done++
+	case EventWarning:
+		e.warned = true
 	}
 	ev.Done, ev.Total = e.done, e.total
 	if e.fn != nil {

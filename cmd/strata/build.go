@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-build/strata/compiler/compilecache"
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/sandbox"
@@ -52,7 +53,9 @@ func newBuildCmd(g *globals) *cobra.Command {
 		Long: `build runs the plan of the workspace (-C DIR, or a DIR or plan.json given as the
 first argument) over the local store: sources are fetched, stages run in
 sandboxes, outputs are assembled, hooks and jobs run. Nodes already in the cache
-are not run again. A TARGET is an image (images.NAME or NAME: its tree, outputs
+are not run again; when nothing changed since the last successful build of the
+same targets (workspace, store entries and exported outputs alike), build
+answers from that build's record without reading the plan (-v says so). A TARGET is an image (images.NAME or NAME: its tree, outputs
 and hooks) or any node name; without targets the whole plan is built.
 
 Outputs are exported to the workspace's out/ directory (--out-dir to change) as
@@ -139,44 +142,70 @@ func strataBinary() (string, error) {
 // The plan is verified (plan.Verify) whatever its origin: a plan file is
 // untrusted, and so is a compile-cache entry read back from disk.
 func (g *globals) loadPlan(ctx context.Context, args []string) (*plan.Verified, []string, error) {
-	p, rest, err := g.readPlan(ctx, args)
+	p, file, rest, err := g.readPlan(ctx, args)
 	if err != nil {
 		return nil, nil, err
 	}
-	v, err := plan.Verify(p, plan.VerifyOptions{Host: plan.HostFingerprint(strataVersion())})
-	if err != nil {
-		if len(rest) < len(args) && strings.HasSuffix(args[0], ".json") {
-			err = fmt.Errorf("%s: %w", args[0], err)
-		}
-		return nil, nil, &usageError{err}
-	}
-	return v, rest, nil
+	v, err := verifyPlan(p, file)
+	return v, rest, err
 }
 
-func (g *globals) readPlan(ctx context.Context, args []string) (*plan.Plan, []string, error) {
-	if len(args) > 0 {
-		a := args[0]
-		if info, err := os.Stat(a); err == nil {
-			switch {
-			case !info.IsDir() && strings.HasSuffix(a, ".json"):
-				f, err := os.Open(a)
-				if err != nil {
-					return nil, nil, err
-				}
-				defer f.Close()
-				p, err := plan.Decode(f)
-				if err != nil {
-					return nil, nil, fmt.Errorf("%s: %w", a, err)
-				}
-				return p, args[1:], nil
-			case info.IsDir() && isWorkspaceDir(a):
-				g.dir = a
-				args = args[1:]
-			}
+// verifyPlan verifies p, read from the plan file named file ("" for the
+// workspace's compile), for this host.
+func verifyPlan(p *plan.Plan, file string) (*plan.Verified, error) {
+	v, err := plan.Verify(p, plan.VerifyOptions{Host: plan.HostFingerprint(strataVersion())})
+	if err != nil {
+		if file != "" {
+			err = fmt.Errorf("%s: %w", file, err)
 		}
+		return nil, &usageError{err}
+	}
+	return v, nil
+}
+
+// readPlan returns the plan args name (see planArgs), the plan file it was
+// read from ("" for the workspace's compile) and the remaining arguments.
+func (g *globals) readPlan(ctx context.Context, args []string) (*plan.Plan, string, []string, error) {
+	file, rest := g.planArgs(args)
+	if file != "" {
+		p, err := readPlanFile(file)
+		return p, file, rest, err
 	}
 	p, err := g.cachedCompile(ctx)
-	return p, args, err
+	return p, "", rest, err
+}
+
+// planArgs takes the plan's origin off args: a plan file (*.json), returned,
+// or a workspace directory, which becomes g.dir. Otherwise the workspace is
+// -C DIR and args are all targets.
+func (g *globals) planArgs(args []string) (file string, rest []string) {
+	if len(args) == 0 {
+		return "", args
+	}
+	a := args[0]
+	info, err := os.Stat(a)
+	switch {
+	case err != nil:
+	case !info.IsDir() && strings.HasSuffix(a, ".json"):
+		return a, args[1:]
+	case info.IsDir() && isWorkspaceDir(a):
+		g.dir = a
+		return "", args[1:]
+	}
+	return "", args
+}
+
+func readPlanFile(name string) (*plan.Plan, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	p, err := plan.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return p, nil
 }
 
 // isWorkspaceDir reports whether a looks like a workspace directory rather than
@@ -247,11 +276,41 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	}
 	g.building = true
 	started := time.Now()
-	v, targets, err := g.loadPlan(ctx, args)
-	if err != nil {
-		return err
+	file, targets := g.planArgs(args)
+	fromFile := file != ""
+	var v *plan.Verified
+	var planKey string
+	if fromFile {
+		p, err := readPlanFile(file)
+		if err != nil {
+			return err
+		}
+		if v, err = verifyPlan(p, file); err != nil {
+			return err
+		}
+	} else {
+		c, err := g.compileEncoded(ctx, true, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if c.Hit != nil && len(c.Pending) == 0 && len(f.cacheFrom) == 0 && f.cacheTo == "" {
+			if done, err := g.buildUpToDate(ctx, f, c, targets, started); done {
+				return err
+			}
+		}
+		p, err := c.Decoded(ctx, g.compileFunc(nil), g.debug)
+		if err != nil {
+			return err
+		}
+		g.warnHostRoot(c.HostRoot)
+		if v, err = verifyPlan(p, ""); err != nil {
+			return err
+		}
+		if len(p.Pending) == 0 {
+			planKey = c.Key
+		}
 	}
-	fromFile := planFromFile(args, targets)
 	// A target the plan does not know may be an instance of a pending template.
 	if _, err := executor.ResolveTargets(v.Plan(), targets); err != nil && (fromFile || len(v.Plan().Pending) == 0) {
 		return &usageError{err}
@@ -273,12 +332,46 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		Cache: cache,
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
-		Timeout: f.timeout,
+		Timeout: f.timeout, PlanKey: planKey,
 	}, fromFile)
 	r.close()
 	if res == nil {
 		return signalExit(ctx, err)
 	}
+	return g.reportBuild(ctx, r, res, err, started)
+}
+
+// buildUpToDate answers the build from the record of the last one
+// (executor.UpToDate) when nothing changed since, without decoding the plan
+// the compile cache holds. done is false when the build must run.
+func (g *globals) buildUpToDate(ctx context.Context, f buildFlags, c *compilecache.Compiled, targets []string, started time.Time) (done bool, err error) {
+	st, err := g.openStore()
+	if err != nil {
+		return true, err
+	}
+	// Events are shown only once the record is known good: a build that must
+	// run after all shows its own.
+	var events []executor.Event
+	res, ok := executor.UpToDate(ctx, executor.Options{
+		Store: st, Targets: targets, Workspace: g.dir, OutDir: f.outDir, PlanKey: c.Key,
+		Events: func(ev executor.Event) { events = append(events, ev) },
+	})
+	if !ok {
+		return false, nil
+	}
+	g.debugf("up to date: the last build's record holds")
+	g.warnHostRoot(c.HostRoot)
+	r := newRenderer(g)
+	for _, ev := range events {
+		r.event(ev)
+	}
+	r.close()
+	return true, g.reportBuild(ctx, r, res, nil, started)
+}
+
+// reportBuild prints a build's result: the JSON document, or a line per
+// artifact, the stale images and the summary.
+func (g *globals) reportBuild(ctx context.Context, r *renderer, res *executor.BuildResult, err error, started time.Time) error {
 	elapsed := time.Since(started)
 	if g.json() {
 		doc := map[string]any{"ok": err == nil, "result": res, "elapsed": executor.Duration(elapsed)}

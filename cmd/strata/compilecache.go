@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/strata-build/strata/compiler/compilecache"
@@ -34,43 +32,25 @@ func (g *globals) storeDir() string {
 // has changed since the last compile, and warns (once, hit or miss) when images
 // build in the host's /usr.
 func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
-	p, err := g.cachedPlan(ctx, nil)
+	c, err := g.compileEncoded(ctx, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	p, err := c.Decoded(ctx, g.compileFunc(nil), g.debug)
 	if err == nil {
-		g.warnHostRoot(p)
+		g.warnHostRoot(c.HostRoot)
 	}
 	return p, err
 }
 
 // warnHostRoot prints one warning naming the images whose stages run in the
-// host's /usr. It reads the plan, so a compile-cache hit warns as a compile does.
-func (g *globals) warnHostRoot(p *plan.Plan) {
-	if g.json() {
+// host's /usr. The compile cache keeps them, so a hit warns as a compile does.
+func (g *globals) warnHostRoot(h compilecache.HostRoot) {
+	if g.json() || len(h.Images) == 0 {
 		return
 	}
-	set := map[string]bool{}
-	for _, n := range p.Nodes {
-		if n.Kind != plan.KindStage || n.Inputs.BuildRoot != plan.HostRoot {
-			continue
-		}
-		names := []string{n.Name}
-		for _, a := range n.Aliases {
-			names = append(names, a.Name)
-		}
-		for _, name := range names {
-			if i := strings.LastIndex(name, ".stages["); i > 0 && strings.HasPrefix(name, "images.") {
-				set[name[:i]] = true
-			}
-		}
-	}
-	if len(set) == 0 {
-		return
-	}
-	images := slices.Sorted(maps.Keys(set))
-	origin := "-"
-	if img := p.Images[strings.TrimPrefix(images[0], "images.")]; img != nil {
-		origin = img.Origin
-	}
-	fmt.Fprintf(g.stderr, "warning: %s: %s\n", origin, lang.NonHermeticMsg(images))
+	fmt.Fprintf(g.stderr, "warning: %s: %s\n", h.Origin, lang.NonHermeticMsg(h.Images))
 }
 
 // cachedPlan is cachedCompile without the warning. With records (the

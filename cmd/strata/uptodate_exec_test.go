@@ -1,0 +1,203 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/strata-build/strata/executor"
+)
+
+const upToDateWS = `package test
+
+images: a: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/a": content: "a\n"}]
+	outputs: [{type: "tar"}, {type: "tree"}]
+}
+images: b: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/b": content: "b\n"}]
+	outputs: [{type: "tar"}]
+}
+`
+
+// buildRecords returns the inode of every build record in the store cache.
+func buildRecords(t *testing.T, cache string) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	entries, _ := os.ReadDir(filepath.Join(cache, "state", "builds"))
+	for _, e := range entries {
+		info, err := e.Info()
+		must(t, err)
+		out[e.Name()] = info.Sys().(*syscall.Stat_t).Ino
+	}
+	return out
+}
+
+// eventKey is an event without its time, elapsed time and position in the
+// stream (a walk's order varies).
+type eventKey struct {
+	Kind                 executor.EventKind
+	Node, Name, NodeKind string
+	Type, Error          string
+	Total                int
+}
+
+func eventKeys(evs []executor.Event) []eventKey {
+	var out []eventKey
+	for _, ev := range evs {
+		out = append(out, eventKey{ev.Kind, ev.Node, ev.Name, ev.NodeKind, ev.Type, ev.Error, ev.Total})
+	}
+	slices.SortFunc(out, func(a, b eventKey) int {
+		return strings.Compare(string(a.Kind)+a.Node, string(b.Kind)+b.Node)
+	})
+	return out
+}
+
+func zeroElapsed(r executor.BuildResult) executor.BuildResult {
+	for _, n := range r.Nodes {
+		n.Elapsed = 0
+	}
+	return r
+}
+
+// TestUpToDateExec: a build whose plan, store and exports are as the last
+// successful one left them is answered from its record (no plan decoded, no
+// node looked up) with exactly what a build that finds every node in the
+// cache reports; anything changed since sends it down the usual path.
+func TestUpToDateExec(t *testing.T) {
+	ws := writeWS(t, upToDateWS)
+	cache := t.TempDir()
+	if jb := buildJSON(t, ws, cache); jb.code != 0 {
+		t.Fatalf("build: exit %d: %s\n%s", jb.code, jb.errText, jb.stderr)
+	}
+	recs := buildRecords(t, cache)
+	if len(recs) != 1 {
+		t.Fatalf("build records after a build: %v, want one", recs)
+	}
+	answered := func() bool {
+		r := runCLI(t, ws, cache, "-v", "build")
+		if r.code != 0 {
+			t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+		}
+		return strings.Contains(r.stderr, "up to date: the last build's record holds")
+	}
+
+	// The reference: the same build with no record, which looks every node
+	// up; then the one the record answers.
+	must(t, os.RemoveAll(filepath.Join(cache, "state", "builds")))
+	full := buildJSON(t, ws, cache)
+	before := buildRecords(t, cache)
+	fast := buildJSON(t, ws, cache)
+	if after := buildRecords(t, cache); !reflect.DeepEqual(before, after) || len(after) != 1 {
+		t.Fatalf("the second build was not answered from the record: %v then %v", before, after)
+	}
+	if full.code != 0 || fast.code != 0 || !full.ok || !fast.ok {
+		t.Fatalf("builds: %d %d\n%s\n%s", full.code, fast.code, full.stderr, fast.stderr)
+	}
+	if full.result.Built != 0 || full.result.Cached != len(full.result.Nodes) {
+		t.Fatalf("reference build ran nodes: %+v", full.result)
+	}
+	if a, b := zeroElapsed(full.result), zeroElapsed(fast.result); !reflect.DeepEqual(a, b) {
+		t.Errorf("answered from the record:\n%+v\nlooked up:\n%+v", b, a)
+	}
+	if a, b := eventKeys(full.events), eventKeys(fast.events); !reflect.DeepEqual(a, b) {
+		t.Errorf("events answered from the record:\n%v\nlooked up:\n%v", b, a)
+	}
+	plainFull := func() cliResult {
+		must(t, os.RemoveAll(filepath.Join(cache, "state", "builds")))
+		return runCLI(t, ws, cache, "build")
+	}()
+	plainFast := runCLI(t, ws, cache, "build")
+	if plainFull.stdout != plainFast.stdout {
+		t.Errorf("stdout answered from the record:\n%s\nlooked up:\n%s", plainFast.stdout, plainFull.stdout)
+	}
+	summary := func(s string) string { // the lines without progress counts, the last without its time
+		lines := strings.Split(strings.TrimSpace(s), "\n")
+		for i, l := range lines {
+			if _, rest, ok := strings.Cut(l, "] "); ok && strings.HasPrefix(l, "[") {
+				lines[i] = rest
+			}
+		}
+		slices.Sort(lines[:len(lines)-1])
+		last := lines[len(lines)-1]
+		lines[len(lines)-1] = last[:strings.LastIndex(last, " in ")]
+		return strings.Join(lines, "\n")
+	}
+	if a, b := summary(plainFull.stderr), summary(plainFast.stderr); a != b {
+		t.Errorf("stderr answered from the record:\n%s\nlooked up:\n%s", b, a)
+	}
+	if !answered() {
+		t.Fatal("an unchanged build was not answered from its record")
+	}
+
+	tar := filepath.Join(ws, "out", "a", "a.tar")
+	want := fileSHA(t, tar)
+	edits := []struct {
+		name string
+		edit func()
+	}{
+		{"an exported file edited", func() {
+			f, err := os.OpenFile(tar, os.O_APPEND|os.O_WRONLY, 0)
+			must(t, err)
+			f.WriteString("edit")
+			f.Close()
+		}},
+		{"an exported tree's file removed", func() { must(t, os.Remove(filepath.Join(ws, "out", "a", "a.tree", "etc", "a"))) }},
+		{"a file added beside the exports", func() { must(t, os.WriteFile(filepath.Join(ws, "out", "b", "stray"), nil, 0o644)) }},
+		{"an image's exports removed", func() { must(t, os.RemoveAll(filepath.Join(ws, "out", "b"))) }},
+		{"an action record removed", func() {
+			entries, err := os.ReadDir(filepath.Join(cache, "actions"))
+			must(t, err)
+			must(t, os.Remove(filepath.Join(cache, "actions", entries[0].Name())))
+		}},
+		{"the record damaged", func() {
+			for name := range buildRecords(t, cache) {
+				must(t, os.WriteFile(filepath.Join(cache, "state", "builds", name), []byte(`{"format":1,"plan_key":`), 0o600))
+			}
+		}},
+		{"the workspace edited", func() {
+			must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(upToDateWS+"\n// edited\n"), 0o644))
+		}},
+	}
+	for _, e := range edits {
+		e.edit()
+		if answered() {
+			t.Fatalf("%s: the build was answered from the record", e.name)
+		}
+		if got := fileSHA(t, tar); got != want {
+			t.Fatalf("%s: %s is %s after the build, want %s", e.name, tar, got, want)
+		}
+		for _, p := range []string{filepath.Join(ws, "out", "a", "a.tree", "etc", "a"), filepath.Join(ws, "out", "b", "b.tar")} {
+			if _, err := os.Stat(p); err != nil {
+				t.Fatalf("%s: %v after the build", e.name, err)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(ws, "out", "b", "stray")); err == nil {
+			t.Fatalf("%s: a stray file survived the build", e.name)
+		}
+		if !answered() {
+			t.Fatalf("%s: the build after was not answered from the record", e.name)
+		}
+	}
+
+	// Other targets or another out directory are other builds.
+	if r := runCLI(t, ws, cache, "-v", "build", "a"); r.code != 0 || strings.Contains(r.stderr, "up to date") {
+		t.Fatalf("build a: exit %d, answered from the whole build's record:\n%s", r.code, r.stderr)
+	}
+	other := t.TempDir()
+	if r := runCLI(t, ws, cache, "-v", "build", "--out-dir", other); r.code != 0 || strings.Contains(r.stderr, "up to date") {
+		t.Fatalf("build --out-dir: exit %d, answered from the record of out/:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(other, "b", "b.tar")); err != nil {
+		t.Fatal(err)
+	}
+	if !answered() {
+		t.Fatal("the workspace's own build lost its record to the others")
+	}
+}
