@@ -416,11 +416,28 @@ func (s *Store) actionEntries() ([]actionEntry, error) {
 // ActionStamp identifies the record an action's result was read from or
 // written to: its file, which a new result for the key replaces (records are
 // renamed into place, never written over), so an unchanged identity is an
-// unchanged result.
+// unchanged result. A file's inode number is reused once it is removed: its
+// birth time (where the filesystem keeps one) tells a new file from the old.
+// Not its modification or change time: a lookup marks a record used with them.
 type ActionStamp struct {
-	Key  string `json:"key"`
-	Ino  uint64 `json:"ino"`
-	Size int64  `json:"size"`
+	Key   string `json:"key"`
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	Birth int64  `json:"birth,omitempty"` // ns since the epoch; 0 where unknown
+}
+
+// statRecord is the identity and modification time of the record name in
+// the directory dir.
+func statRecord(dir int, name string) (a ActionStamp, mtime time.Time, err error) {
+	var st unix.Statx_t
+	if err := unix.Statx(dir, name, 0, unix.STATX_INO|unix.STATX_SIZE|unix.STATX_MTIME|unix.STATX_BTIME, &st); err != nil {
+		return a, mtime, err
+	}
+	a = ActionStamp{Ino: st.Ino, Size: int64(st.Size)}
+	if st.Mask&unix.STATX_BTIME != 0 {
+		a.Birth = st.Btime.Sec*1e9 + int64(st.Btime.Nsec)
+	}
+	return a, time.Unix(st.Mtime.Sec, int64(st.Mtime.Nsec)), nil
 }
 
 // StampAction returns the identity of key's record.
@@ -428,14 +445,15 @@ func (s *Store) StampAction(key string) (ActionStamp, error) {
 	if err := validKey(key); err != nil {
 		return ActionStamp{}, fmt.Errorf("store %s: stamp action: %w", s.dir, err)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(s.actionPath(key), &st); err != nil {
+	a, _, err := statRecord(unix.AT_FDCWD, s.actionPath(key))
+	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return ActionStamp{}, fmt.Errorf("store %s: action %s: %w", s.dir, key, ErrNotFound)
 		}
 		return ActionStamp{}, fmt.Errorf("store %s: stamp action %s: %w", s.dir, key, err)
 	}
-	return ActionStamp{Key: key, Ino: st.Ino, Size: st.Size}, nil
+	a.Key = key
+	return a, nil
 }
 
 // Unchanged reports whether every stamped record is still the one stamped and
@@ -454,11 +472,11 @@ func (s *Store) Unchanged(ctx context.Context, stamps []ActionStamp, blobs []dig
 		if ctx.Err() != nil || validKey(a.Key) != nil {
 			return false
 		}
-		var st unix.Stat_t
-		if unix.Fstatat(actions, a.Key+".json", &st, 0) != nil || st.Ino != a.Ino || st.Size != a.Size {
+		now, mtime, err := statRecord(actions, a.Key+".json")
+		if now.Key = a.Key; err != nil || now != a {
 			return false
 		}
-		if time.Since(time.Unix(st.Mtim.Unix())) >= touchEvery && s.touch(s.actionPath(a.Key)) != nil {
+		if time.Since(mtime) >= touchEvery && s.touch(s.actionPath(a.Key)) != nil {
 			return false
 		}
 	}
