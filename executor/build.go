@@ -93,12 +93,12 @@ type Options struct {
 	Runner Runner
 	// MaxLogBytes caps one node's output; default DefaultMaxLogBytes.
 	MaxLogBytes int64
-	// PlanKey names the plan's content (strata passes the compile cache key
-	// of the workspace it compiled the plan from). With it, a build that
-	// succeeds over the local store keeps a record of what it did, from
-	// which UpToDate can tell, without the plan, that the same build again
-	// has nothing to do. Empty keeps no record.
-	PlanKey string
+	// PlanDigest names the plan: the SHA-256 of its encoding (strata passes
+	// the one its compile cache keeps). With it, a build that succeeds over
+	// the local store keeps a record of what it did, from which UpToDate can
+	// tell, without the plan, that the same build again has nothing to do.
+	// Empty keeps no record.
+	PlanDigest digest.Digest
 	// Timeout caps the run time of every stage, job and hook, below their own
 	// timeout (default sandbox.DefaultTimeout, 1h); 0 adds no cap. A node that
 	// runs out of time fails with sandbox.ErrTimeout, its log kept.
@@ -269,6 +269,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 	ctx = store.WithLease(ctx, lease)
 
 	names := displayNames(p, opts.Targets)
+	requires := needsCapabilities(p, ids)
 	ev := &emitter{fn: opts.Events, total: len(ids), names: names}
 	runner := opts.Runner
 	if runner == nil {
@@ -278,7 +279,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 		}
 		lr.events = ev
 		runner = lr
-		if needsCapabilities(p, ids) {
+		if requires {
 			// Before any work: a node this host cannot run fails the build now,
 			// not after an hour of others.
 			host, err := lr.sandboxHost(ctx, nil)
@@ -321,7 +322,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 	if len(failed) > 0 {
 		return res, &BuildError{Failed: failed}
 	}
-	writeBuildRecord(ctx, opts, res, ex.whole, ev.hasWarned())
+	writeBuildRecord(ctx, opts, res, order, ex.whole, ev.hasWarned(), requires)
 	return res, nil
 }
 

@@ -106,6 +106,7 @@ func (c *cached) Dispatch(ctx context.Context, vn plan.VerifiedNode, in Inputs) 
 	if err := c.cache.PutAction(ctx, a); err != nil {
 		return Result{}, err
 	}
+	res.record = a.Stamp()
 	if n.WeakKey != "" {
 		if err := putWeak(ctx, c.st, c.plan.Host, n, a); err != nil {
 			return Result{}, err

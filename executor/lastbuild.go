@@ -2,38 +2,39 @@ package executor
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/store"
 )
 
 // A build record is what a successful build leaves in the store (state
 // "builds", one file per workspace, out directory and targets) so that the
-// next build of the same plan can tell that it has nothing to do without
-// decoding, verifying and walking the plan: ninja's log, for a no-op build
-// that costs a millisecond per node otherwise. It holds the result, the
-// identity of every action record the result came from and which images
-// were exported whole. UpToDate trusts it only while every one of those
-// records is the same file, every blob is there and every export is as
-// strata wrote it; anything else, and the caller builds as usual.
+// next build of the same plan (the same bytes: Options.PlanDigest) can tell
+// that it has nothing to do without decoding, verifying and walking the
+// plan: ninja's log, for a no-op build that costs a millisecond per node
+// otherwise. It holds the result, the identity of every action record the
+// result was read from or written to (taken then, not after) and which
+// images were exported whole. UpToDate trusts it only while every one of
+// those records is the same file, every blob is there and every export is
+// as strata wrote it; anything else, and the caller builds as usual.
 // docs/decisions.md has the reasoning.
 type buildRecord struct {
 	Format    int                 `json:"format"`
-	PlanKey   string              `json:"plan_key"`
+	Plan      digest.Digest       `json:"plan"`
 	Workspace string              `json:"workspace"`
 	OutDir    string              `json:"out_dir"`
 	Targets   []string            `json:"targets"`
@@ -43,7 +44,7 @@ type buildRecord struct {
 }
 
 const (
-	buildRecordFormat = 1
+	buildRecordFormat = 2
 	buildRecordState  = "builds"
 	// maxBuildRecords bounds the records kept: one per workspace, out
 	// directory and target list built, the least recent removed beyond it.
@@ -74,43 +75,45 @@ func recordPath(st *store.Store, opts Options) (string, *buildRecord, error) {
 	}
 	id, _ := json.Marshal([]any{ws, out, targets})
 	sum := sha256.Sum256(id)
-	r := &buildRecord{Format: buildRecordFormat, PlanKey: opts.PlanKey, Workspace: ws, OutDir: out, Targets: targets}
+	r := &buildRecord{Format: buildRecordFormat, Plan: opts.PlanDigest, Workspace: ws, OutDir: out, Targets: targets}
 	return filepath.Join(dir, hex.EncodeToString(sum[:])+".json"), r, nil
 }
 
 // recordable reports whether a build with opts can be answered from a
 // record: one over the local store alone that publishes nothing.
 func recordable(opts Options) bool {
-	return opts.PlanKey != "" && opts.Cache == nil && opts.Publisher == nil && opts.Runner == nil
+	return opts.PlanDigest != "" && opts.Cache == nil && opts.Publisher == nil && opts.Runner == nil
 }
 
-// writeBuildRecord records res, the result of a build that succeeded, when
-// the next identical build could be answered from it: every node built or
-// found in the cache (or a publish node a build skips), no warning shown (a
-// cached result's warning is shown again by every build) and no cleanup hook
-// (those run every time). Failing to write it only costs the next build its
-// shortcut; it is not synced, like a lease: a torn record reads as none.
-func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, whole []string, warned bool) {
-	if !recordable(opts) || warned || len(res.Stale) > 0 {
+// writeBuildRecord records res, the result of a build of the nodes done
+// that succeeded, when the next identical build could be answered from it:
+// every node built or found in the cache (or a publish node a build skips),
+// no warning shown (a cached result's warning is shown again by every
+// build), no cleanup hook (those run every time) and no node with
+// requirements (a build checks them against the host before anything else,
+// and the host may have changed). Failing to write it only costs the next
+// build its shortcut; it is not synced, like a lease: a torn record reads as
+// none.
+func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, done []*task, whole []string, warned, requires bool) {
+	if !recordable(opts) || warned || requires || len(res.Stale) > 0 {
 		return
 	}
-	st := opts.Store
-	p, rec, err := recordPath(st, opts)
+	p, rec, err := recordPath(opts.Store, opts)
 	if err != nil {
 		return
 	}
-	for _, n := range res.Nodes {
-		switch {
-		case n.Kind == plan.KindHook && n.Type == "cleanup":
+	for _, t := range done {
+		switch n := t.res; {
+		case isCleanup(t.n):
 			return
 		case n.Status == StatusSkipped && n.Reason == ErrNotImplemented.Error():
 			continue
 		case n.Status != StatusBuilt && n.Status != StatusCached:
 			return
 		}
-		a, err := st.StampAction(n.ID)
-		if err != nil {
-			return
+		a := t.result.record
+		if a.Key != t.n.ID {
+			return // not from the local store
 		}
 		rec.Actions = append(rec.Actions, a)
 	}
@@ -119,7 +122,7 @@ func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, whole
 	if err != nil || ctx.Err() != nil {
 		return
 	}
-	tmp := fmt.Sprintf("%s.tmp-%d", p, os.Getpid())
+	tmp := p + tmpMark + rand.Text()
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return
 	}
@@ -130,7 +133,11 @@ func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, whole
 	pruneBuildRecords(filepath.Dir(p))
 }
 
-// pruneBuildRecords keeps the maxBuildRecords most recent records.
+// tmpMark marks a record being written; one a killed strata left is removed
+// by the next prune that finds it an hour old.
+const tmpMark = ".tmp-"
+
+// pruneBuildRecords keeps the maxBuildRecords most recently used records.
 func pruneBuildRecords(dir string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil || len(entries) <= maxBuildRecords {
@@ -142,7 +149,14 @@ func pruneBuildRecords(dir string) {
 	}
 	var recs []rec
 	for _, e := range entries {
-		if info, err := e.Info(); err == nil {
+		info, err := e.Info()
+		switch {
+		case err != nil:
+		case strings.Contains(e.Name(), tmpMark):
+			if time.Since(info.ModTime()) > time.Hour {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		default:
 			recs = append(recs, rec{e.Name(), info.ModTime()})
 		}
 	}
@@ -154,7 +168,7 @@ func pruneBuildRecords(dir string) {
 
 // UpToDate answers a build from the record its last success left (see
 // buildRecord), when nothing it depends on changed since: the same plan
-// (opts.PlanKey), workspace, out directory and targets, every action record
+// (opts.PlanDigest), workspace, out directory and targets, every action record
 // and blob the result came from, and every export as strata wrote it. It
 // then reports every node cached through opts.Events, as a build that finds
 // everything in the cache does, and returns that build's result. Otherwise
@@ -175,7 +189,7 @@ func UpToDate(ctx context.Context, opts Options) (*BuildResult, bool) {
 	}
 	var rec buildRecord
 	if json.Unmarshal(b, &rec) != nil || rec.Result == nil || rec.Format != want.Format ||
-		rec.PlanKey != want.PlanKey || rec.Workspace != want.Workspace || rec.OutDir != want.OutDir ||
+		rec.Plan != want.Plan || rec.Workspace != want.Workspace || rec.OutDir != want.OutDir ||
 		!slices.Equal(rec.Targets, want.Targets) {
 		return nil, false
 	}
@@ -192,6 +206,11 @@ func UpToDate(ctx context.Context, opts Options) (*BuildResult, bool) {
 	}
 	if !checkAll(ctx, opts, &rec, blobs) {
 		return nil, false
+	}
+	// Used now: pruning keeps the records used most recently.
+	if info, err := os.Stat(p); err == nil && time.Since(info.ModTime()) > time.Minute {
+		now := time.Now()
+		os.Chtimes(p, now, now)
 	}
 	res := &BuildResult{OutDir: rec.Result.OutDir}
 	for _, a := range rec.Result.Artifacts {
@@ -263,9 +282,9 @@ func checkAll(ctx context.Context, opts Options, rec *buildRecord, blobs []diges
 	var failed atomic.Bool
 	var g errgroup.Group
 	g.SetLimit(max(opts.Jobs, 1))
-	for _, ok := range checks {
+	for _, check := range checks {
 		g.Go(func() error {
-			if !failed.Load() && ctx.Err() == nil && !ok() {
+			if !failed.Load() && ctx.Err() == nil && !check() {
 				failed.Store(true)
 			}
 			return nil

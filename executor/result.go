@@ -37,6 +37,10 @@ type Result struct {
 	Warning string `json:"warning,omitempty"`
 	// Cached reports that the result came from the action cache.
 	Cached bool `json:"cached,omitempty"`
+
+	// record is the local action record the result was read from or written
+	// to, for a build record (see buildRecord).
+	record store.ActionStamp
 }
 
 // Inputs are the results of a node's finished dependencies, by node ID.
@@ -83,7 +87,7 @@ func resultOf(a *store.Action) Result {
 	if len(a.Meta) > 0 {
 		_ = json.Unmarshal(a.Meta, &m)
 	}
-	r := Result{File: m.File, Warning: m.Warning}
+	r := Result{File: m.File, Warning: m.Warning, record: a.Stamp()}
 	if a.Tree != "" {
 		r.Tree = ocispec.Descriptor{MediaType: MediaTypeTree, Digest: a.Tree, Size: m.Tree}
 	}

@@ -55,8 +55,9 @@ first argument) over the local store: sources are fetched, stages run in
 sandboxes, outputs are assembled, hooks and jobs run. Nodes already in the cache
 are not run again; when nothing changed since the last successful build of the
 same targets (workspace, store entries and exported outputs alike), build
-answers from that build's record without reading the plan (-v says so). A TARGET is an image (images.NAME or NAME: its tree, outputs
-and hooks) or any node name; without targets the whole plan is built.
+answers from that build's record without reading the plan (-v says so). A
+TARGET is an image (images.NAME or NAME: its tree, outputs and hooks) or any
+node name; without targets the whole plan is built.
 
 Outputs are exported to the workspace's out/ directory (--out-dir to change) as
 <image>/<output name>: copies you own and may change; a rebuild puts back what
@@ -279,7 +280,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 	file, targets := g.planArgs(args)
 	fromFile := file != ""
 	var v *plan.Verified
-	var planKey string
+	var planDigest digest.Digest
 	if fromFile {
 		p, err := readPlanFile(file)
 		if err != nil {
@@ -308,7 +309,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 			return err
 		}
 		if len(p.Pending) == 0 {
-			planKey = c.Key
+			planDigest = c.PlanDigest
 		}
 	}
 	// A target the plan does not know may be an instance of a pending template.
@@ -332,7 +333,7 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 		Cache: cache,
 		Store: st, Binary: bin, Jobs: f.jobs, KeepGoing: f.keepGoing,
 		Targets: targets, Workspace: g.dir, Events: r.event, Explain: f.explain, OutDir: f.outDir,
-		Timeout: f.timeout, PlanKey: planKey,
+		Timeout: f.timeout, PlanDigest: planDigest,
 	}, fromFile)
 	r.close()
 	if res == nil {
@@ -353,7 +354,7 @@ func (g *globals) buildUpToDate(ctx context.Context, f buildFlags, c *compilecac
 	// run after all shows its own.
 	var events []executor.Event
 	res, ok := executor.UpToDate(ctx, executor.Options{
-		Store: st, Targets: targets, Workspace: g.dir, OutDir: f.outDir, PlanKey: c.Key,
+		Store: st, Targets: targets, Workspace: g.dir, OutDir: f.outDir, PlanDigest: c.PlanDigest,
 		Events: func(ev executor.Event) { events = append(events, ev) },
 	})
 	if !ok {

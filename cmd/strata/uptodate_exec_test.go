@@ -2,8 +2,10 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -199,5 +201,98 @@ func TestUpToDateExec(t *testing.T) {
 	}
 	if !answered() {
 		t.Fatal("the workspace's own build lost its record to the others")
+	}
+}
+
+const pathSourceWS = `package test
+
+sources: d: path: "data.txt"
+
+images: b: {
+	version: "1"
+	stages: [{
+		type: "strata.run"
+		inputs: d: "sources.d"
+		options: command: ["/bin/sh", "-c", "grep -qv bad /run/strata/inputs/d && cp /run/strata/inputs/d /run/strata/tree/data.txt"]
+	}]
+	outputs: [{type: "tar"}]
+}
+`
+
+// tarFile returns the content of name in the tar archive at p.
+func tarFile(t *testing.T, p, name string) string {
+	t.Helper()
+	out, err := exec.Command("tar", "-xOf", p, name).Output()
+	if err != nil {
+		t.Fatalf("tar -xOf %s %s: %v", p, name, err)
+	}
+	return string(out)
+}
+
+// TestUpToDatePlanChangesExec: a record answers only the plan it was
+// written for, byte for byte. A path source's content is not part of the
+// compile-cache key (a hit hashes it again, and a change compiles a plan
+// stored under the same key), so a record keyed by the compile alone would
+// answer for a plan that builds other bytes, and would turn a build that
+// fails into one that passes (found in review). Nor does a build whose nodes
+// have requirements leave a record: the host may lose them.
+func TestUpToDatePlanChangesExec(t *testing.T) {
+	ws := writeWS(t, pathSourceWS)
+	cache := t.TempDir()
+	data := filepath.Join(ws, "data.txt")
+	tar := filepath.Join(ws, "out", "b", "b.tar")
+	build := func(args ...string) cliResult {
+		return runCLI(t, ws, cache, append([]string{"-v", "build"}, args...)...)
+	}
+	fromRecord := func(r cliResult) bool { return strings.Contains(r.stderr, "up to date") }
+
+	must(t, os.WriteFile(data, []byte("v1\n"), 0o644))
+	if r := build(); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := build(); r.code != 0 || !fromRecord(r) {
+		t.Fatalf("unchanged build: exit %d, not answered from its record\n%s", r.code, r.stderr)
+	}
+
+	// The compile cache refreshed by strata compile, then a build.
+	must(t, os.WriteFile(data, []byte("v2\n"), 0o644))
+	if r := runCLI(t, ws, cache, "compile", "-o", filepath.Join(t.TempDir(), "plan.json")); r.code != 0 {
+		t.Fatalf("compile: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := build(); r.code != 0 || fromRecord(r) {
+		t.Fatalf("build after a path source changed: exit %d, answered from the record\n%s", r.code, r.stderr)
+	}
+	if got := tarFile(t, tar, "data.txt"); got != "v2\n" {
+		t.Fatalf("out/b/b.tar holds %q, want v2", got)
+	}
+
+	// A build that fails, then the same build again.
+	must(t, os.WriteFile(data, []byte("bad\n"), 0o644))
+	for i := range 2 {
+		if r := build(); r.code == 0 || fromRecord(r) {
+			t.Fatalf("build %d of a failing source: exit %d\n%s", i+1, r.code, r.stderr)
+		}
+	}
+
+	// Another out directory built the new content; the workspace's own
+	// out/ still holds the old.
+	must(t, os.WriteFile(data, []byte("v4\n"), 0o644))
+	if r := build("--out-dir", t.TempDir()); r.code != 0 {
+		t.Fatalf("build --out-dir: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := build(); r.code != 0 || fromRecord(r) {
+		t.Fatalf("build of out/: exit %d, answered from a record of other content\n%s", r.code, r.stderr)
+	}
+	if got := tarFile(t, tar, "data.txt"); got != "v4\n" {
+		t.Fatalf("out/b/b.tar holds %q, want v4", got)
+	}
+
+	// Requirements are checked by every build.
+	must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(strings.Replace(pathSourceWS, `version: "1"`,
+		`version: "1"`+"\n\trequires: arch: \""+runtime.GOARCH+"\"", 1)), 0o644))
+	for i := range 2 {
+		if r := build(); r.code != 0 || fromRecord(r) {
+			t.Fatalf("build %d of an image with requirements: exit %d, answered from a record\n%s", i+1, r.code, r.stderr)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/strata-build/strata/compiler/plan"
 )
 
@@ -23,9 +24,9 @@ type Compiled struct {
 	Nodes    int
 	Pending  []plan.Pending
 	HostRoot HostRoot
-	// Key is the cache key the plan is stored under, "" when it is not
-	// (no cache, a workspace the cache cannot key, a compile not stored).
-	Key string
+	// PlanDigest is the SHA-256 of the encoded plan, which names the plan
+	// without decoding a hit.
+	PlanDigest digest.Digest
 }
 
 // WriteTo writes the plan to w as Plan.Encode does.
@@ -63,7 +64,7 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 			c = nil
 		} else if h, ok := c.Open(ctx, key, dir); ok {
 			say("compile cache hit %s", key[:12])
-			return &Compiled{Hit: h, Nodes: h.Nodes, Pending: h.Pending, HostRoot: h.HostRoot, Key: key}, nil
+			return &Compiled{Hit: h, Nodes: h.Nodes, Pending: h.Pending, HostRoot: h.HostRoot, PlanDigest: h.PlanDigest}, nil
 		}
 	}
 	p, err := compile(ctx)
@@ -77,7 +78,8 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 	if err := p.Encode(&buf); err != nil { // its newline ends the plan "}\n", as an entry's must (see open)
 		return nil, err
 	}
-	out := &Compiled{Plan: p, encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending, HostRoot: HostRootOf(p)}
+	out := &Compiled{Plan: p, encoded: buf.Bytes(), Nodes: len(p.Nodes), Pending: p.Pending, HostRoot: HostRootOf(p),
+		PlanDigest: digest.FromBytes(buf.Bytes())}
 	if c != nil {
 		// The compiler read the files after Key did: one edited meanwhile
 		// would file this plan under the key of the content before the
@@ -87,11 +89,10 @@ func Compile(ctx context.Context, c *Cache, dir string, in Inputs, compile func(
 			say("compile cache: the workspace changed while it compiled; not stored")
 			return out, nil
 		}
-		e := &Entry{Plan: out.encoded, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending, HostRoot: out.HostRoot}
+		e := &Entry{Plan: out.encoded, Nodes: out.Nodes, Paths: PathSources(p), Pending: p.Pending, HostRoot: out.HostRoot, PlanDigest: out.PlanDigest}
 		if err := c.Put(key, e); err != nil {
 			say("%v", err)
 		} else {
-			out.Key = key
 			say("compile cache store %s", key[:12])
 		}
 	}

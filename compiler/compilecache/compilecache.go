@@ -18,11 +18,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/strata-build/strata/compiler/plan"
 )
 
 // FormatVersion is the version of the entry format; it is part of every key.
-const FormatVersion = 3 // 2: the plan is stored indented again; 3: host_root
+const FormatVersion = 4 // 2: the plan is stored indented again; 3: host_root; 4: plan_sha256
 
 // schemaFile is the workspace file the loader replaces with the embedded schema,
 // so its bytes on disk never affect a compile (the embedded schema is keyed
@@ -245,6 +246,8 @@ type Entry struct {
 	// HostRoot names the images that build in the host's /usr, so that a hit
 	// can warn about them without decoding the plan.
 	HostRoot HostRoot
+	// PlanDigest is the SHA-256 of Plan; Put computes it when empty.
+	PlanDigest digest.Digest
 }
 
 // HostRoot names the images whose stages build in the host's /usr (a build
@@ -291,8 +294,11 @@ type header struct {
 	// Pending is omitted when empty, so entries without it read the same.
 	Pending  []plan.Pending `json:"pending,omitempty"`
 	HostRoot HostRoot       `json:"host_root,omitzero"`
-	Size    int            `json:"plan_size"`
-	CRC32C  uint32         `json:"plan_crc32c"`
+	Size     int            `json:"plan_size"`
+	CRC32C   uint32         `json:"plan_crc32c"`
+	// SHA256 names the plan's bytes, so a build can be matched with the
+	// plan it built without reading them.
+	SHA256 digest.Digest `json:"plan_sha256"`
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -367,6 +373,8 @@ type Hit struct {
 	Pending []plan.Pending
 	// HostRoot names the plan's images that build in the host's /usr.
 	HostRoot HostRoot
+	// PlanDigest is the SHA-256 of the encoded plan.
+	PlanDigest digest.Digest
 
 	f         *os.File
 	name      string
@@ -417,7 +425,10 @@ func open(f *os.File, key string) (*Hit, error) {
 	if _, err := f.ReadAt(last, info.Size()-2); err != nil || string(last) != "}\n" {
 		return nil, errDamaged
 	}
-	return &Hit{Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, HostRoot: h.HostRoot, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
+	if h.SHA256.Validate() != nil {
+		return nil, errDamaged
+	}
+	return &Hit{Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, HostRoot: h.HostRoot, PlanDigest: h.SHA256, f: f, off: off, size: int64(h.Size), crc: h.CRC32C}, nil
 }
 
 // Size is the size of the encoded plan in bytes.
@@ -496,9 +507,13 @@ func (c *Cache) Put(key string, e *Entry) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return fmt.Errorf("compile cache: %w", err)
 	}
+	d := e.PlanDigest
+	if d == "" {
+		d = digest.FromBytes(e.Plan)
+	}
 	h := header{
 		Format: FormatVersion, Key: key, Nodes: e.Nodes, Paths: e.Paths, Pending: e.Pending, HostRoot: e.HostRoot,
-		Size: len(e.Plan), CRC32C: crc32.Checksum(e.Plan, crcTable),
+		Size: len(e.Plan), CRC32C: crc32.Checksum(e.Plan, crcTable), SHA256: d,
 	}
 	if h.Paths == nil {
 		h.Paths = []PathSource{}

@@ -39,7 +39,14 @@ type Action struct {
 	Inputs []digest.Digest `json:"inputs,omitempty"`
 	// Meta is free-form JSON the executor keeps with the entry.
 	Meta json.RawMessage `json:"meta,omitempty"`
+
+	stamp ActionStamp // of the record GetAction read a from, or PutAction wrote
 }
+
+// Stamp identifies the record GetAction read a from or PutAction wrote it to
+// (zero for an Action that is neither): so a build answered later from its
+// record knows the result it reports is still the one the store holds.
+func (a *Action) Stamp() ActionStamp { return a.stamp }
 
 // blobs returns every blob digest the action refers to directly.
 func (a *Action) blobs() []digest.Digest {
@@ -96,7 +103,7 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 		return err
 	}
 	final := s.actionPath(a.Key)
-	err = s.writeRecord(ctx, final, b, func() error {
+	stamp, err := s.writeRecord(ctx, final, b, func() error {
 		for _, d := range a.blobs() {
 			if !s.HasBlob(d) {
 				return fmt.Errorf("blob %s: %w", d, ErrNotFound)
@@ -122,6 +129,8 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 	if err != nil {
 		return err
 	}
+	stamp.Key = a.Key
+	a.stamp = stamp
 	return removeIfExists(s.failurePath(a.Key))
 }
 
@@ -136,10 +145,11 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 // and every reader takes such a record for a miss (the node is built again).
 // Syncing the bytes alone would not save that rebuild (the rename is not
 // durable either) and cost a journal commit per node.
-func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) error {
+// It returns the identity of the file renamed into place.
+func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) (ActionStamp, error) {
 	f, err := s.tempFile("r-*")
 	if err != nil {
-		return err
+		return ActionStamp{}, err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op once renamed
@@ -147,22 +157,26 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, chec
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
+	var st recordStat
+	if err == nil {
+		st, err = fstatRecord(int(f.Fd()))
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return ActionStamp{}, err
 	}
 	release, err := s.shared(ctx)
 	if err != nil {
-		return err
+		return ActionStamp{}, err
 	}
 	err = check()
 	if err == nil {
 		err = os.Rename(tmp, final)
 	}
 	release()
-	return err
+	return ActionStamp{Ino: st.Ino, Size: st.Size, Birth: st.Birth}, err
 }
 
 // GetAction returns the entry for key and marks it used now: its modification time is
@@ -254,20 +268,21 @@ func (s *Store) readAction(p string, remove bool) (*Action, unix.Stat_t, error) 
 	b, st, err := readRecord(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, st, ErrNotFound
+			return nil, st.Stat_t, ErrNotFound
 		}
 		if st.Ino == 0 {
-			return nil, st, err // not opened
+			return nil, st.Stat_t, err // not opened
 		}
 	}
 	var a Action
 	if err != nil || json.Unmarshal(b, &a) != nil || validKey(a.Key) != nil {
-		if remove && isFile(p, &st) {
+		if remove && isFile(p, &st.Stat_t) {
 			os.Remove(p)
 		}
-		return nil, st, fmt.Errorf("malformed entry removed: %w", ErrNotFound)
+		return nil, st.Stat_t, fmt.Errorf("malformed entry removed: %w", ErrNotFound)
 	}
-	return &a, st, nil
+	a.stamp = ActionStamp{Key: a.Key, Ino: st.Ino, Size: st.Size, Birth: st.Birth}
+	return &a, st.Stat_t, nil
 }
 
 // RemoveAction deletes the entry for key, if any.
@@ -297,7 +312,7 @@ func (s *Store) PutWeak(ctx context.Context, weakKey string, data json.RawMessag
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), func() error { return nil }); err != nil {
+	if _, err := s.writeRecord(ctx, s.weakPath(weakKey), bytes.Clone(data), func() error { return nil }); err != nil {
 		return fmt.Errorf("store %s: put weak %s: %w", s.dir, weakKey, err)
 	}
 	return nil
@@ -426,36 +441,6 @@ type ActionStamp struct {
 	Birth int64  `json:"birth,omitempty"` // ns since the epoch; 0 where unknown
 }
 
-// statRecord is the identity and modification time of the record name in
-// the directory dir.
-func statRecord(dir int, name string) (a ActionStamp, mtime time.Time, err error) {
-	var st unix.Statx_t
-	if err := unix.Statx(dir, name, 0, unix.STATX_INO|unix.STATX_SIZE|unix.STATX_MTIME|unix.STATX_BTIME, &st); err != nil {
-		return a, mtime, err
-	}
-	a = ActionStamp{Ino: st.Ino, Size: int64(st.Size)}
-	if st.Mask&unix.STATX_BTIME != 0 {
-		a.Birth = st.Btime.Sec*1e9 + int64(st.Btime.Nsec)
-	}
-	return a, time.Unix(st.Mtime.Sec, int64(st.Mtime.Nsec)), nil
-}
-
-// StampAction returns the identity of key's record.
-func (s *Store) StampAction(key string) (ActionStamp, error) {
-	if err := validKey(key); err != nil {
-		return ActionStamp{}, fmt.Errorf("store %s: stamp action: %w", s.dir, err)
-	}
-	a, _, err := statRecord(unix.AT_FDCWD, s.actionPath(key))
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return ActionStamp{}, fmt.Errorf("store %s: action %s: %w", s.dir, key, ErrNotFound)
-		}
-		return ActionStamp{}, fmt.Errorf("store %s: stamp action %s: %w", s.dir, key, err)
-	}
-	a.Key = key
-	return a, nil
-}
-
 // Unchanged reports whether every stamped record is still the one stamped and
 // every blob listed is present: what GetAction would find for those keys,
 // without reading the records. It marks the records used, as GetAction does
@@ -472,11 +457,18 @@ func (s *Store) Unchanged(ctx context.Context, stamps []ActionStamp, blobs []dig
 		if ctx.Err() != nil || validKey(a.Key) != nil {
 			return false
 		}
-		now, mtime, err := statRecord(actions, a.Key+".json")
-		if now.Key = a.Key; err != nil || now != a {
+		var x unix.Statx_t
+		if unix.Statx(actions, a.Key+".json", 0, unix.STATX_INO|unix.STATX_SIZE|unix.STATX_MTIME|unix.STATX_BTIME, &x) != nil {
 			return false
 		}
-		if time.Since(mtime) >= touchEvery && s.touch(s.actionPath(a.Key)) != nil {
+		now := ActionStamp{Key: a.Key, Ino: x.Ino, Size: int64(x.Size)}
+		if x.Mask&unix.STATX_BTIME != 0 {
+			now.Birth = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
+		}
+		if now != a {
+			return false
+		}
+		if time.Since(time.Unix(x.Mtime.Sec, int64(x.Mtime.Nsec))) >= touchEvery && s.touch(s.actionPath(a.Key)) != nil {
 			return false
 		}
 	}
@@ -496,8 +488,8 @@ func (s *Store) Unchanged(ctx context.Context, stamps []ActionStamp, blobs []dig
 			return false
 		}
 		var st unix.Stat_t
-		if unix.Fstatat(dir, hex[:2]+"/"+hex, &st, 0) != nil || (st.Size == 0 && d != digest.SHA256.FromBytes(nil)) {
-			return false // missing, or torn (see HasBlob)
+		if unix.Fstatat(dir, hex[:2]+"/"+hex, &st, 0) != nil || !wholeBlob(d, st.Size) {
+			return false
 		}
 	}
 	return true

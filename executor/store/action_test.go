@@ -22,14 +22,18 @@ func TestUnchanged(t *testing.T) {
 	}
 	put := func() ActionStamp {
 		t.Helper()
-		if err := s.PutAction(ctx, &Action{Key: "node", Log: log.Digest}); err != nil {
+		a := &Action{Key: "node", Log: log.Digest}
+		if err := s.PutAction(ctx, a); err != nil {
 			t.Fatal(err)
 		}
-		a, err := s.StampAction("node")
+		got, err := s.GetAction(ctx, "node")
 		if err != nil {
 			t.Fatal(err)
 		}
-		return a
+		if got.Stamp() != a.Stamp() || a.Stamp().Key != "node" || a.Stamp().Ino == 0 {
+			t.Fatalf("stamp of the record read %+v, of the record written %+v", got.Stamp(), a.Stamp())
+		}
+		return a.Stamp()
 	}
 	a := put()
 	blobs := []digest.Digest{log.Digest, log.Digest}
@@ -62,7 +66,7 @@ func TestUnchanged(t *testing.T) {
 	} else if s.Unchanged(ctx, []ActionStamp{b}, blobs) {
 		t.Fatal("a record removed and written again reads as unchanged")
 	}
-	c, _ := s.StampAction("node")
+	c := put()
 	if s.Unchanged(ctx, []ActionStamp{c}, []digest.Digest{digest.FromString("missing")}) {
 		t.Fatal("a missing blob reads as present")
 	}

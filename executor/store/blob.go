@@ -61,11 +61,13 @@ func (s *Store) HasBlob(d digest.Digest) bool {
 		return false
 	}
 	var st unix.Stat_t
-	if unix.Stat(s.blobPath(hex), &st) != nil {
-		return false
-	}
-	// A zero-length file can only be the empty blob (Nix #7064: torn files).
-	return st.Size > 0 || d == digest.SHA256.FromBytes(nil)
+	return unix.Stat(s.blobPath(hex), &st) == nil && wholeBlob(d, st.Size)
+}
+
+// wholeBlob reports whether a blob file of size bytes can be d: a zero-length
+// file can only be the empty blob (Nix #7064: torn files).
+func wholeBlob(d digest.Digest, size int64) bool {
+	return size > 0 || d == digest.SHA256.FromBytes(nil)
 }
 
 // PutBlob stores the bytes read from r and returns their digest and size. The blob is

@@ -45,12 +45,13 @@ func (s *Store) putFailure(ctx context.Context, key string, log digest.Digest) e
 	if err != nil {
 		return err
 	}
-	return s.writeRecord(ctx, s.failurePath(key), b, func() error {
+	_, err = s.writeRecord(ctx, s.failurePath(key), b, func() error {
 		if !s.HasBlob(log) {
 			return fmt.Errorf("log %s: %w", log, ErrNotFound)
 		}
 		return nil
 	})
+	return err
 }
 
 // LastFailure returns the log PutFailure last recorded for key and marks the

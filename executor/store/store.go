@@ -377,18 +377,19 @@ func openFD(p string, flags int) (int, error) {
 }
 
 // readRecord reads the record at p, sized by one fstat, which it returns too
-// (Ino 0 when p could not be opened): one read for the whole file where a
-// decoder would read it in pieces until EOF (a filesystem that returns less
-// reads on), through a bare descriptor (os.File asks the kernel for its flags).
-func readRecord(p string) ([]byte, unix.Stat_t, error) {
-	var st unix.Stat_t
+// (Ino 0 when p could not be opened), with the file's birth time: one read
+// for the whole file where a decoder would read it in pieces until EOF (a
+// filesystem that returns less reads on), through a bare descriptor (os.File
+// asks the kernel for its flags).
+func readRecord(p string) ([]byte, recordStat, error) {
+	var st recordStat
 	fd, err := openFD(p, 0)
 	if err != nil {
 		return nil, st, err
 	}
 	defer unix.Close(fd)
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, unix.Stat_t{}, &fs.PathError{Op: "fstat", Path: p, Err: err}
+	if st, err = fstatRecord(fd); err != nil {
+		return nil, recordStat{}, &fs.PathError{Op: "fstat", Path: p, Err: err}
 	}
 	b := make([]byte, 0, st.Size+1) // +1: a file that grew fills the buffer
 	for {
@@ -410,6 +411,29 @@ func readRecord(p string) ([]byte, unix.Stat_t, error) {
 			b = slices.Grow(b, 4096)
 		}
 	}
+}
+
+// recordStat is a record file's fstat and its birth time (ns since the epoch,
+// 0 where the filesystem keeps none), from one statx.
+type recordStat struct {
+	unix.Stat_t
+	Birth int64
+}
+
+func fstatRecord(fd int) (recordStat, error) {
+	var x unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x); err != nil {
+		return recordStat{}, err
+	}
+	ts := func(t unix.StatxTimestamp) unix.Timespec { return unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)} }
+	st := recordStat{Stat_t: unix.Stat_t{
+		Dev: unix.Mkdev(x.Dev_major, x.Dev_minor), Ino: x.Ino, Nlink: uint64(x.Nlink), Mode: uint32(x.Mode),
+		Uid: x.Uid, Gid: x.Gid, Size: int64(x.Size), Atim: ts(x.Atime), Mtim: ts(x.Mtime), Ctim: ts(x.Ctime),
+	}}
+	if x.Mask&unix.STATX_BTIME != 0 {
+		st.Birth = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
+	}
+	return st, nil
 }
 
 // isFile reports whether the file at name is still the one st describes.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -292,7 +293,7 @@ func TestActionCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(a, got); diff != "" {
+	if diff := cmp.Diff(a, got, cmpopts.IgnoreUnexported(Action{})); diff != "" {
 		t.Fatalf("GetAction (-want +got):\n%s", diff)
 	}
 	list, err := s.List(ctx)
