@@ -137,10 +137,11 @@ func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, done 
 // by the next prune that finds it an hour old.
 const tmpMark = ".tmp-"
 
-// pruneBuildRecords keeps the maxBuildRecords most recently used records.
+// pruneBuildRecords keeps the maxBuildRecords most recently used records,
+// and removes temporary ones an hour old.
 func pruneBuildRecords(dir string) {
 	entries, err := os.ReadDir(dir)
-	if err != nil || len(entries) <= maxBuildRecords {
+	if err != nil {
 		return
 	}
 	type rec struct {
@@ -160,8 +161,11 @@ func pruneBuildRecords(dir string) {
 			recs = append(recs, rec{e.Name(), info.ModTime()})
 		}
 	}
+	if len(recs) <= maxBuildRecords {
+		return
+	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].mod.After(recs[j].mod) })
-	for _, r := range recs[min(maxBuildRecords, len(recs)):] {
+	for _, r := range recs[maxBuildRecords:] {
 		os.Remove(filepath.Join(dir, r.name))
 	}
 }
@@ -172,8 +176,8 @@ func pruneBuildRecords(dir string) {
 // and blob the result came from, and every export as strata wrote it. It
 // then reports every node cached through opts.Events, as a build that finds
 // everything in the cache does, and returns that build's result. Otherwise
-// it returns false, having changed nothing but the records' use times, and
-// the caller builds.
+// it returns false, having changed nothing but the records' use times (and
+// made the out directory if it was missing), and the caller builds.
 func UpToDate(ctx context.Context, opts Options) (*BuildResult, bool) {
 	if opts.Store == nil || !recordable(opts) {
 		return nil, false

@@ -333,7 +333,7 @@ func (c *Cache) Get(ctx context.Context, key, dir string) (*Entry, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, HostRoot: h.HostRoot}, true
+	return &Entry{Plan: b, Nodes: h.Nodes, Paths: h.Paths, Pending: h.Pending, HostRoot: h.HostRoot, PlanDigest: h.PlanDigest}, true
 }
 
 // Open is Get without reading the plan: the returned Hit writes it to a writer
