@@ -113,6 +113,13 @@ func TestSecurityRow31TamperedPlan(t *testing.T) {
 			imgs["../../victim/img"] = img
 			delete(imgs, "b")
 		}, `image ../../victim/img: invalid name "../../victim/img": a name must not hold a ".." segment`},
+		{"nested image name", func(doc map[string]any) {
+			imgs := doc["images"].(map[string]any)
+			img := imgs["b"].(map[string]any)
+			img["name"] = "a/b"
+			imgs["a/b"] = img
+			delete(imgs, "b")
+		}, `image a/b: its name extends image a's`},
 		{"path source", func(doc map[string]any) {
 			nodeNamed(doc, "sources.files")["source"].(map[string]any)["path"] = "../../../../etc"
 		}, `path "../../../../etc" must be relative, inside the workspace`},

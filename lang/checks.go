@@ -236,3 +236,23 @@ func canonicalCycle(c []string) string {
 	sort.Strings(s)
 	return strings.Join(s, ",")
 }
+
+// checkNestedImages refuses an image whose name extends another's with a
+// namespace segment (images.ns and images.ns/sub): its outputs would be
+// exported inside the other's out directory (out/ns/sub/ in out/ns/), which a
+// build of the other replaces whole, so one build would delete what the
+// other exported, without an error.
+func (l *loader) checkNestedImages() {
+	for _, name := range sortedKeys(l.ws.Images) {
+		for i := strings.LastIndex(name, "/"); i > 0; i = strings.LastIndex(name[:i], "/") {
+			parent := name[:i]
+			if l.ws.Images[parent] == nil {
+				continue
+			}
+			l.c.add(l.ws.Images[name].Pos, "images."+quoteLabel(name),
+				"images.%s is also an image: its out directory, out/%s/, would hold out/%s/, and a build of images.%s replaces its directory whole; give them names neither of which extends the other (e.g. %s/main and %s)",
+				parent, parent, name, parent, parent, name)
+			break
+		}
+	}
+}

@@ -189,6 +189,7 @@ func (l *loader) load(ctx context.Context, dir string) error {
 	l.checkReferences()
 	l.checkCycles()
 	l.checkUserGroups()
+	l.checkNestedImages()
 	l.warn()
 	return l.c.err()
 }

@@ -331,6 +331,13 @@ func (v *verifier) images() error {
 		if err := CheckName(key); err != nil {
 			return bad("%v", err)
 		}
+		// out/<image>/ would hold a nested image's out directory, which an
+		// export of the outer image replaces whole (lang refuses these too).
+		for i := strings.LastIndex(key, "/"); i > 0; i = strings.LastIndex(key[:i], "/") {
+			if v.p.Images[key[:i]] != nil {
+				return bad("its name extends image %s's, inside whose out directory it would be exported", clip(key[:i]))
+			}
+		}
 		if img.Tree != "" {
 			if t := v.byID[img.Tree]; t == nil || (t.Kind != KindStage && t.Kind != KindSource) {
 				return bad("tree %s is not a stage of the plan", clip(img.Tree))
