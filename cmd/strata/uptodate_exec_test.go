@@ -296,3 +296,36 @@ func TestUpToDatePlanChangesExec(t *testing.T) {
 		}
 	}
 }
+
+const embedWS = `@extern(embed)
+
+package test
+
+_data: _ @embed(file="sub/data.json")
+
+images: e: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/x": content: _data.x}]
+	outputs: [{type: "tar"}]
+}
+`
+
+// TestEmbeddedFileEditedExec: a file the spec embeds is a compile input:
+// editing it rebuilds (the compile cache keyed only the spec's own files,
+// and answered with the old content; found in review).
+func TestEmbeddedFileEditedExec(t *testing.T) {
+	ws := writeWS(t, embedWS)
+	cache := t.TempDir()
+	data := filepath.Join(ws, "sub", "data.json")
+	must(t, os.MkdirAll(filepath.Dir(data), 0o755))
+	tar := filepath.Join(ws, "out", "e", "e.tar")
+	for _, x := range []string{"one", "two"} {
+		must(t, os.WriteFile(data, []byte(`{"x":"`+x+`\n"}`), 0o644))
+		if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+			t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+		}
+		if got := tarFile(t, tar, "etc/x"); got != x+"\n" {
+			t.Fatalf("after writing %q the export holds %q", x, got)
+		}
+	}
+}

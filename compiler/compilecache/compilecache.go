@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -56,7 +57,8 @@ type Inputs struct {
 // vendored schema, which the loader replaces with the embedded one), every
 // .cue, .json, .yaml and .yml file at the top of dir, and every .cue file below
 // it (packages of the workspace's module that its spec may import), except
-// under out/ and directories whose name starts with a dot.
+// under out/ and directories whose name starts with a dot, and every file a
+// keyed .cue file may embed (@embed, see embeds).
 func Key(dir string, in Inputs) (string, error) {
 	h := sha256.New()
 	hb, err := json.Marshal(in.Host)
@@ -80,8 +82,34 @@ func Key(dir string, in Inputs) (string, error) {
 		return "", fmt.Errorf("compile cache: %s: no cue.mod/module.cue", dir)
 	}
 	buf := make([]byte, 256<<10)
+	var embedded []string
 	for _, rel := range files {
-		if err := hashFile(h, buf, dir, rel); err != nil {
+		if path.Ext(rel) != ".cue" {
+			if err := hashFile(h, buf, dir, rel); err != nil {
+				return "", fmt.Errorf("compile cache: %w", err)
+			}
+			continue
+		}
+		src, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return "", fmt.Errorf("compile cache: %w", err)
+		}
+		fmt.Fprintf(h, "file %q %d\n", rel, len(src))
+		h.Write(src)
+		embedded = append(embedded, embeds(dir, rel, src)...)
+	}
+	slices.Sort(embedded)
+	for _, rel := range slices.Compact(embedded) {
+		if pattern, ok := strings.CutPrefix(rel, "glob:"); ok {
+			fmt.Fprintf(h, "embed glob %q\n", pattern)
+			continue
+		}
+		fmt.Fprintf(h, "embed %q\n", rel)
+		// A missing file fails the compile, which is then not stored; an
+		// attribute in a comment names files that need not exist.
+		if err := hashFile(h, buf, dir, rel); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(h, "absent\n")
+		} else if err != nil {
 			return "", fmt.Errorf("compile cache: %w", err)
 		}
 	}

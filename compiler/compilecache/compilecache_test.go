@@ -348,3 +348,42 @@ func TestEditDuringCompileNotStored(t *testing.T) {
 		t.Fatalf("a plan compiled during an edit was stored and hit (%d compiles)", calls)
 	}
 }
+
+// TestKeyEmbeds: the files a .cue file embeds (@embed(file=...) and
+// @embed(glob=...), relative to that file) are keyed; other data files are
+// not. Found in review: an embedded JSON file edited, and the build answered
+// from the cache with the old content.
+func TestKeyEmbeds(t *testing.T) {
+	dir := workspace(t)
+	writeFiles(t, dir, map[string]string{
+		"a.cue":            "@extern(embed)\n\npackage w\n\n_d: _ @embed(file=\"sub/data.json\")\n// a comment: @embed(file=gone.json)\n_g: _ @embed(glob=conf/*.yaml, type=yaml)\n",
+		"lib/e.cue":        "@extern(embed)\n\npackage lib\n\ny: _ @embed(file=inner.json)\n",
+		"sub/data.json":    `{"x":"one"}`,
+		"conf/a.yaml":      "a: 1\n",
+		"conf/deep/b.yaml": "b: 1\n",
+		"lib/inner.json":   `{}`,
+	})
+	base := key(t, dir, inputs)
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		same  bool
+	}{
+		{"embedded file edited", map[string]string{"sub/data.json": `{"x":"two"}`}, false},
+		{"file embedded from a package edited", map[string]string{"lib/inner.json": `{"y":1}`}, false},
+		{"file a glob embeds edited", map[string]string{"conf/a.yaml": "a: 2\n"}, false},
+		{"file a glob embeds added", map[string]string{"conf/c.yaml": "c: 1\n"}, false},
+		{"file the glob does not match", map[string]string{"conf/deep/b.yaml": "b: 2\n", "conf/x.json": "{}"}, true},
+		{"file named in a comment created", map[string]string{"gone.json": "{}"}, false},
+		{"other data file", map[string]string{"sub/other.json": "{}"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			writeFiles(t, dir, c.files)
+			got := key(t, dir, inputs)
+			if (got == base) != c.same {
+				t.Errorf("key changed = %t, want %t", got != base, !c.same)
+			}
+			base = got
+		})
+	}
+}
