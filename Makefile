@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzLoad$$' ./lang/
 	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzCompile$$' ./compiler/
 	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzVerify$$' ./compiler/
+	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzIndent$$' ./compiler/plan/
 
 ## demo: validate, compile and build the example image; print where its outputs are
 demo: setup build

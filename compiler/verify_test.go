@@ -226,3 +226,27 @@ sources: s: path: "`+path+`"
 		t.Fatalf("entries %+v", entries)
 	}
 }
+
+// TestEncodeAsJSONIndent: Plan.Encode writes the examples' plans byte for
+// byte as encoding/json's indenting encoder does (what it used before).
+func TestEncodeAsJSONIndent(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join("..", "examples"))
+	must(t, err)
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		t.Run(e.Name(), func(t *testing.T) {
+			p := compile(t, filepath.Join("..", "examples", e.Name()))
+			var got, want bytes.Buffer
+			must(t, p.Encode(&got))
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", "  ")
+			must(t, enc.Encode(p))
+			if !bytes.Equal(got.Bytes(), want.Bytes()) {
+				t.Fatalf("Plan.Encode differs from json.Encoder with SetIndent (%d and %d bytes)", got.Len(), want.Len())
+			}
+		})
+	}
+}
