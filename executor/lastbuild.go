@@ -112,8 +112,12 @@ func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, done 
 			return
 		}
 		a := t.result.record
-		if a.Key != t.n.ID {
-			return // not from the local store
+		if a.Key != t.n.ID || a.Birth == 0 {
+			// Not from the local store, or from a filesystem that keeps no
+			// birth times (NFS): there an inode freed by a removed record
+			// can come back as a new record of the same size, and the
+			// stamp would not tell them apart.
+			return
 		}
 		rec.Actions = append(rec.Actions, a)
 	}

@@ -1,12 +1,18 @@
 package executor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/strata-build/strata/compiler/plan"
+	"github.com/strata-build/strata/executor/store"
 )
 
 // TestPruneBuildRecords: beyond maxBuildRecords, the least recently used
@@ -78,5 +84,37 @@ func TestPruneBuildRecordsFew(t *testing.T) {
 	}
 	if _, err := os.Stat(rec); err != nil {
 		t.Errorf("the record went: %v", err)
+	}
+}
+
+// TestNoRecordWithoutBirthTimes: a build whose action records carry no birth
+// time (a filesystem that keeps none) leaves no record, and one whose records
+// all do leaves one.
+func TestNoRecordWithoutBirthTimes(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ws := t.TempDir()
+	opts := Options{Store: st, Workspace: ws, PlanDigest: digest.FromString("plan")}.withDefaults()
+	n := &plan.Node{ID: strings.Repeat("a", 64), Name: "images.a.stages[0]", Kind: plan.KindStage}
+	write := func(birth int64) bool {
+		tk := &task{n: n, res: &NodeResult{ID: n.ID, Name: n.Name, Kind: n.Kind, Status: StatusCached}}
+		tk.result.record = store.ActionStamp{Key: n.ID, Ino: 7, Size: 9, Birth: birth}
+		res := &BuildResult{Nodes: []*NodeResult{tk.res}, Cached: 1}
+		writeBuildRecord(context.Background(), opts, res, []*task{tk}, nil, false, false)
+		p, _, err := recordPath(st, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = os.Stat(p)
+		return err == nil
+	}
+	if write(0) {
+		t.Fatal("a record was written for action records without birth times")
+	}
+	if !write(1) {
+		t.Fatal("no record was written for action records with birth times")
 	}
 }
