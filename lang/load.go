@@ -1029,16 +1029,17 @@ func (l *loader) warn() {
 		return
 	}
 	first := l.ws.Images[strings.TrimPrefix(host[0], "images.")]
-	l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: first.Pos, Msg: NonHermeticMsg(host)})
+	l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: first.Pos, Msg: NonHermeticMsg(host, len(host))})
 }
 
-// NonHermeticMsg is the warning about the images (images.NAME, sorted) whose
-// stages run in the host's /usr: it is given once per workspace.
-func NonHermeticMsg(images []string) string {
+// NonHermeticMsg is the warning about the total images whose stages run in
+// the host's /usr, given the first of them (images.NAME, sorted; four are
+// enough): it is given once per workspace.
+func NonHermeticMsg(images []string, total int) string {
 	const show = 3
 	list := images
-	if len(images) > show+1 {
-		list = append(images[:show:show], fmt.Sprintf("%d more", len(images)-show))
+	if total > show+1 {
+		list = append(images[:show:show], fmt.Sprintf("%d more", total-show))
 	}
 	if len(list) == 1 {
 		return fmt.Sprintf(`build root "host" is not hermetic: %s builds in the host's /usr, so its keys hold a host fingerprint`, list[0])

@@ -47,10 +47,10 @@ func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
 // warnHostRoot prints one warning naming the images whose stages run in the
 // host's /usr. The compile cache keeps them, so a hit warns as a compile does.
 func (g *globals) warnHostRoot(h compilecache.HostRoot) {
-	if g.json() || len(h.Images) == 0 {
+	if g.json() || h.Count == 0 {
 		return
 	}
-	fmt.Fprintf(g.stderr, "warning: %s: %s\n", h.Origin, lang.NonHermeticMsg(h.Images))
+	fmt.Fprintf(g.stderr, "warning: %s: %s\n", h.Origin, lang.NonHermeticMsg(h.Images, h.Count))
 }
 
 // cachedPlan is cachedCompile without the warning. With records (the

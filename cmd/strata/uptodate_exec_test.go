@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,6 +327,42 @@ func TestEmbeddedFileEditedExec(t *testing.T) {
 		}
 		if got := tarFile(t, tar, "etc/x"); got != x+"\n" {
 			t.Fatalf("after writing %q the export holds %q", x, got)
+		}
+	}
+}
+
+// TestHostRootWarningOnHitExec: a build that compiles, one that hits the
+// compile cache and one answered from its record warn alike about images
+// building in the host's /usr, though the cache keeps only the first names.
+func TestHostRootWarningOnHitExec(t *testing.T) {
+	var src strings.Builder
+	src.WriteString("package test\n")
+	for _, name := range []string{"f", "e", "d", "c", "b", "a"} {
+		fmt.Fprintf(&src, "images: %s: {version: \"1\", stages: [{type: \"strata.files\", options: files: \"/%s\": content: \"%s\"}]}\n", name, name, name)
+	}
+	ws := writeWS(t, src.String())
+	cache := t.TempDir()
+	warning := func() string {
+		r := runCLI(t, ws, cache, "build")
+		if r.code != 0 {
+			t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+		}
+		for _, l := range strings.Split(r.stderr, "\n") {
+			if strings.HasPrefix(l, "warning: ") {
+				return l
+			}
+		}
+		t.Fatalf("no warning:\n%s", r.stderr)
+		return ""
+	}
+	want := `warning: ws.cue:7:9: build root "host" is not hermetic: images.a, images.b, images.c and 3 more build in the host's /usr, so their keys hold a host fingerprint`
+	compiled := warning()
+	fromRecord := warning()
+	must(t, os.RemoveAll(filepath.Join(cache, "state", "builds")))
+	hit := warning()
+	for what, got := range map[string]string{"compiling": compiled, "answered from the record": fromRecord, "a cache hit": hit} {
+		if got != want {
+			t.Errorf("%s: %q, want %q", what, got, want)
 		}
 	}
 }

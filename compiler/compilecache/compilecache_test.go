@@ -171,7 +171,7 @@ func TestPendingKept(t *testing.T) {
 	c := compilecache.New(t.TempDir())
 	k := key(t, dir, inputs)
 	pending := []plan.Pending{{Template: "t", Resource: "r", Job: "jobs.probe", Node: "n", Origin: "a.cue:1:1"}}
-	hostRoot := compilecache.HostRoot{Images: []string{"images.a", "images.b"}, Origin: "a.cue:3:9"}
+	hostRoot := compilecache.HostRoot{Images: []string{"images.a", "images.b"}, Count: 2, Origin: "a.cue:3:9"}
 	if err := c.Put(k, &compilecache.Entry{Plan: []byte(planBytes), Nodes: 3, Pending: pending, HostRoot: hostRoot}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package compilecache
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -21,13 +22,34 @@ import (
 
 var embedAttr = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`@embed\(([^)]*)\)`) })
 
+var externEmbed = []byte("@extern(embed)")
+
+// externScan passes what is written through it on to w, and notes whether
+// it held @extern(embed), across the boundaries of the writes.
+type externScan struct {
+	w     io.Writer
+	tail  []byte // the last len(externEmbed)-1 bytes written
+	found bool
+}
+
+func (s *externScan) Write(p []byte) (int, error) {
+	if !s.found {
+		k := len(externEmbed) - 1
+		edge := append(s.tail, p[:min(len(p), k)]...)
+		s.found = bytes.Contains(edge, externEmbed) || bytes.Contains(p, externEmbed)
+		if len(p) >= k {
+			s.tail = append(s.tail[:0], p[len(p)-k:]...)
+		} else {
+			s.tail = append(s.tail[:0], edge[max(0, len(edge)-k):]...)
+		}
+	}
+	return s.w.Write(p)
+}
+
 // embeds returns the files the .cue file rel (its bytes src) may embed,
 // workspace-relative and slash-separated, with each glob pattern it uses as
 // "glob:PATTERN" beside the files that match it now.
 func embeds(dir, rel string, src []byte) (files []string) {
-	if !bytes.Contains(src, []byte("@extern(embed)")) {
-		return nil
-	}
 	base := path.Dir(rel)
 	for _, m := range embedAttr().FindAllSubmatch(src, -1) {
 		for _, arg := range splitArgs(string(m[1])) {
