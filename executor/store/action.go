@@ -103,7 +103,7 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 		return err
 	}
 	final := s.actionPath(a.Key)
-	stamp, err := s.writeRecord(ctx, final, b, func() error {
+	st, err := s.writeRecord(ctx, final, b, func() error {
 		for _, d := range a.blobs() {
 			if !s.HasBlob(d) {
 				return fmt.Errorf("blob %s: %w", d, ErrNotFound)
@@ -129,8 +129,7 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 	if err != nil {
 		return err
 	}
-	stamp.Key = a.Key
-	a.stamp = stamp
+	a.stamp = st.stamp(a.Key)
 	return removeIfExists(s.failurePath(a.Key))
 }
 
@@ -145,11 +144,11 @@ func (s *Store) putAction(ctx context.Context, a *Action) error {
 // and every reader takes such a record for a miss (the node is built again).
 // Syncing the bytes alone would not save that rebuild (the rename is not
 // durable either) and cost a journal commit per node.
-// It returns the identity of the file renamed into place.
-func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) (ActionStamp, error) {
+// It returns the statx of the file renamed into place.
+func (s *Store) writeRecord(ctx context.Context, final string, data []byte, check func() error) (recordStat, error) {
 	f, err := s.tempFile("r-*")
 	if err != nil {
-		return ActionStamp{}, err
+		return recordStat{}, err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op once renamed
@@ -159,24 +158,24 @@ func (s *Store) writeRecord(ctx context.Context, final string, data []byte, chec
 	}
 	var st recordStat
 	if err == nil {
-		st, err = fstatRecord(int(f.Fd()))
+		st, err = statRecord(int(f.Fd()), "", unix.AT_EMPTY_PATH)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return ActionStamp{}, err
+		return recordStat{}, err
 	}
 	release, err := s.shared(ctx)
 	if err != nil {
-		return ActionStamp{}, err
+		return recordStat{}, err
 	}
 	err = check()
 	if err == nil {
 		err = os.Rename(tmp, final)
 	}
 	release()
-	return ActionStamp{Ino: st.Ino, Size: st.Size, Birth: st.Birth}, err
+	return st, err
 }
 
 // GetAction returns the entry for key and marks it used now: its modification time is
@@ -281,7 +280,7 @@ func (s *Store) readAction(p string, remove bool) (*Action, unix.Stat_t, error) 
 		}
 		return nil, st.Stat_t, fmt.Errorf("malformed entry removed: %w", ErrNotFound)
 	}
-	a.stamp = ActionStamp{Key: a.Key, Ino: st.Ino, Size: st.Size, Birth: st.Birth}
+	a.stamp = st.stamp(a.Key)
 	return &a, st.Stat_t, nil
 }
 
@@ -457,18 +456,11 @@ func (s *Store) Unchanged(ctx context.Context, stamps []ActionStamp, blobs []dig
 		if ctx.Err() != nil || validKey(a.Key) != nil {
 			return false
 		}
-		var x unix.Statx_t
-		if unix.Statx(actions, a.Key+".json", 0, unix.STATX_INO|unix.STATX_SIZE|unix.STATX_MTIME|unix.STATX_BTIME, &x) != nil {
+		st, err := statRecord(actions, a.Key+".json", 0)
+		if err != nil || st.stamp(a.Key) != a {
 			return false
 		}
-		now := ActionStamp{Key: a.Key, Ino: x.Ino, Size: int64(x.Size)}
-		if x.Mask&unix.STATX_BTIME != 0 {
-			now.Birth = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
-		}
-		if now != a {
-			return false
-		}
-		if time.Since(time.Unix(x.Mtime.Sec, int64(x.Mtime.Nsec))) >= touchEvery && s.touch(s.actionPath(a.Key)) != nil {
+		if time.Since(time.Unix(st.Mtim.Unix())) >= touchEvery && s.touch(s.actionPath(a.Key)) != nil {
 			return false
 		}
 	}

@@ -388,7 +388,7 @@ func readRecord(p string) ([]byte, recordStat, error) {
 		return nil, st, err
 	}
 	defer unix.Close(fd)
-	if st, err = fstatRecord(fd); err != nil {
+	if st, err = statRecord(fd, "", unix.AT_EMPTY_PATH); err != nil {
 		return nil, recordStat{}, &fs.PathError{Op: "fstat", Path: p, Err: err}
 	}
 	b := make([]byte, 0, st.Size+1) // +1: a file that grew fills the buffer
@@ -420,9 +420,10 @@ type recordStat struct {
 	Birth int64
 }
 
-func fstatRecord(fd int) (recordStat, error) {
+// statRecord is statx of name in the directory dirfd (flags as statx's).
+func statRecord(dirfd int, name string, flags int) (recordStat, error) {
 	var x unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x); err != nil {
+	if err := unix.Statx(dirfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x); err != nil {
 		return recordStat{}, err
 	}
 	ts := func(t unix.StatxTimestamp) unix.Timespec { return unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)} }
@@ -434,6 +435,11 @@ func fstatRecord(fd int) (recordStat, error) {
 		st.Birth = x.Btime.Sec*1e9 + int64(x.Btime.Nsec)
 	}
 	return st, nil
+}
+
+// stamp is the identity of the record of key that st describes.
+func (st recordStat) stamp(key string) ActionStamp {
+	return ActionStamp{Key: key, Ino: st.Ino, Size: st.Size, Birth: st.Birth}
 }
 
 // isFile reports whether the file at name is still the one st describes.
