@@ -300,11 +300,10 @@ func runBuild(ctx context.Context, g *globals, f buildFlags, args []string) erro
 				return err
 			}
 		}
-		p, err := c.Decoded(ctx, g.compileFunc(nil), g.debug)
+		p, err := g.warnedPlan(ctx, c)
 		if err != nil {
 			return err
 		}
-		g.warnHostRoot(c.HostRoot)
 		if v, err = verifyPlan(p, ""); err != nil {
 			return err
 		}
@@ -354,7 +353,7 @@ func (g *globals) buildUpToDate(ctx context.Context, f buildFlags, c *compilecac
 	// run after all shows its own.
 	var events []executor.Event
 	res, ok := executor.UpToDate(ctx, executor.Options{
-		Store: st, Targets: targets, Workspace: g.dir, OutDir: f.outDir, PlanDigest: c.PlanDigest,
+		Store: st, Jobs: f.jobs, Targets: targets, Workspace: g.dir, OutDir: f.outDir, PlanDigest: c.PlanDigest,
 		Events: func(ev executor.Event) { events = append(events, ev) },
 	})
 	if !ok {

@@ -37,6 +37,12 @@ func (g *globals) cachedCompile(ctx context.Context) (*plan.Plan, error) {
 		return nil, err
 	}
 	defer c.Close()
+	return g.warnedPlan(ctx, c)
+}
+
+// warnedPlan returns c's plan, decoding a hit, and warns when its images
+// build in the host's /usr.
+func (g *globals) warnedPlan(ctx context.Context, c *compilecache.Compiled) (*plan.Plan, error) {
 	p, err := c.Decoded(ctx, g.compileFunc(nil), g.debug)
 	if err == nil {
 		g.warnHostRoot(c.HostRoot)
