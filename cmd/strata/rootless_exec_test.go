@@ -41,8 +41,20 @@ func asUser(t *testing.T) (int, int) {
 // owns, with a cache of its own.
 func rootlessCLI(t *testing.T, ws string, args ...string) (cliResult, string) {
 	t.Helper()
+	u := newRootless(t, ws)
+	return u.run(t, args...), u.ws
+}
+
+// rootless is a copy of a workspace, a cache and a home that rootlessUser
+// owns, for strata to run over as that user, once or more.
+type rootless struct {
+	ws, cache, home string
+	uid, gid        int
+}
+
+func newRootless(t *testing.T, ws string) *rootless {
+	t.Helper()
 	uid, gid := asUser(t)
-	bin := strataBin(t)
 	top := t.TempDir()
 	must(t, os.Chmod(top, 0o755))
 	for p := filepath.Dir(top); p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
@@ -58,9 +70,15 @@ func rootlessCLI(t *testing.T, ws string, args ...string) (cliResult, string) {
 	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", uid, gid), mine, cache, home).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v %s", err, out)
 	}
-	cmd := exec.Command(bin, append([]string{"-C", mine, "--cache-dir", cache, "--no-progress"}, args...)...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	return &rootless{ws: mine, cache: cache, home: home, uid: uid, gid: gid}
+}
+
+// run runs strata with args as rootlessUser.
+func (u *rootless) run(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	cmd := exec.Command(strataBin(t), append([]string{"-C", u.ws, "--cache-dir", u.cache, "--no-progress"}, args...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + u.home}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid)}}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -70,7 +88,7 @@ func rootlessCLI(t *testing.T, ws string, args ...string) (cliResult, string) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return cliResult{code, out.String(), errb.String()}, mine
+	return cliResult{code, out.String(), errb.String()}
 }
 
 const ownersWS = `package test

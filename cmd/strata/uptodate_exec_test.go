@@ -366,3 +366,37 @@ func TestHostRootWarningOnHitExec(t *testing.T) {
 		}
 	}
 }
+
+// TestUpToDateRootlessExec: a build without root is answered from its record
+// too (its owners come from records, not the files), and an output edited
+// since is put back, byte for byte, by the build that follows.
+func TestUpToDateRootlessExec(t *testing.T) {
+	u := newRootless(t, writeWS(t, ownersWS))
+	build := func() cliResult {
+		r := u.run(t, "-v", "build")
+		if r.code != 0 {
+			t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+		}
+		return r
+	}
+	fromRecord := func(r cliResult) bool { return strings.Contains(r.stderr, "up to date") }
+	first := build()
+	tar := filepath.Join(u.ws, "out", "a", "a.tar")
+	want := fileSHA(t, tar)
+	if r := build(); !fromRecord(r) || r.stdout != first.stdout {
+		t.Fatalf("an unchanged build without root: answered from the record %t, stdout\n%s\nwant\n%s", fromRecord(r), r.stdout, first.stdout)
+	}
+	f, err := os.OpenFile(tar, os.O_APPEND|os.O_WRONLY, 0)
+	must(t, err)
+	f.WriteString("edit")
+	f.Close()
+	if r := build(); fromRecord(r) {
+		t.Fatal("a build after an output was edited was answered from the record")
+	}
+	if got := fileSHA(t, tar); got != want {
+		t.Fatalf("%s is %s after the rebuild, want %s", tar, got, want)
+	}
+	if r := build(); !fromRecord(r) {
+		t.Fatal("the build after the rebuild was not answered from the record")
+	}
+}
