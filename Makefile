@@ -39,12 +39,18 @@ test-security: setup build
 
 # Nearly every CUE input reaches new coverage, so with the default 60 s of
 # minimisation per new input a short run would execute almost nothing.
+# Each run starts from an empty generated corpus: the one Go keeps in GOCACHE
+# only grows, and once replaying it takes longer than FUZZTIME the run fails
+# with "context deadline exceeded" having fuzzed nothing. Crashers still land
+# in testdata/fuzz, which every run replays.
 FUZZFLAGS := -run='^$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=10x
 fuzz:
-	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzLoad$$' ./lang/
-	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzCompile$$' ./compiler/
-	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzVerify$$' ./compiler/
-	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzIndent$$' ./compiler/plan/
+	@corpus=$$(mktemp -d) && trap 'rm -rf "$$corpus"' EXIT && \
+	set -x && \
+	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzLoad$$' ./lang/ -args -test.fuzzcachedir="$$corpus/lang" && \
+	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzCompile$$' ./compiler/ -args -test.fuzzcachedir="$$corpus/compile" && \
+	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzVerify$$' ./compiler/ -args -test.fuzzcachedir="$$corpus/verify" && \
+	$(GO) test $(FUZZFLAGS) -fuzz='^FuzzIndent$$' ./compiler/plan/ -args -test.fuzzcachedir="$$corpus/indent"
 
 ## demo: validate, compile and build the example image; print where its outputs are
 demo: setup build
