@@ -160,15 +160,16 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 	if err := f.Chmod(0o444); err != nil {
 		return "", 0, err
 	}
-	if err := f.Sync(); err != nil {
+	parent, err := makeShard(filepath.Dir(final))
+	if err != nil {
+		return "", 0, err
+	}
+	if err := syncTogether(append(dirSyncs(parent), f.Sync)...); err != nil {
 		return "", 0, err
 	}
 	err = f.Close()
 	f = nil
 	if err != nil {
-		return "", 0, err
-	}
-	if err := ensureShard(filepath.Dir(final)); err != nil {
 		return "", 0, err
 	}
 	placed, err := s.place(ctx, kind, hex, tmp, final, n)

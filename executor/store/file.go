@@ -147,13 +147,25 @@ func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, u
 		return d, n, true, nil
 	}
 	blob := s.blobPath(hex)
+	var newShards []string
 	for _, d := range []string{obj, blob} {
-		if err := ensureShard(filepath.Dir(d)); err != nil {
+		parent, err := makeShard(filepath.Dir(d))
+		if err != nil {
 			return "", 0, false, err
 		}
+		if parent != "" {
+			newShards = append(newShards, parent)
+		}
 	}
+	syncs := dirSyncs(newShards...)
 	tmp := ""
 	if st1.Nlink == 1 {
+		// The content is synced before it gets a name in the store, together
+		// with the entries of shards just made.
+		if err := syncTogether(append(syncs, f.Sync)...); err != nil {
+			return "", 0, false, err
+		}
+		syncs = nil
 		tmp, err = s.linkToTemp(f, path, mode, uid, gid, &st1)
 		if err != nil {
 			return "", 0, false, err
@@ -164,6 +176,10 @@ func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, u
 			return "", 0, false, err
 		}
 		if tmp, err = s.copyToTemp(ctx, f, d, n, mode, uid, gid); err != nil {
+			return "", 0, false, err
+		}
+		if err := syncTogether(syncs...); err != nil {
+			os.Remove(tmp)
 			return "", 0, false, err
 		}
 	}
@@ -189,22 +205,21 @@ func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, u
 	if err != nil {
 		return "", 0, false, err
 	}
-	for _, p := range placed {
-		if err := syncDir(filepath.Dir(p)); err != nil {
-			return "", 0, false, err
-		}
+	dirs := make([]string, len(placed))
+	for i, p := range placed {
+		dirs[i] = filepath.Dir(p)
+	}
+	if err := syncTogether(dirSyncs(dirs...)...); err != nil {
+		return "", 0, false, err
 	}
 	return d, n, false, nil
 }
 
-// linkToTemp gives the file its metadata and links it into the session, ready
-// to be placed. It returns "" when the file is on another filesystem and must
-// be copied.
+// linkToTemp gives the file, whose content the caller synced, its metadata and
+// links it into the session, ready to be placed. It returns "" when the file is
+// on another filesystem and must be copied.
 func (s *Store) linkToTemp(f *os.File, path string, mode uint32, uid, gid int, st *unix.Stat_t) (string, error) {
 	fd := int(f.Fd())
-	if err := f.Sync(); err != nil {
-		return "", err
-	}
 	// chown clears setuid and setgid bits, so it goes first.
 	if s.root && (int(st.Uid) != uid || int(st.Gid) != gid) {
 		if err := unix.Fchown(fd, uid, gid); err != nil {

@@ -327,14 +327,57 @@ func (s *Store) tempName(prefix string) (string, error) {
 // ensureShard creates the shard directory dir if needed, syncing its parent when it
 // was created.
 func ensureShard(dir string) error {
+	parent, err := makeShard(dir)
+	if err != nil || parent == "" {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// makeShard creates the shard directory dir if needed. When it did, it returns
+// dir's parent, which must be synced before anything placed in dir is relied on.
+func makeShard(dir string) (string, error) {
 	err := os.Mkdir(dir, 0o755)
 	if err == nil {
-		return syncDir(filepath.Dir(dir))
+		return filepath.Dir(dir), nil
 	}
 	if errors.Is(err, fs.ErrExist) {
-		return nil
+		return "", nil
 	}
-	return err
+	return "", err
+}
+
+// syncTogether runs the syncs at once. On a journaling filesystem (ext4, xfs)
+// fsyncs that overlap share one journal commit and one cache flush, where one
+// after another each pays for its own: committing a one-file tree made eight
+// in turn, ~0.3 ms each on the disks here, a tenth of a trivial stage's cost.
+func syncTogether(syncs ...func() error) error {
+	switch len(syncs) {
+	case 0:
+		return nil
+	case 1:
+		return syncs[0]()
+	}
+	errs := make([]error, len(syncs))
+	var wg sync.WaitGroup
+	for i, f := range syncs[1:] {
+		wg.Go(func() { errs[i+1] = f() })
+	}
+	errs[0] = syncs[0]()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// dirSyncs returns a sync of each directory named, for syncTogether; empty
+// names are skipped.
+func dirSyncs(dirs ...string) []func() error {
+	var syncs []func() error
+	for _, d := range dirs {
+		if d != "" {
+			syncs = append(syncs, func() error { return syncDir(d) })
+		}
+	}
+	return syncs
 }
 
 func syncDir(dir string) error {
