@@ -170,3 +170,28 @@ func BenchmarkCommitUpperKnown200(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkCommitUpperNew200 commits an upper directory of 200 small files
+// the store has never seen, as a stage that writes a tree does on a cold
+// store: per file, the content is synced before it is named, and the
+// directories the names went into are synced once for the tree.
+func BenchmarkCommitUpperNew200(b *testing.B) {
+	ctx := context.Background()
+	s := newStore(b)
+	work := b.TempDir()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		files := map[string]string{"out/": ""}
+		for j := range 200 {
+			files["out/f"+strconv.Itoa(j)] = "run " + strconv.Itoa(i) + " file " + strconv.Itoa(j) + "\n"
+		}
+		upper := filepath.Join(work, strconv.Itoa(i))
+		writeFiles(b, upper, files)
+		b.StartTimer()
+		if _, _, err := s.CommitUpper(ctx, nil, upper); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

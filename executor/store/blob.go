@@ -90,6 +90,13 @@ func (s *Store) PutBytes(ctx context.Context, b []byte) (digest.Digest, error) {
 // putBlob stores what r yields. When want is set the bytes must hash to it and
 // number size (if size >= 0), or the blob is refused with ErrCorrupt.
 func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want digest.Digest, size int64) (digest.Digest, int64, error) {
+	return s.putBlobAfter(ctx, kind, r, want, size, nil)
+}
+
+// putBlobAfter is putBlob for a blob that refers to objects just placed whose
+// directories (pending, see linkFiles) still need a sync: they are synced
+// together with the blob's content, and before the blob has its name.
+func (s *Store) putBlobAfter(ctx context.Context, kind leaseKind, r io.Reader, want digest.Digest, size int64, pending []string) (digest.Digest, int64, error) {
 	h := sha256.New()
 	bp := getBuf()
 	defer putBuf(bp)
@@ -112,6 +119,9 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 			return "", 0, err
 		}
 		if ok, err := s.pinExisting(ctx, kind, d.Encoded(), s.blobPath(d.Encoded()), n); err != nil || ok {
+			if err == nil {
+				err = syncTogether(dirSyncs(pending...)...)
+			}
 			return d, n, err
 		}
 	}
@@ -155,6 +165,9 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 	hex := d.Encoded()
 	final := s.blobPath(hex)
 	if ok, err := s.pinExisting(ctx, kind, hex, final, n); err != nil || ok {
+		if err == nil {
+			err = syncTogether(dirSyncs(pending...)...)
+		}
 		return d, n, err
 	}
 	if err := f.Chmod(0o444); err != nil {
@@ -164,7 +177,7 @@ func (s *Store) putBlob(ctx context.Context, kind leaseKind, r io.Reader, want d
 	if err != nil {
 		return "", 0, err
 	}
-	if err := syncTogether(append(dirSyncs(parent), f.Sync)...); err != nil {
+	if err := syncTogether(append(dirSyncs(append(pending, parent)...), f.Sync)...); err != nil {
 		return "", 0, err
 	}
 	err = f.Close()

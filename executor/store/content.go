@@ -241,11 +241,17 @@ func (s *Store) sparseCopyToTemp(r io.Reader, d digest.Digest, n int64) (string,
 
 // PutTreeDesc stores the tree t (see PutTree) and returns its descriptor.
 func (s *Store) PutTreeDesc(ctx context.Context, t *tree.Tree) (ocispec.Descriptor, error) {
+	return s.putTree(ctx, t, nil)
+}
+
+// putTree is PutTreeDesc of a tree whose new objects' directories (pending,
+// see linkFiles) still need a sync.
+func (s *Store) putTree(ctx context.Context, t *tree.Tree, pending []string) (ocispec.Descriptor, error) {
 	b, err := t.Encode()
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("store %s: put tree: %w", s.dir, err)
 	}
-	d, n, err := s.putBlob(ctx, kindTree, bytes.NewReader(b), "", -1)
+	d, n, err := s.putBlobAfter(ctx, kindTree, bytes.NewReader(b), "", -1, pending)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("store %s: put tree: %w", s.dir, err)
 	}

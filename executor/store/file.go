@@ -65,7 +65,10 @@ func (s *Store) LinkFile(ctx context.Context, path string, mode uint32, uid, gid
 }
 
 func (s *Store) linkFile(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, error) {
-	d, n, found, err := s.linkUnlessFound(ctx, path, mode, uid, gid)
+	d, n, found, pending, err := s.linkUnlessFound(ctx, path, mode, uid, gid)
+	if err == nil {
+		err = syncTogether(dirSyncs(pending...)...)
+	}
 	if err != nil || !found {
 		return d, n, err
 	}
@@ -114,73 +117,67 @@ func (s *Store) keepFound(ctx context.Context, files []foundFile) (missing []int
 
 // linkUnlessFound hashes the file at path and, unless the store has its
 // object already (found: for the caller to pin with keepFound), makes it the
-// object (see LinkFile).
-func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, uid, gid int) (digest.Digest, int64, bool, error) {
+// object (see LinkFile). The object's content is synced before it has a name;
+// the directories its names (and new shards) went into are returned in
+// pending, for the caller to sync, all of a tree's at once, before anything
+// refers to the object.
+func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, uid, gid int) (d digest.Digest, n int64, found bool, pending []string, err error) {
 	mode &= 0o7777
 	f, err := openFile(path, unix.O_NOFOLLOW)
 	if err != nil {
-		return "", 0, false, err
+		return "", 0, false, nil, err
 	}
 	defer f.Close()
 	var st0 unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st0); err != nil {
-		return "", 0, false, err
+		return "", 0, false, nil, err
 	}
 	if st0.Mode&unix.S_IFMT != unix.S_IFREG {
-		return "", 0, false, fmt.Errorf("%w: not a regular file", ErrUnsupported)
+		return "", 0, false, nil, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
 	startWriteback(f, st0.Size)
-	d, n, err := hashFile(ctx, f)
-	if err != nil {
-		return "", 0, false, err
+	if d, n, err = hashFile(ctx, f); err != nil {
+		return "", 0, false, nil, err
 	}
 	var st1 unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st1); err != nil {
-		return "", 0, false, err
+		return "", 0, false, nil, err
 	}
 	if st1.Size != n || st1.Mtim != st0.Mtim || st1.Size != st0.Size {
-		return "", 0, false, errors.New("file changed while it was hashed")
+		return "", 0, false, nil, errors.New("file changed while it was hashed")
 	}
 	hex := d.Encoded()
 	obj := s.fileObjPath(hex, mode, uid, gid)
 	if st, err := os.Lstat(obj); err == nil && st.Size() == n {
-		return d, n, true, nil
+		return d, n, true, nil, nil
 	}
 	blob := s.blobPath(hex)
 	var newShards []string
-	for _, d := range []string{obj, blob} {
-		parent, err := makeShard(filepath.Dir(d))
+	for _, p := range []string{obj, blob} {
+		parent, err := makeShard(filepath.Dir(p))
 		if err != nil {
-			return "", 0, false, err
+			return "", 0, false, nil, err
 		}
 		if parent != "" {
 			newShards = append(newShards, parent)
 		}
 	}
-	syncs := dirSyncs(newShards...)
 	tmp := ""
 	if st1.Nlink == 1 {
-		// The content is synced before it gets a name in the store, together
-		// with the entries of shards just made.
-		if err := syncTogether(append(syncs, f.Sync)...); err != nil {
-			return "", 0, false, err
+		if err := f.Sync(); err != nil {
+			return "", 0, false, nil, err
 		}
-		syncs = nil
 		tmp, err = s.linkToTemp(f, path, mode, uid, gid, &st1)
 		if err != nil {
-			return "", 0, false, err
+			return "", 0, false, nil, err
 		}
 	}
 	if tmp == "" {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", 0, false, err
+			return "", 0, false, nil, err
 		}
 		if tmp, err = s.copyToTemp(ctx, f, d, n, mode, uid, gid); err != nil {
-			return "", 0, false, err
-		}
-		if err := syncTogether(syncs...); err != nil {
-			os.Remove(tmp)
-			return "", 0, false, err
+			return "", 0, false, nil, err
 		}
 	}
 	// The blob path is a second name of the same inode, placed with it.
@@ -192,7 +189,7 @@ func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, u
 		}
 		if err != nil {
 			os.Remove(tmp)
-			return "", 0, false, err
+			return "", 0, false, nil, err
 		}
 	}
 	placed, err := s.placeAll(ctx, kindBlob, hex, n, tmp, obj, tmpBlob, blob)
@@ -203,16 +200,12 @@ func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, u
 		os.Remove(tmpBlob)
 	}
 	if err != nil {
-		return "", 0, false, err
+		return "", 0, false, nil, err
 	}
-	dirs := make([]string, len(placed))
-	for i, p := range placed {
-		dirs[i] = filepath.Dir(p)
+	for _, p := range placed {
+		newShards = append(newShards, filepath.Dir(p))
 	}
-	if err := syncTogether(dirSyncs(dirs...)...); err != nil {
-		return "", 0, false, err
-	}
-	return d, n, false, nil
+	return d, n, false, newShards, nil
 }
 
 // linkToTemp gives the file, whose content the caller synced, its metadata and

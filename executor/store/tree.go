@@ -61,27 +61,42 @@ type fileJob struct {
 	path string
 }
 
-// linkFiles runs LinkFile for every job in parallel (GOMAXPROCS at a time) and fills
-// in the digest and size of each job's entry. The files whose objects the store
+// linkFiles runs LinkFile for every job in parallel and fills in the digest and
+// size of each job's entry. It runs more jobs at once than there are CPUs: a new
+// small file's time is its content's fsync, a wait on the disk that overlapping
+// fsyncs share (200 new files: 121 ms two at a time, 72 ms sixteen). The files whose objects the store
 // already holds, most of a rebuilt stage's, are pinned to the lease together, in
-// one shared section and one write, instead of one each.
-func (s *Store) linkFiles(ctx context.Context, entries []tree.Entry, jobs []fileJob) error {
+// one shared section and one write, instead of one each. The directories the
+// new objects went into are returned unsynced, each once, for the caller to
+// sync with the tree's manifest (putTree): one round of fsyncs for the whole
+// tree instead of one after every file.
+func (s *Store) linkFiles(ctx context.Context, entries []tree.Entry, jobs []fileJob) (pending []string, err error) {
 	found := make([]bool, len(jobs))
+	dirs := make([][]string, len(jobs))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	g.SetLimit(max(runtime.GOMAXPROCS(0), 16))
 	for i, j := range jobs {
 		g.Go(func() error {
 			e := &entries[j.idx]
-			d, n, ok, err := s.linkUnlessFound(gctx, j.path, e.Mode, e.UID, e.GID)
+			d, n, ok, pending, err := s.linkUnlessFound(gctx, j.path, e.Mode, e.UID, e.GID)
 			if err != nil {
 				return fmt.Errorf("store %s: link %s: %w", s.dir, j.path, err)
 			}
-			e.Digest, e.Size, found[i] = d, n, ok
+			e.Digest, e.Size, found[i], dirs[i] = d, n, ok, pending
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, ds := range dirs {
+		for _, d := range ds {
+			if !seen[d] {
+				seen[d] = true
+				pending = append(pending, d)
+			}
+		}
 	}
 	var files []foundFile
 	var of []fileJob // the job of each of files
@@ -93,17 +108,17 @@ func (s *Store) linkFiles(ctx context.Context, entries []tree.Entry, jobs []file
 	}
 	missing, err := s.keepFound(ctx, files)
 	if err != nil {
-		return fmt.Errorf("store %s: %w", s.dir, err)
+		return nil, fmt.Errorf("store %s: %w", s.dir, err)
 	}
 	for _, i := range missing {
 		e := &entries[of[i].idx]
 		d, n, err := s.LinkFile(ctx, of[i].path, e.Mode, e.UID, e.GID)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		e.Digest, e.Size = d, n
 	}
-	return nil
+	return pending, nil
 }
 
 // statEntry builds the entry for path (named rel in the tree) from lstat, without the
@@ -174,18 +189,20 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (*tree.Tree, digest.D
 		entries = append(entries, e)
 		return nil
 	})
+	var pending []string
 	if err == nil {
-		err = s.linkFiles(ctx, entries, jobs)
+		pending, err = s.linkFiles(ctx, entries, jobs)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("store %s: commit %s: %w", s.dir, dir, err)
 	}
 	t := &tree.Tree{Entries: entries}
 	t.Sort()
-	d, err := s.PutTree(ctx, t)
+	desc, err := s.putTree(ctx, t, pending)
 	if err != nil {
 		return nil, "", fmt.Errorf("commit %s: %w", dir, err)
 	}
+	d := desc.Digest
 	s.markComplete(ctx, d) // every file was just linked
 	return t, d, nil
 }
@@ -259,21 +276,22 @@ func overlayXattrs(path string) (map[string][]byte, error) {
 // a recorded action or of an earlier commit, whose file blobs are all present: the
 // result is treated as complete, so PutAction does not stat each of its files.
 func (s *Store) CommitUpper(ctx context.Context, base *tree.Tree, upperDir string) (*tree.Tree, digest.Digest, error) {
-	t, err := s.commitUpper(ctx, base, upperDir)
+	t, pending, err := s.commitUpper(ctx, base, upperDir)
 	if err != nil {
 		return nil, "", fmt.Errorf("store %s: commit upper %s: %w", s.dir, upperDir, err)
 	}
-	d, err := s.PutTree(ctx, t)
+	desc, err := s.putTree(ctx, t, pending)
 	if err != nil {
 		return nil, "", fmt.Errorf("commit upper %s: %w", upperDir, err)
 	}
+	d := desc.Digest
 	// Upper files were just linked; the rest belong to base, which the caller took
 	// from a recorded action or an earlier commit (see the contract above).
 	s.markComplete(ctx, d)
 	return t, d, nil
 }
 
-func (s *Store) commitUpper(ctx context.Context, base *tree.Tree, upperDir string) (*tree.Tree, error) {
+func (s *Store) commitUpper(ctx context.Context, base *tree.Tree, upperDir string) (*tree.Tree, []string, error) {
 	var baseEntries []tree.Entry
 	if base != nil {
 		baseEntries = base.Entries
@@ -357,10 +375,11 @@ func (s *Store) commitUpper(ctx context.Context, base *tree.Tree, upperDir strin
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := s.linkFiles(ctx, added, jobs); err != nil {
-		return nil, err
+	pending, err := s.linkFiles(ctx, added, jobs)
+	if err != nil {
+		return nil, nil, err
 	}
 	out := make([]tree.Entry, 0, len(baseEntries)+len(added))
 	for i, e := range baseEntries {
@@ -372,9 +391,9 @@ func (s *Store) commitUpper(ctx context.Context, base *tree.Tree, upperDir strin
 	t := &tree.Tree{Entries: out}
 	t.Sort()
 	if err := t.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return t, nil
+	return t, pending, nil
 }
 
 // lookupIndex returns the index of path p in the sorted entries.
