@@ -135,7 +135,10 @@ func (s *Store) addFile(ctx context.Context, path, mediaType string) (ocispec.De
 	if st0.Mode&unix.S_IFMT != unix.S_IFREG {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
-	startWriteback(f, st0.Size)
+	synced := syncBehind(f, st0.Size)
+	if synced == nil {
+		synced = f.Sync
+	}
 	d, n, err := hashFile(ctx, f)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -166,7 +169,7 @@ func (s *Store) addFile(ctx context.Context, path, mediaType string) (ocispec.De
 		if err != nil {
 			return desc, err
 		}
-		if err = f.Sync(); err == nil {
+		if err = synced(); err == nil {
 			err = f.Chmod(0o444)
 		}
 		if err == nil {
