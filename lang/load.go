@@ -836,12 +836,14 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 		filled = m.value.FillPath(pathOptions, opts)
 		optV = filled.LookupPath(pathOptions)
 	}
-	if err := optV.Validate(cue.Concrete(true)); err != nil {
-		l.addStageErr(err, v, optV, path, posPath)
-		return Stage{}, false
-	}
+	// MarshalJSON fails wherever Validate(Concrete) would (checked in
+	// TestMarshalFailsWhereValidateDoes), so the valid options, nearly all,
+	// are evaluated once; Validate runs only to say what is wrong.
 	b, err := optV.MarshalJSON()
 	if err != nil {
+		if verr := optV.Validate(cue.Concrete(true)); verr != nil {
+			err = verr
+		}
 		l.addStageErr(err, v, optV, path, posPath)
 		return Stage{}, false
 	}
