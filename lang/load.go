@@ -856,11 +856,11 @@ func (l *loader) decodeStage(v cue.Value, path, posPath string) (Stage, bool) {
 	}
 	if !m.info.Builtin {
 		cmdV := filled.LookupPath(pathCommand)
-		if err := cmdV.Validate(cue.Concrete(true)); err != nil {
-			l.addStageErr(err, v, optV, path, posPath)
-			return Stage{}, false
-		}
 		if err := cmdV.Decode(&st.Command); err != nil {
+			// As for the options: Validate only to explain.
+			if verr := cmdV.Validate(cue.Concrete(true)); verr != nil {
+				err = verr
+			}
 			l.addStageErr(err, v, optV, path, posPath)
 			return Stage{}, false
 		}
