@@ -188,7 +188,29 @@ func parseManifest(b []byte) (*ocispec.Manifest, error) {
 	if m.SchemaVersion != 2 || m.MediaType != "" && m.MediaType != ocispec.MediaTypeImageManifest {
 		return nil, fmt.Errorf("%w: not an OCI image manifest (schemaVersion %d, mediaType %q)", ErrInvalid, m.SchemaVersion, m.MediaType)
 	}
+	if err := checkDescriptor(m.Config, "config"); err != nil {
+		return nil, err
+	}
+	for i, l := range m.Layers {
+		if err := checkDescriptor(l, fmt.Sprintf("layer %d", i)); err != nil {
+			return nil, err
+		}
+	}
 	return &m, nil
+}
+
+// checkDescriptor refuses a descriptor no content can match: a negative size
+// or a digest that is not well formed. Everything read by descriptor is
+// checked against its size and digest as it streams; these would otherwise
+// reach that check as nonsense (a negative size once crashed it).
+func checkDescriptor(d ocispec.Descriptor, what string) error {
+	if d.Size < 0 {
+		return fmt.Errorf("%w: %s has a negative size (%d)", ErrInvalid, what, d.Size)
+	}
+	if err := d.Digest.Validate(); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalid, what, err)
+	}
+	return nil
 }
 
 // parseIndex decodes an image index and checks it is one.
@@ -199,6 +221,11 @@ func parseIndex(b []byte) (*ocispec.Index, error) {
 	}
 	if idx.SchemaVersion != 2 || idx.MediaType != "" && idx.MediaType != ocispec.MediaTypeImageIndex {
 		return nil, fmt.Errorf("%w: not an OCI image index (schemaVersion %d, mediaType %q)", ErrInvalid, idx.SchemaVersion, idx.MediaType)
+	}
+	for i, m := range idx.Manifests {
+		if err := checkDescriptor(m, fmt.Sprintf("manifest %d", i)); err != nil {
+			return nil, err
+		}
 	}
 	return &idx, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,6 +218,13 @@ func (c *Client) layoutDir(repo string) (string, error) {
 	root, err := c.c.stateDir("oci")
 	if err != nil {
 		return "", err
+	}
+	// The name's parts become directories under root: none may climb out of
+	// it ("../compile" parses as host "..").
+	for _, part := range strings.Split(repo, "/") {
+		if part == "" || part == "." || part == ".." {
+			return "", fmt.Errorf("%w: %q cannot name a local copy (empty, . or .. part)", ErrInvalid, repo)
+		}
 	}
 	return filepath.Join(root, filepath.FromSlash(repo)), nil
 }

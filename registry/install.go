@@ -75,8 +75,8 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("install: target %s: %w", dir, err)
+	if dir, err = safeTarget(dir); err != nil {
+		return nil, fmt.Errorf("install: target: %w", err)
 	}
 	unlock, err := lockFile(filepath.Join(dir, targetLock))
 	if err != nil {
@@ -263,6 +263,10 @@ func VerifySlot(dir, slot string) (*Slot, error) {
 func Rollback(dir string) (*Installed, error) {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("rollback: %s: %w", dir, errNoCurrent)
+	}
+	dir, err := safeTarget(dir)
+	if err != nil {
+		return nil, fmt.Errorf("rollback: target: %w", err)
 	}
 	unlock, err := lockFile(filepath.Join(dir, targetLock))
 	if err != nil {

@@ -305,7 +305,9 @@ func (l *layout) lockPublish() (func(), error) {
 // lockFile takes an exclusive flock on p, created if missing. The kernel
 // releases it when the holder dies, so a killed process leaves no stale lock.
 func lockFile(p string) (func(), error) {
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	// O_NOFOLLOW: a link planted in its place must not open (or create)
+	// something else as whoever runs strata.
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}

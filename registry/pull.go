@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"crypto/rand"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -297,10 +299,13 @@ func (c *Client) resolveArtifact(ctx context.Context, t target, r Ref, deviceTyp
 }
 
 // checkTitle refuses a layer title that is not a plain file name: a hostile
-// manifest must not write outside the directory it is pulled into.
+// manifest must not write outside the directory it is pulled into, nor over
+// a hidden file there (pull -o . in a home directory, .bashrc) or strata's own
+// temporaries, which start with a dot. strata names outputs with a letter or
+// digit first (#FileName), so no image it published has such a title.
 func checkTitle(t string) error {
-	if t == "" || t == "." || t == ".." || strings.ContainsAny(t, "/\x00") || filepath.Base(t) != t {
-		return fmt.Errorf("%w: layer title %q is not a file name", ErrInvalid, t)
+	if t == "" || strings.HasPrefix(t, ".") || strings.ContainsAny(t, "/\x00") || filepath.Base(t) != t {
+		return fmt.Errorf("%w: layer title %q is not a plain file name", ErrInvalid, t)
 	}
 	return nil
 }
@@ -341,11 +346,29 @@ func (c *Client) export(ctx context.Context, a *artifact, src *layout, dir strin
 	return nil
 }
 
-// exportLayout writes an OCI layout directory name (replacing one there)
-// holding the container image.
+// exportLayout writes an OCI layout directory name holding the container
+// image. It replaces an OCI layout already there (an earlier pull's) and
+// nothing else: the name comes from the image's config, and a directory of
+// the user's that happens to have it must not be deleted.
 func exportLayout(ctx context.Context, src *layout, root *os.Root, name string, md ocispec.Descriptor, raw []byte, m *ocispec.Manifest) error {
-	tmp := "." + name + ".tmp"
-	_ = root.RemoveAll(tmp)
+	if fi, err := root.Lstat(name); err == nil {
+		lf, lerr := root.Lstat(filepath.Join(name, ocispec.ImageLayoutFile))
+		if !fi.IsDir() || lerr != nil || !lf.Mode().IsRegular() {
+			return fmt.Errorf("%s exists and is not an OCI layout: remove it or pull into another directory", name)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	tmp := ".strata-" + rand.Text() + ".tmp"
+	if err := root.Mkdir(tmp, 0o755); err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			root.RemoveAll(tmp)
+		}
+	}()
 	if err := root.MkdirAll(filepath.Join(tmp, "blobs", "sha256"), 0o755); err != nil {
 		return err
 	}
@@ -373,7 +396,11 @@ func exportLayout(ctx context.Context, src *layout, root *os.Root, name string, 
 	if err := root.RemoveAll(name); err != nil {
 		return err
 	}
-	return root.Rename(tmp, name)
+	if err := root.Rename(tmp, name); err != nil {
+		return err
+	}
+	done = true
+	return nil
 }
 
 // copyVerified copies a blob of src into root at name through a temporary
@@ -385,8 +412,10 @@ func copyVerified(ctx context.Context, src *layout, root *os.Root, name string, 
 		return err
 	}
 	defer rc.Close()
-	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".part")
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A fresh name, made exclusively: a fixed one (".<name>.part") was
+	// another title's to truncate, and is a planted file's to write through.
+	tmp := filepath.Join(filepath.Dir(name), ".strata-"+rand.Text()+".part")
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}

@@ -55,9 +55,18 @@ func (t *remoteTarget) resolve(ctx context.Context, tag string) (ocispec.Descrip
 	return d, t.wrap(err)
 }
 
+// maxTags bounds the tags strata lists in one repository: a registry can
+// answer with pages that never end, each within oras-go's limit on a
+// response, which held strata growing past a gigabyte. A version is one tag,
+// and a repository of a device fleet's images has hundreds, not this many.
+const maxTags = 100_000
+
 func (t *remoteTarget) tags(ctx context.Context) ([]string, error) {
 	var out []string
 	err := t.repo.Tags(ctx, "", func(tags []string) error {
+		if len(out)+len(tags) > maxTags {
+			return fmt.Errorf("%w: %s lists more than %d tags; name a version (REF:VERSION) or a digest (REF@sha256:...)", ErrInvalid, t.name(), maxTags)
+		}
 		out = append(out, tags...)
 		return nil
 	})

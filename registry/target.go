@@ -52,7 +52,15 @@ type verifier struct {
 }
 
 func newVerifier(r io.Reader, desc ocispec.Descriptor) *verifier {
-	return &verifier{r: r, desc: desc, h: desc.Digest.Algorithm().Hash()}
+	v := &verifier{r: r, desc: desc}
+	// A descriptor no content can match fails the first read; the callers
+	// check descriptors before this (checkDescriptor), this is the backstop.
+	if err := checkDescriptor(desc, "descriptor"); err != nil {
+		v.err = fmt.Errorf("%w: %v", ErrDigest, err)
+	} else {
+		v.h = desc.Digest.Algorithm().Hash()
+	}
+	return v
 }
 
 func (v *verifier) Read(p []byte) (int, error) {
