@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/strata-build/strata/compiler/compilecache"
@@ -14,7 +15,9 @@ import (
 )
 
 // storeDir is the store directory: --cache-dir, else $STRATA_CACHE_DIR, else
-// $XDG_CACHE_HOME/strata, else ~/.cache/strata (os.UserCacheDir's rules).
+// $XDG_CACHE_HOME/strata, else ~/.cache/strata (os.UserCacheDir's rules), else
+// (no HOME: a service, an init script) strata-cache-<uid> in the temporary
+// directory, which the store refuses if another user got there first.
 func (g *globals) storeDir() string {
 	if g.cacheDir != "" {
 		return g.cacheDir
@@ -25,7 +28,7 @@ func (g *globals) storeDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "strata")
 	}
-	return filepath.Join(os.TempDir(), "strata-cache")
+	return filepath.Join(os.TempDir(), "strata-cache-"+strconv.Itoa(os.Geteuid()))
 }
 
 // cachedCompile returns the workspace's plan, from the compile cache when no input

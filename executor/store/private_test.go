@@ -58,6 +58,45 @@ func TestSecurityRow40StorePrivate(t *testing.T) {
 	}
 }
 
+// TestSecurityStoreLinkOfAnotherUser: a store path that is a link another
+// user made (in /tmp, where strata looks without HOME) is refused, and the
+// directory it points at is left as it was: it was chmod-ed 0700 and filled
+// with a store, whatever it was (/etc, say).
+func TestSecurityStoreLinkOfAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a link owned by another user")
+	}
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.Mkdir(victim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "strata-cache-0")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(link); !errors.Is(err, ErrNotPrivate) {
+		t.Fatalf("store through a link of uid 65534: %v", err)
+	}
+	if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o755 {
+		t.Errorf("the link's target was made %v", fi.Mode().Perm())
+	}
+	if entries, _ := os.ReadDir(victim); len(entries) != 0 {
+		t.Errorf("the link's target got %d entries", len(entries))
+	}
+	// A link of one's own is followed.
+	if err := os.Lchown(link, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(link)
+	if err != nil {
+		t.Fatalf("store through a link of one's own: %v", err)
+	}
+	s.Close()
+}
+
 // TestSecurityRow29VerifyCoversCheckouts: a checkout edited in place of its
 // objects (a file replaced, added, removed, its mode changed) is found by
 // Verify and removed, and the next Checkout is built afresh from the objects.

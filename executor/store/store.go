@@ -186,6 +186,16 @@ func private(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
+	// A link is followed only if its owner could have made the store anyway:
+	// one another user planted where the store is looked for (in /tmp, say)
+	// would have strata chmod and fill a directory of the link's choosing.
+	var lst unix.Stat_t
+	if err := unix.Lstat(dir, &lst); err != nil {
+		return err
+	}
+	if lst.Mode&unix.S_IFMT == unix.S_IFLNK && int(lst.Uid) != os.Geteuid() && lst.Uid != 0 {
+		return fmt.Errorf("%w: it is a symbolic link of uid %d; use a --cache-dir of your own", ErrNotPrivate, lst.Uid)
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
 		return err
