@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -436,5 +438,34 @@ func TestRegistryCacheSecondMachineExec(t *testing.T) {
 	c := buildJSON(t, ws, t.TempDir(), "--cache-from", "127.0.0.1:1/nothing/here")
 	if !c.ok {
 		t.Fatalf("build with an unreachable cache: %s\n%s", c.errText, c.stderr)
+	}
+}
+
+// TestSecurityRegistryTextIsInert: what a registry says in an error reaches
+// the terminal with its control characters shown, not obeyed: a hostile
+// registry must not clear the screen and print "installed OK".
+func TestSecurityRegistryTextIsInert(t *testing.T) {
+	srv, err := regtest.Start(regtest.Options{Wrap: func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			if r.Method == http.MethodHead {
+				return
+			}
+			fmt.Fprint(w, `{"errors":[{"code":"DENIED","message":"\u001b[2J\u001b[32mstrata: installed OK"}]}`)
+		})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	var stdout, stderr bytes.Buffer
+	// No version: the tags are listed, a GET whose error has a body.
+	args := []string{"--cache-dir", t.TempDir(), "pull", srv.Host + "/fleet/x"}
+	if code := run(context.Background(), args, &stdout, &stderr); code == 0 {
+		t.Fatalf("pull from a registry that denies everything succeeded")
+	}
+	if strings.ContainsRune(stderr.String(), 0x1b) || !strings.Contains(stderr.String(), `\x1b[2J`) {
+		t.Errorf("the registry's message reached the terminal raw or not at all: %q", stderr.String())
 	}
 }

@@ -119,7 +119,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if g.json() {
 			writeJSON(stdout, map[string]any{"ok": false, "error": err.Error()})
 		} else {
-			fmt.Fprintln(stderr, "strata: "+err.Error())
+			// Errors carry text from registries, archives and sandboxes:
+			// nothing in them may drive the terminal.
+			fmt.Fprintln(stderr, "strata: "+terminalSafeLines(err.Error()))
 		}
 	}
 	return code
