@@ -3,10 +3,10 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"crypto/rand"
 	"io"
 	"io/fs"
 	"os"
