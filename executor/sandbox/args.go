@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // replacedTopLevel are entries of a build root the sandbox supplies itself.
@@ -108,6 +110,14 @@ func bwrapArgs(spec *Spec, tree, inputs string, fds bwrapFDs, realRoot bool) ([]
 	} else {
 		a = append(a, "--dir", InputsPath)
 		for _, n := range slices.Sorted(maps.Keys(spec.Inputs)) {
+			link, err := inputLink(spec.Inputs[n])
+			if err != nil {
+				return nil, fmt.Errorf("sandbox: input %s: %w", n, err)
+			}
+			if link != "" {
+				a = append(a, "--symlink", link, InputsPath+"/"+n)
+				continue
+			}
 			a = append(a, "--ro-bind", spec.Inputs[n], InputsPath+"/"+n)
 		}
 	}
@@ -294,4 +304,19 @@ func removeMountPoints(spec *Spec, names []string) error {
 		}
 	}
 	return nil
+}
+
+// inputLink returns the target of an input that is a symbolic link (a path
+// source naming a link, say), "" for anything else. Such an input is made a
+// link in the sandbox, resolved there: a bind mount would follow it on the
+// host, and a source "lnk -> /etc/shadow" put the host's file in the image.
+func inputLink(src string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(src, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return "", nil
+	}
+	return os.Readlink(src)
 }

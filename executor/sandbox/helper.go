@@ -206,11 +206,21 @@ func bindInputs(cfg helperConfig) error {
 	}
 	for _, in := range cfg.Inputs {
 		target := filepath.Join(cfg.InputsDir, in.Name)
+		// A link is made a link, resolved in the sandbox (see inputLink).
+		link, err := inputLink(in.Source)
+		if err != nil {
+			return fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		if link != "" {
+			if err := unix.Symlink(link, target); err != nil {
+				return fmt.Errorf("input %s: %w", in.Name, err)
+			}
+			continue
+		}
 		var st unix.Stat_t
 		if err := unix.Stat(in.Source, &st); err != nil {
 			return fmt.Errorf("input %s: %w", in.Name, err)
 		}
-		var err error
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			err = unix.Mkdir(target, 0o755)
 		} else {

@@ -1044,3 +1044,37 @@ func TestManyInputs(t *testing.T) {
 	checkManyInputs(t, h)
 	t.Run("unprivileged", func(t *testing.T) { runAsNobody(t, "TestManyInputs", "manyinputs", nil) })
 }
+
+// TestSecurityInputLinkResolvedInSandbox: an input that is a symbolic link (a
+// path source naming one, lnk -> /etc/shadow) is a link in the sandbox,
+// resolved there; a bind mount followed it on the host and put the host's
+// file, or directory, in the image. Both ways inputs reach bwrap are tried:
+// one bind each, and one directory of binds (prebindInputs or more).
+func TestSecurityInputLinkResolvedInSandbox(t *testing.T) {
+	secretDir := t.TempDir()
+	secret := filepath.Join(secretDir, "secret")
+	must(t, os.WriteFile(secret, []byte("HOST SECRET\n"), 0o600))
+	links := t.TempDir()
+	fileLink, dirLink := filepath.Join(links, "f"), filepath.Join(links, "d")
+	must(t, os.Symlink(secret, fileLink))
+	must(t, os.Symlink(secretDir, dirLink))
+	for _, many := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prebind=%v", many), func(t *testing.T) {
+			inputs := map[string]string{"f": fileLink, "d": dirLink}
+			for i := 0; many && len(inputs) < prebindInputs+1; i++ {
+				inputs[fmt.Sprintf("pad%02d", i)] = t.TempDir()
+			}
+			upper := filepath.Join(t.TempDir(), "upper")
+			must(t, os.Mkdir(upper, 0o755))
+			spec := Spec{Root: busyboxRoot(t), Lower: []string{t.TempDir()}, Upper: upper, Inputs: inputs}
+			code, out := sh(t, spec, `cd /run/strata/inputs || exit 1
+readlink f; readlink d; cat f d/secret 2>/dev/null; exit 0`)
+			if code != 0 || strings.Contains(out, "HOST SECRET") {
+				t.Fatalf("exit %d, the host's file reached the sandbox through a link input:\n%s", code, out)
+			}
+			if want := secret + "\n" + secretDir + "\n"; out != want {
+				t.Errorf("output %q, want the links' targets %q", out, want)
+			}
+		})
+	}
+}
