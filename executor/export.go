@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -148,6 +149,11 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 	}
 	defer pr.Close()
 	next := &stamp{Artifacts: map[string]stampArtifact{}}
+	if full && old == nil {
+		if err := x.unclaimed(image, items); err != nil {
+			return nil, err
+		}
+	}
 	if full {
 		stage := "." + base + ".tmp-" + rand.Text()
 		if err := pr.Mkdir(stage, 0o755); err != nil {
@@ -729,6 +735,46 @@ func noStrangers(entries []string, s *stamp) bool {
 		}
 	}
 	return len(entries) == len(s.Artifacts)
+}
+
+// unclaimed refuses to replace the directory of image when strata has no
+// record of exporting it and it holds something strata would not have
+// written: a directory of the user's that happens to have the image's name
+// was deleted whole. With a record, the directory is strata's, and anything
+// added to it goes (it holds exactly what the last build produced). A link
+// there is replaced, not followed.
+func (x *exporter) unclaimed(image string, items []exportItem) error {
+	fi, err := x.root.Lstat(image)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	where := filepath.Join(x.root.Name(), filepath.FromSlash(image))
+	if !fi.IsDir() {
+		return fmt.Errorf("export %s: %s is a file strata did not export: move it away, or build into another --out-dir", image, where)
+	}
+	d, err := x.root.Open(image)
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return err
+	}
+	ours := map[string]bool{}
+	for _, it := range items {
+		ours[it.name] = true
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if !ours[n] {
+			return fmt.Errorf("export %s: %s holds %s, which strata did not export: move it away, or build into another --out-dir", image, where, n)
+		}
+	}
+	return nil
 }
 
 func stampPath(image string) string { return path.Join(stampDir, image+".json") }

@@ -207,6 +207,38 @@ func TestSecurityRow42OutDirSymlinkExec(t *testing.T) {
 	}
 }
 
+// TestSecurityExportKeepsUserDirectoryExec: out/<image> that strata has no
+// record of exporting, holding a file strata would not have written, is a
+// directory of the user's: the build refuses to replace it (it was deleted
+// whole) and says what to do. Once strata has exported an image, a file
+// added to its directory goes at the next build, as before.
+func TestSecurityExportKeepsUserDirectoryExec(t *testing.T) {
+	cache := t.TempDir()
+	ws := writeWS(t, strings.Replace(exportWS, `{type: "ext4"}, `, "", 1))
+	precious := filepath.Join(ws, "out", "img", "precious.txt")
+	must(t, os.MkdirAll(filepath.Dir(precious), 0o755))
+	must(t, os.WriteFile(precious, []byte("precious\n"), 0o644))
+	r := runCLI(t, ws, cache, "build")
+	if r.code == 0 || !strings.Contains(r.stderr, "holds precious.txt, which strata did not export") {
+		t.Errorf("build over a directory of the user's: exit %d\n%s", r.code, r.stderr)
+	}
+	if b, err := os.ReadFile(precious); err != nil || string(b) != "precious\n" {
+		t.Fatalf("the user's file is gone: %v", err)
+	}
+	must(t, os.Remove(precious))
+	if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	stray := filepath.Join(ws, "out", "img", "stray")
+	must(t, os.WriteFile(stray, nil, 0o644))
+	if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Lstat(stray); !os.IsNotExist(err) {
+		t.Errorf("a file added to an exported image's directory survived the build: %v", err)
+	}
+}
+
 // TestSecurityRow3CorruptObjectNotAssembledExec: a flipped byte in a stored file
 // object never reaches an output. An assembler that reads the checkout
 // (squashfs, ext4, erofs) refuses it; cache verify drops not only the stage
