@@ -24,7 +24,8 @@ import (
 // path naming a directory, a git commit) becomes the tree of its contents; a
 // single file (a url, a path naming a file) becomes a tree holding that one file
 // under its base name, and stages that mount it see the file itself. Every entry
-// is owned by 0:0; modes are kept (a downloaded file is 0644).
+// is owned by 0:0 and keeps only its executable bit (sourceMode; a downloaded
+// file is 0644).
 func (r *LocalRunner) runSource(ctx context.Context, n *plan.Node) (Result, error) {
 	var out Result
 	src := n.Source
@@ -47,7 +48,9 @@ func (r *LocalRunner) runSource(ctx context.Context, n *plan.Node) (Result, erro
 	case src.Path != "":
 		file, err = r.copyPath(ctx, src, root)
 	case src.Git != "":
-		err = fetchGit(ctx, src, root)
+		if err = fetchGit(ctx, src, root); err == nil {
+			err = normalizeModes(root)
+		}
 	default:
 		err = fmt.Errorf("source has no url, path or git")
 	}
@@ -233,14 +236,45 @@ func pathDigestOf(t *tree.Tree, file string) string {
 	return plan.DigestPathEntries(entries)
 }
 
-// copyEntry copies one file, directory or symlink, keeping its permission bits.
+// sourceMode is the mode a source entry is stored with: the executable bit
+// only, as git keeps it. A path source's key holds no more (the executable
+// bit, in DigestPathEntries), and a git checkout's other bits come from the
+// umask of whoever fetched it: keeping them gave one key two trees (after a
+// chmod 0700 the build stayed cached with the old modes, and a shared cache
+// would hold whichever machine's came first). Other modes are set by stages
+// (strata.copy's mode, strata.files).
+func sourceMode(m fs.FileMode) fs.FileMode {
+	if m.IsDir() || m&0o111 != 0 {
+		return 0o755
+	}
+	return 0o644
+}
+
+// normalizeModes gives every file and directory under root its sourceMode.
+func normalizeModes(root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == root || d.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if m := sourceMode(info.Mode()); info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != m {
+			return os.Chmod(p, m)
+		}
+		return nil
+	})
+}
+
+// copyEntry copies one file, directory or symlink with its sourceMode.
 func copyEntry(e plan.SourceEntry, dst string) error {
 	switch {
 	case e.Info.IsDir():
 		if err := os.Mkdir(dst, 0o755); err != nil {
 			return err
 		}
-		return os.Chmod(dst, e.Info.Mode().Perm())
+		return os.Chmod(dst, sourceMode(e.Info.Mode()))
 	case e.Info.Mode()&fs.ModeSymlink != 0:
 		return os.Symlink(e.Target, dst)
 	}
@@ -257,7 +291,7 @@ func copyEntry(e plan.SourceEntry, dst string) error {
 		f.Close()
 		return err
 	}
-	if err := f.Chmod(e.Info.Mode().Perm()); err != nil {
+	if err := f.Chmod(sourceMode(e.Info.Mode())); err != nil {
 		f.Close()
 		return err
 	}

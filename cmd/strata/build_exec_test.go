@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -936,5 +937,54 @@ images: img: {
 	}
 	if _, err := os.Stat(filepath.Join(cache, "state", "sandbox", "host.json")); !os.IsNotExist(err) {
 		t.Errorf("probe results kept after the sandbox failed to set up: %v", err)
+	}
+}
+
+// TestPathSourceModesExec: a path source keeps only the executable bit of its
+// entries (0755 or 0644, directories 0755), which is all its key holds: with
+// every bit kept, a chmod 0700 of a source file stayed cached with the old
+// mode, and a clean cache gave another tree for the same key.
+func TestPathSourceModesExec(t *testing.T) {
+	ws := writeWS(t, `package test
+sources: data: path: "data"
+images: img: {
+	version: "1"
+	stages: [{type: "strata.copy", options: {input: "d", dst: "/d"}, inputs: d: "sources.data"}]
+	outputs: [{type: "tree"}]
+}
+`)
+	data := filepath.Join(ws, "data")
+	must(t, os.MkdirAll(filepath.Join(data, "sub"), 0o755))
+	for name, mode := range map[string]os.FileMode{"plain": 0o644, "tool": 0o755, "sub/f": 0o644} {
+		must(t, os.WriteFile(filepath.Join(data, name), []byte(name+"\n"), 0o644))
+		must(t, os.Chmod(filepath.Join(data, name), mode))
+	}
+	modes := func(cache string) map[string]os.FileMode {
+		t.Helper()
+		if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+			t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+		}
+		got := map[string]os.FileMode{}
+		for _, name := range []string{"plain", "tool", "sub", "sub/f"} {
+			fi, err := os.Lstat(filepath.Join(ws, "out", "img", "img.tree", "d", name))
+			must(t, err)
+			got[name] = fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
+		}
+		return got
+	}
+	want := map[string]os.FileMode{"plain": 0o644, "tool": 0o755, "sub": 0o755, "sub/f": 0o644}
+	cache := t.TempDir()
+	if got := modes(cache); !maps.Equal(got, want) {
+		t.Errorf("modes %v, want %v", got, want)
+	}
+	// Bits the key does not hold change nothing, in this cache or a clean one.
+	must(t, os.Chmod(filepath.Join(data, "plain"), 0o600))
+	must(t, os.Chmod(filepath.Join(data, "tool"), 0o4711))
+	must(t, os.Chmod(filepath.Join(data, "sub"), 0o700))
+	if got := modes(cache); !maps.Equal(got, want) {
+		t.Errorf("after chmod, cached: modes %v, want %v", got, want)
+	}
+	if got := modes(t.TempDir()); !maps.Equal(got, want) {
+		t.Errorf("after chmod, clean cache: modes %v, want %v", got, want)
 	}
 }
