@@ -414,6 +414,10 @@ func mknodIn(r *os.Root, name string, mode uint32, dev uint64) error {
 	if err := unix.Mknodat(int(d.Fd()), path.Base(name), mode, int(dev)); err != nil {
 		return &os.PathError{Op: "mknod", Path: name, Err: err}
 	}
+	// mknod's mode passes through the umask: a 0666 /dev/null came out 0644.
+	if err := unix.Fchmodat(int(d.Fd()), path.Base(name), mode&0o7777, 0); err != nil {
+		return &os.PathError{Op: "chmod", Path: name, Err: err}
+	}
 	return nil
 }
 

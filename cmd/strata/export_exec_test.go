@@ -441,3 +441,34 @@ images: img: {
 		t.Errorf("cache verify: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestExportDeviceModesExec: device nodes and fifos in a tree output have
+// their own modes, not the ones the umask left them (mknod applies it): a
+// 0666 /dev/null came out 0644 in the tree while the tar said 0666.
+func TestExportDeviceModesExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a tree output holds device nodes only as root")
+	}
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	ws := writeWS(t, `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: devices: {
+		"/dev/null": {type: "char", major: 1, minor: 3, mode: 0o666}
+		"/dev/p": {type: "fifo", mode: 0o666}
+	}}]
+	outputs: [{type: "tree"}]
+}
+`)
+	if r := runCLI(t, ws, t.TempDir(), "build"); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, name := range []string{"null", "p"} {
+		fi, err := os.Lstat(filepath.Join(ws, "out", "img", "img.tree", "dev", name))
+		must(t, err)
+		if fi.Mode().Perm() != 0o666 {
+			t.Errorf("/dev/%s: mode %v, want 0666", name, fi.Mode().Perm())
+		}
+	}
+}
