@@ -437,7 +437,18 @@ func extractEntry(tr io.Reader, hdr *tar.Header, x *fsys, strip int) error {
 		if err := x.clearForEntry(full); err != nil {
 			return err
 		}
-		return x.root.Link(target, full)
+		if err := x.root.Link(target, full); err != nil {
+			return err
+		}
+		if x.rec != nil {
+			// The journal holds owners by path: the new name of the
+			// target's file gets the target's, as its inode does as root.
+			o := x.ownerOf(target, tfi)
+			if err := x.rec.record(Record{Path: x.treeRel(full), Owner: &[2]int{o.uid, o.gid}}); err != nil {
+				return fmt.Errorf("record owner of %s: %w", show(full), err)
+			}
+		}
+		return nil
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return fmt.Errorf("%w: %s entries are not allowed in build trees", ErrUnsafeEntry, typeName(hdr.Typeflag))
 	default:

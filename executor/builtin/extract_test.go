@@ -615,3 +615,27 @@ func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestExtractHardLinkOwnerRecorded: with a journal (a build without root), a
+// hard link's name gets the owner of the file it links to, as its inode does
+// as root: the link came out 0:0 in every output while the target was
+// 123:456.
+func TestExtractHardLinkOwnerRecorded(t *testing.T) {
+	archive := mkTar(t,
+		tarEntry{tar.Header{Typeflag: tar.TypeReg, Name: "x/f1", Mode: 0o644, Uid: 123, Gid: 456, Size: 1}, "1"},
+		link(tar.TypeLink, "x/hard", "x/f1"),
+	)
+	var journal bytes.Buffer
+	if err := extractInto(t, t.TempDir(), archive, nil, Env{Records: &journal}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadRecords(&journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"x/f1", "x/hard"} {
+		if r, ok := recs[p]; !ok || r.Owner == nil || *r.Owner != [2]int{123, 456} {
+			t.Errorf("%s: record %+v, want owner 123:456", p, r)
+		}
+	}
+}
