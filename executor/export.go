@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -155,11 +156,17 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		}
 	}
 	if full {
+		sweepStaging(pr, "."+base+".tmp-")
 		stage := "." + base + ".tmp-" + rand.Text()
 		if err := pr.Mkdir(stage, 0o755); err != nil {
 			return nil, err
 		}
 		defer pr.RemoveAll(stage)
+		held, err := holdStaging(pr, stage)
+		if err != nil {
+			return nil, err
+		}
+		defer held.Close()
 		sr, err := pr.OpenRoot(stage)
 		if err != nil {
 			return nil, err
@@ -739,6 +746,49 @@ func noStrangers(entries []string, s *stamp) bool {
 		}
 	}
 	return len(entries) == len(s.Artifacts)
+}
+
+// holdStaging takes an flock on the staging directory name of r for as long
+// as the returned file is open: a staging directory nobody holds was left by
+// a build killed while exporting (sweepStaging).
+func holdStaging(r *os.Root, name string) (*os.File, error) {
+	f, err := r.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// sweepStaging removes the staging directories named prefix* in r that no
+// build holds (holdStaging): a build killed while exporting an image left
+// its whole copy next to it, hundreds of megabytes each time, and nothing
+// removed them. One made in the last seconds may not be held yet, and stays.
+func sweepStaging(r *os.Root, prefix string) {
+	d, err := r.Open(".")
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, n := range names {
+		if !strings.HasPrefix(n, prefix) {
+			continue
+		}
+		fi, err := r.Lstat(n)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < 5*time.Second {
+			continue
+		}
+		f, err := holdStaging(r, n)
+		if err != nil {
+			continue // held: another build's
+		}
+		r.RemoveAll(n)
+		f.Close()
+	}
 }
 
 // unclaimed refuses to replace the directory of image when strata has no

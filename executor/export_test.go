@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -77,5 +78,39 @@ func TestPreviousLinkToVerifies(t *testing.T) {
 func TestTreeMediaTypeAgrees(t *testing.T) {
 	if MediaTypeTree != store.TreeMediaType {
 		t.Fatalf("output table says %q, the store %q", MediaTypeTree, store.TreeMediaType)
+	}
+}
+
+// TestSweepStaging: the staging directory of an export a killed build left
+// behind is removed by the next export of the image; one another build holds,
+// or one made moments ago, stays.
+func TestSweepStaging(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-time.Minute)
+	for _, n := range []string{".img.tmp-left", ".img.tmp-held", ".img.tmp-new", ".other.tmp-left"} {
+		if err := os.MkdirAll(filepath.Join(dir, n, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if n != ".img.tmp-new" {
+			if err := os.Chtimes(filepath.Join(dir, n), old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	held, err := holdStaging(r, ".img.tmp-held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	sweepStaging(r, ".img.tmp-")
+	for n, want := range map[string]bool{".img.tmp-left": false, ".img.tmp-held": true, ".img.tmp-new": true, ".other.tmp-left": true} {
+		if _, err := os.Lstat(filepath.Join(dir, n)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", n, err == nil, want)
+		}
 	}
 }
