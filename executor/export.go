@@ -180,7 +180,7 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 			err := x.write(ctx, sr, it.name, it, prev)
 			prev.close()
 			if err != nil {
-				return nil, fmt.Errorf("export %s/%s: %w", image, it.name, err)
+				return nil, &itemError{it, fmt.Errorf("export %s/%s: %w", image, it.name, err)}
 			}
 			states[it.name] = ArtifactExported
 		}
@@ -216,7 +216,7 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 			}
 			ir.RemoveAll(tmp)
 			if err != nil {
-				return nil, fmt.Errorf("export %s/%s: %w", image, it.name, err)
+				return nil, &itemError{it, fmt.Errorf("export %s/%s: %w", image, it.name, err)}
 			}
 			states[it.name] = ArtifactExported
 		}
@@ -748,6 +748,15 @@ func noStrangers(entries []string, s *stamp) bool {
 	return len(entries) == len(s.Artifacts)
 }
 
+// itemError is an export error of one artifact, reported at its output.
+type itemError struct {
+	it  exportItem
+	err error
+}
+
+func (e *itemError) Error() string { return e.err.Error() }
+func (e *itemError) Unwrap() error { return e.err }
+
 // holdStaging takes an flock on the staging directory name of r for as long
 // as the returned file is open: a staging directory nobody holds was left by
 // a build killed while exporting (sweepStaging).
@@ -1059,8 +1068,18 @@ func (e *exports) result() exported {
 	for _, image := range sortedImages(e.jobs) {
 		j := e.jobs[image]
 		if j.err != nil {
+			// The output whose artifact failed, else (the image's directory)
+			// the image's first.
 			it := j.items[0]
-			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: j.err})
+			var ie *itemError
+			if errors.As(j.err, &ie) {
+				it = ie.it
+			}
+			err := j.err
+			if errors.Is(err, store.ErrCorrupt) {
+				err = fmt.Errorf("%w (strata cache verify removes what is corrupt, then build again)", err)
+			}
+			ex.failed = append(ex.failed, &NodeError{Node: it.node.Name, ID: it.node.ID, Origin: it.node.Origin, ExitCode: -1, Err: err})
 			continue
 		}
 		if j.full {

@@ -472,3 +472,35 @@ images: img: {
 		}
 	}
 }
+
+// TestExportErrorNamesItsOutputExec: an export that fails on one artifact
+// is reported at that artifact's output (it was the image's first), and a
+// corrupt object says how to recover.
+func TestExportErrorNamesItsOutputExec(t *testing.T) {
+	ws := writeWS(t, `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/motd": content: "hello\n"}]
+	outputs: [{type: "tar"}, {type: "tree"}]
+}
+`)
+	cache := t.TempDir()
+	if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	sum := sha256.Sum256([]byte("hello\n"))
+	hexd := hex.EncodeToString(sum[:])
+	objs, _ := filepath.Glob(filepath.Join(cache, "files", hexd[:2], hexd+".*"))
+	if len(objs) == 0 {
+		t.Fatal("no file object for /etc/motd")
+	}
+	for _, o := range objs {
+		must(t, os.WriteFile(o, []byte("jello\n"), 0o644))
+	}
+	must(t, os.RemoveAll(filepath.Join(ws, "out")))
+	r := runCLI(t, ws, cache, "build")
+	_, failed, _ := strings.Cut(r.stderr, "build failed: ")
+	if r.code == 0 || !strings.HasPrefix(failed, "images.img.outputs[1] ") || !strings.Contains(failed, "strata cache verify") {
+		t.Errorf("export of a corrupt tree: exit %d\n%s", r.code, r.stderr)
+	}
+}
