@@ -380,8 +380,34 @@ func isModePath(path string) bool {
 var decimal = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\b[0-9]+\b`) })
 
 // octalNumbers writes the integers of a message about a mode in octal (0o755).
+// Quoted text is the user's own (mode: "0644" is a string, not a number) and
+// is left as written.
 func octalNumbers(msg string) string {
-	return decimal().ReplaceAllStringFunc(msg, func(d string) string {
+	var b strings.Builder
+	for len(msg) > 0 {
+		q := strings.IndexByte(msg, '"')
+		if q < 0 {
+			b.WriteString(octalRun(msg))
+			break
+		}
+		b.WriteString(octalRun(msg[:q]))
+		end := q + 1
+		for end < len(msg) && msg[end] != '"' {
+			if msg[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		end = min(end+1, len(msg))
+		b.WriteString(msg[q:end])
+		msg = msg[end:]
+	}
+	return b.String()
+}
+
+// octalRun is octalNumbers of text with no quotes.
+func octalRun(s string) string {
+	return decimal().ReplaceAllStringFunc(s, func(d string) string {
 		n, err := strconv.ParseUint(d, 10, 32)
 		if err != nil || n == 0 {
 			return d
