@@ -78,6 +78,43 @@ func (l *loader) checkStageOptions(st Stage, path, posPath string) bool {
 			ok = false
 		}
 		return ok
+	case "strata.busybox":
+		// Paths the stage writes (install) or reads (binary) in the image:
+		// the build refused '..' where vet let it through.
+		var o struct {
+			Binary  string `json:"binary"`
+			Install string `json:"install"`
+		}
+		if json.Unmarshal(st.Options, &o) != nil {
+			return true
+		}
+		ok := true
+		for _, f := range [][2]string{{"binary", o.Binary}, {"install", o.Install}} {
+			if field, p := f[0], f[1]; imagePathProblem(p) != "" {
+				msg := imagePathProblem(p)
+				l.c.add(at("options."+field), path+".options."+field, "%s", msg)
+				ok = false
+			}
+		}
+		return ok
+	case "strata.users":
+		var o struct {
+			Users map[string]struct {
+				Home string `json:"home"`
+			} `json:"users"`
+		}
+		if json.Unmarshal(st.Options, &o) != nil {
+			return true
+		}
+		ok := true
+		for _, name := range sortedKeys(o.Users) {
+			if msg := imagePathProblem(o.Users[name].Home); msg != "" {
+				field := "options.users." + quoteLabel(name) + ".home"
+				l.c.add(at(field), path+"."+field, "%s", msg)
+				ok = false
+			}
+		}
+		return ok
 	case "strata.debootstrap":
 		if !st.Network {
 			l.c.add(at("type"), path, "strata.debootstrap downloads packages: set network: true on this stage")
