@@ -218,3 +218,50 @@ images: f: {
 		}
 	}
 }
+
+// TestRootlessDirectoryWithoutSearchExec: a stage that leaves a directory
+// without search permission for its owner (strata.copy's mode applies to
+// directories too) builds without root as it does as root; the commit failed
+// with "lstat ...: permission denied".
+func TestRootlessDirectoryWithoutSearchExec(t *testing.T) {
+	ws := writeWS(t, `package test
+images: a: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: {
+		"/opt/sub/a.txt": content: "a\n"
+		"/opt/sub2/b.txt": content: "b\n"
+	}}]
+}
+images: b: {
+	version: "1"
+	stages: [{type: "strata.copy", options: {input: "a", src: "/opt", dst: "/srv", mode: 0o600}, inputs: a: "images.a"}]
+	outputs: [{type: "tar"}]
+}
+`)
+	u := newRootless(t, ws)
+	r := u.run(t, "build")
+	if r.code != 0 {
+		t.Fatalf("rootless build: exit %d\n%s", r.code, r.stderr)
+	}
+	rootWS := t.TempDir()
+	if out, err := exec.Command("cp", "-r", ws+"/.", rootWS).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	if rr := runCLI(t, rootWS, t.TempDir(), "build"); rr.code != 0 {
+		t.Fatalf("root build: exit %d\n%s", rr.code, rr.stderr)
+	}
+	listing := func(tarball string) string {
+		out, err := exec.Command("tar", "--numeric-owner", "-tvf", tarball).Output()
+		must(t, err)
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(l)
+			lines = append(lines, f[0]+" "+f[len(f)-1])
+		}
+		return strings.Join(lines, "\n")
+	}
+	got, want := listing(filepath.Join(u.ws, "out", "b", "b.tar")), listing(filepath.Join(rootWS, "out", "b", "b.tar"))
+	if got != want || !strings.Contains(want, "drw------- srv/sub") {
+		t.Errorf("rootless tar:\n%s\nroot tar:\n%s", got, want)
+	}
+}

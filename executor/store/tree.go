@@ -121,6 +121,17 @@ func (s *Store) linkFiles(ctx context.Context, entries []tree.Entry, jobs []file
 	return pending, nil
 }
 
+// readable lets a store without root read a directory its owner cannot: a
+// stage may leave one without search permission (strata.copy's mode: 0o600
+// applies to directories too), which root reads through and a build without
+// root failed on, naming an lstat. The entry keeps the mode lstat saw; the
+// directory committed from is scratch.
+func (s *Store) readable(p string, st *unix.Stat_t) {
+	if !s.root && st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Mode&0o700 != 0o700 {
+		_ = unix.Chmod(p, st.Mode&0o7777|0o700)
+	}
+}
+
 // statEntry builds the entry for path (named rel in the tree) from lstat, without the
 // digest of a file. Types a tree cannot hold give an error wrapping ErrUnsupported.
 func statEntry(path, rel string, st *unix.Stat_t) (tree.Entry, error) {
@@ -183,6 +194,7 @@ func (s *Store) CommitDir(ctx context.Context, dir string) (*tree.Tree, digest.D
 		if err != nil {
 			return err
 		}
+		s.readable(p, &st)
 		if e.Type == tree.File {
 			jobs = append(jobs, fileJob{idx: len(entries), path: p})
 		}
@@ -359,6 +371,7 @@ func (s *Store) commitUpper(ctx context.Context, base *tree.Tree, upperDir strin
 		if err != nil {
 			return err
 		}
+		s.readable(p, &st)
 		base, inBase := lookupIndex(baseEntries, rel)
 		switch {
 		case e.Type == tree.Dir && string(xa[xOpaque]) == "y":
