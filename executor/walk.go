@@ -139,7 +139,12 @@ func walk(ctx context.Context, v *plan.Verified, ids []string, d Dispatcher, o w
 		}
 		for _, dt := range t.dependents {
 			dt.waiting--
-			if !t.ok && dt.blocked == nil {
+			switch {
+			case t.ok || dt.blocked != nil:
+			case ctx.Err() != nil:
+				// Interrupted, not failed: nothing of it is a failure to report.
+				dt.blocked = fmt.Errorf("%w: %w", ErrStopped, context.Cause(ctx))
+			default:
 				dt.blocked = fmt.Errorf("%w: %s", ErrDependencyFailed, t.name)
 			}
 			if dt.waiting == 0 && !dt.finished {

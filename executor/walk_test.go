@@ -213,6 +213,7 @@ func TestWalkCancel(t *testing.T) {
 		[]string{"stage:a"},
 		[]string{"stage:slow"},
 		[]string{"stage:b", "a"},
+		[]string{"stage:after", "slow"},
 		[]string{"hook:cleanup", "b"},
 	)
 	f.block["slow"] = true
@@ -241,6 +242,11 @@ func TestWalkCancel(t *testing.T) {
 	}
 	if slices.Contains(f.calls, "cleanup") {
 		t.Errorf("cleanup ran after a cancellation: %v", f.calls)
+	}
+	for _, tk := range order {
+		if tk.res.Status == StatusSkipped && strings.Contains(tk.res.Reason, "dependency failed") {
+			t.Errorf("%s: skipped as %q, but nothing failed", tk.name, tk.res.Reason)
+		}
 	}
 }
 
