@@ -62,7 +62,9 @@ node name; without targets the whole plan is built.
 Outputs are exported to the workspace's out/ directory (--out-dir to change) as
 <image>/<output name>: copies you own and may change; a rebuild puts back what
 was edited or removed, and an image's directory holds exactly what its last
-successful build produced. build prints one line per output: its path and
+successful build produced (a target naming some of its outputs, such as
+images.NAME.outputs[1], replaces those and leaves the others as an earlier
+build made them). build prints one line per output: its path and
 digest. An image whose build failed is not exported: build says its out
 directory is stale. Path sources in a plan file are read relative to -C DIR.
 
