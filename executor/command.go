@@ -179,10 +179,29 @@ func (r *LocalRunner) commandError(n *plan.Node, res Result, err error) error {
 	var xe *exitError
 	if errors.As(err, &xe) {
 		ne.ExitCode, ne.Log, ne.Err = xe.code, xe.tail, nil
+		if msg := builtinMessage(n, xe.tail); msg != "" {
+			ne.Err = errors.New(msg)
+		}
 	} else if t, ok := err.(interface{ logTail() string }); ok {
 		ne.Log = t.logTail()
 	}
 	return ne
+}
+
+// builtinMessage is the reason a built-in stage gave for failing, the last
+// line its log ends with ("strata: ..."), so that the build's one line says
+// why and not only "exit status 1"; "" for other stages.
+func builtinMessage(n *plan.Node, tail string) string {
+	if !isBuiltin(n.Type) {
+		return ""
+	}
+	tail = strings.TrimRight(tail, "\n")
+	last := tail[strings.LastIndexByte(tail, '\n')+1:]
+	msg, ok := strings.CutPrefix(last, "strata: ")
+	if !ok {
+		return ""
+	}
+	return msg
 }
 
 // sandboxed runs spec with the process's output captured as the node's log,
