@@ -192,7 +192,7 @@ func (r *LocalRunner) commandError(n *plan.Node, res Result, err error) error {
 // line its log ends with ("strata: ..."), so that the build's one line says
 // why and not only "exit status 1"; "" for other stages.
 func builtinMessage(n *plan.Node, tail string) string {
-	if !isBuiltin(n.Type) {
+	if !isBuiltin(n.Type) || n.Type == "strata.run" { // strata.run's log is the user's command's
 		return ""
 	}
 	tail = strings.TrimRight(tail, "\n")
