@@ -126,8 +126,12 @@ func (l *loader) checkStageOptions(st Stage, path, posPath string) bool {
 
 // usersOptions is what checkUserGroups reads of a strata.users stage.
 type usersOptions struct {
-	Groups map[string]json.RawMessage `json:"groups"`
-	Users  map[string]struct {
+	Groups map[string]struct {
+		GID int64 `json:"gid"`
+	} `json:"groups"`
+	Users map[string]struct {
+		UID    int64    `json:"uid"`
+		GID    *int64   `json:"gid"`
 		Groups []string `json:"groups"`
 	} `json:"users"`
 }
@@ -161,6 +165,7 @@ func (l *loader) checkUserGroups() {
 			}
 		}
 		known := map[string]bool{"root": true}
+		gids := map[int64]bool{0: true} // of the groups known
 		for _, img := range chain {
 			own := img.Name == name
 			for i, st := range img.Stages {
@@ -175,11 +180,19 @@ func (l *loader) checkUserGroups() {
 					continue
 				}
 				if known != nil {
-					for g := range o.Groups {
-						known[g] = true
+					for g, def := range o.Groups {
+						known[g], gids[def.GID] = true, true
 					}
-					for u := range o.Users {
-						known[u] = true // its primary group
+					// As the stage does: a user whose gid no group has gets a
+					// primary group named after it, in the order of names.
+					for _, u := range sortedKeys(o.Users) {
+						gid := o.Users[u].UID
+						if g := o.Users[u].GID; g != nil {
+							gid = *g
+						}
+						if !gids[gid] {
+							known[u], gids[gid] = true, true
+						}
 					}
 				}
 				if !own || known == nil {
