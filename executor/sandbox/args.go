@@ -2,14 +2,13 @@ package sandbox
 
 import (
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
-
-	"golang.org/x/sys/unix"
 )
 
 // replacedTopLevel are entries of a build root the sandbox supplies itself.
@@ -311,11 +310,11 @@ func removeMountPoints(spec *Spec, names []string) error {
 // link in the sandbox, resolved there: a bind mount would follow it on the
 // host, and a source "lnk -> /etc/shadow" put the host's file in the image.
 func inputLink(src string) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
-		return "", err
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrSetup, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+	if fi.Mode()&fs.ModeSymlink == 0 {
 		return "", nil
 	}
 	return os.Readlink(src)
