@@ -9,9 +9,12 @@ import (
 	"github.com/gowebpki/jcs"
 )
 
-// KeyVersion is hashed into every key; bump it when the key rules change (2:
-// output names and hook on_failure became fields of the document, not options).
-const KeyVersion = 2
+// KeyVersion is hashed into every key; bump it when the key rules change, or
+// what a node makes from the same key (2: output names and hook on_failure
+// became fields of the document, not options; 3: sources keep only the
+// executable bit, and a hard link strata.extract makes without root has its
+// target's owner, so results cached before are not what the key now means).
+const KeyVersion = 3
 
 // keyDoc is what a key hashes (DESIGN §3). For the strong key Inputs hold the
 // dependencies' strong keys; the compiler's weak key uses their names instead.
