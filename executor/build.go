@@ -169,6 +169,9 @@ type BuildResult struct {
 	// post-build hook failed, whose out directory holds an earlier build's
 	// outputs.
 	Stale []string `json:"stale,omitempty"`
+	// ExportsFailed counts the images whose export failed (their nodes built
+	// or were cached; Failed does not count them).
+	ExportsFailed int `json:"exports_failed,omitempty"`
 }
 
 // NodeError is a failed node: what failed, where it comes from in the spec, and
@@ -302,7 +305,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 	if ctx.Err() == nil {
 		failed = append(failed, ex.failed...)
 	}
-	res := &BuildResult{OutDir: ex.outDir, Artifacts: ex.artifacts, Stale: ex.stale}
+	res := &BuildResult{OutDir: ex.outDir, Artifacts: ex.artifacts, Stale: ex.stale, ExportsFailed: len(ex.failed)}
 	for _, t := range order {
 		res.Nodes = append(res.Nodes, t.res)
 		switch t.res.Status {

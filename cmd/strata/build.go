@@ -495,6 +495,9 @@ func (r *renderer) event(ev executor.Event) {
 // skipped (build stopped)".
 func (r *renderer) summary(res *executor.BuildResult) string {
 	s := fmt.Sprintf("%d built, %d cached, %d failed, %d skipped", res.Built, res.Cached, res.Failed, res.Skipped)
+	if n := res.ExportsFailed; n > 0 {
+		s += fmt.Sprintf(", %d export%s failed", n, map[bool]string{true: "s"}[n > 1])
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped > 0 {

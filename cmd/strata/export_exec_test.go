@@ -500,7 +500,8 @@ images: img: {
 	must(t, os.RemoveAll(filepath.Join(ws, "out")))
 	r := runCLI(t, ws, cache, "build")
 	_, failed, _ := strings.Cut(r.stderr, "build failed: ")
-	if r.code == 0 || !strings.HasPrefix(failed, "images.img.outputs[1] ") || !strings.Contains(failed, "strata cache verify") {
+	if r.code == 0 || !strings.HasPrefix(failed, "images.img.outputs[1] ") || !strings.Contains(failed, "strata cache verify") ||
+		!strings.Contains(r.stderr, "0 failed, 0 skipped, 1 export failed") {
 		t.Errorf("export of a corrupt tree: exit %d\n%s", r.code, r.stderr)
 	}
 }
