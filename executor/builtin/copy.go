@@ -128,11 +128,18 @@ func runCopy(ctx context.Context, options []byte, env Env) error {
 	in.man = env.InputManifests[o.Input]
 	src := "."
 	if srcRel != "." {
-		if src, err = in.locate(srcRel, false); err != nil {
-			return fmt.Errorf("src: input %q: %w", o.Input, err)
-		}
+		src, err = in.locate(srcRel, false)
 	}
-	sfi, err := in.root.Lstat(src)
+	var sfi fs.FileInfo
+	if err == nil {
+		sfi, err = in.root.Lstat(src)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		// os.Root's words name its call ("statat etc: no such file"), and a
+		// link on the way that leads out of the input (etc -> /etc) is why
+		// as often as a typo.
+		return fmt.Errorf("src: /%s is not in input %q (a link on its way is followed only within the input)", strings.TrimPrefix(srcRel, "./"), o.Input)
+	}
 	if err != nil {
 		return fmt.Errorf("src: input %q: %w", o.Input, err)
 	}

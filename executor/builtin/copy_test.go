@@ -110,8 +110,8 @@ func TestCopyErrors(t *testing.T) {
 		{"missing input", map[string]string{"input": "nope"}, `input: input "nope" is not bound to this stage (inputs: [src])`},
 		{"no input", map[string]string{}, `input: missing input name`},
 		{"dotdot src", map[string]string{"input": "src", "src": "/../x"}, `src: path "/../x" contains ".."`},
-		{"src through abs link", map[string]string{"input": "src", "src": "/abs/etc/passwd", "dst": "/x"}, `no such file`},
-		{"src through up link", map[string]string{"input": "src", "src": "/up/etc/passwd", "dst": "/x"}, `no such file`},
+		{"src through abs link", map[string]string{"input": "src", "src": "/abs/etc/passwd", "dst": "/x"}, `src: /abs/etc/passwd is not in input "src" (a link on its way is followed only within the input)`},
+		{"src through up link", map[string]string{"input": "src", "src": "/up/etc/passwd", "dst": "/x"}, `src: /up/etc/passwd is not in input "src"`},
 		{"relative dst", map[string]string{"input": "src", "dst": "opt"}, `dst: path "opt" is not absolute`},
 		{"unknown field", `{"input": "src", "from": "/"}`, `unknown field "from"`},
 	}
