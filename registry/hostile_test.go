@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/strata-build/strata/internal/regtest"
+	"golang.org/x/sys/unix"
 )
 
 // rawLayer is a layer of a hand-made artifact: a title and content, and the
@@ -262,5 +263,28 @@ func TestLayoutDirStaysInside(t *testing.T) {
 	}
 	if _, err := c.layoutDir("localhost:5000/fleet/x86"); err != nil {
 		t.Errorf("layoutDir of a plain name: %v", err)
+	}
+}
+
+// TestInstallChecksFreeSpace: an install that cannot fit in the target's
+// free space says so before writing anything, not after filling the disk
+// (as root, into the blocks kept for root).
+func TestInstallChecksFreeSpace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small filesystem")
+	}
+	small := t.TempDir()
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=256k,mode=0755"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	c := newClient(t, newStore(t), Options{})
+	v1, _ := deviceVersions(t, c)
+	_, err := c.Install(context.Background(), v1, small, InstallOptions{DeviceType: "test/probe"})
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "needed") {
+		t.Fatalf("install into 256 KiB: %v, want %v", err, ErrNoSpace)
+	}
+	if entries, _ := os.ReadDir(small); len(entries) > 1 { // the lock
+		t.Errorf("the target got %d entries", len(entries))
 	}
 }

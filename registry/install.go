@@ -118,6 +118,13 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 	p := a.pulled(r, src)
 	info := Slot{Slot: next, Reference: a.ref.String(), Repository: r.Name(), Image: a.cfg.Name, Version: a.cfg.Version,
 		DeviceType: opts.DeviceType, Digest: a.manD.Digest, Files: p.Files}
+	var need int64
+	for _, f := range info.Files {
+		need += f.Size
+	}
+	if err := checkSpace(dir, need); err != nil {
+		return nil, fmt.Errorf("install %s: %w", ref, err)
+	}
 	staging := filepath.Join(dir, ".staging-"+rand.Text())
 	if err := c.stage(ctx, src, staging, &info); err != nil {
 		os.RemoveAll(staging)

@@ -177,6 +177,17 @@ func (c *Client) fetchArtifact(ctx context.Context, r Ref, deviceType, platform 
 		blobs = append(blobs, a.containerMan.Layers...)
 	}
 	if src != dstT {
+		var need int64
+		seen := map[digest.Digest]bool{}
+		for _, b := range blobs {
+			if ok, _ := dst.exists(ctx, b); !ok && !seen[b.Digest] {
+				seen[b.Digest] = true
+				need += b.Size
+			}
+		}
+		if err := checkSpace(dst.dir, need); err != nil {
+			return nil, nil, err
+		}
 		if err := c.fetchBlobs(ctx, src, dst, blobs); err != nil {
 			return nil, nil, err
 		}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,4 +59,42 @@ func safeTarget(dir string) (string, error) {
 		}
 	}
 	return real, nil
+}
+
+// ErrNoSpace is wrapped when a filesystem has too little free space for what
+// a pull or an install is about to write.
+var ErrNoSpace = errors.New("not enough free space")
+
+// checkSpace refuses to write need bytes into dir's filesystem when they do
+// not fit in what an unprivileged user could still write there (Bavail): a
+// device installing as root must not fill the blocks kept for root, and
+// failing before the download beats failing after most of it. The sizes come
+// from the manifest, and every blob is cut off at its size as it streams, so
+// a registry that understates them is refused there.
+func checkSpace(dir string, need int64) error {
+	if need <= 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil // unknown: the writes will say
+	}
+	if free := int64(st.Bavail) * st.Bsize; need > free {
+		return fmt.Errorf("%w in %s: %s needed, %s free", ErrNoSpace, dir, humanBytes(need), humanBytes(free))
+	}
+	return nil
+}
+
+// humanBytes writes n in IEC units with one decimal.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
