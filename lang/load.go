@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode"
@@ -1027,11 +1028,53 @@ func (l *loader) warn() {
 			}
 		}
 	}
+	l.warnDecimalModes()
 	if len(host) == 0 {
 		return
 	}
 	first := l.ws.Images[strings.TrimPrefix(host[0], "images.")]
 	l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: first.Pos, Msg: NonHermeticMsg(host, len(host))})
+}
+
+// warnDecimalModes warns about a mode written as a decimal literal whose
+// digits read as octal (mode: 644 is 0o1204, sticky and write-only): people
+// write modes in octal, and CUE takes 644 as six hundred and forty-four. It
+// reads the literals the position index kept, so it costs no evaluation.
+func (l *loader) warnDecimalModes() {
+	var paths []string
+	for p, f := range l.index.fields {
+		if !isModePath(p) {
+			continue
+		}
+		lit, ok := f.Value.(*ast.BasicLit)
+		if !ok || lit.Kind != token.INT || !decimalLooksOctal(lit.Value) {
+			continue
+		}
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for _, p := range paths {
+		lit := l.index.fields[p].Value.(*ast.BasicLit)
+		n, _ := strconv.ParseUint(lit.Value, 10, 32)
+		l.ws.Warnings = append(l.ws.Warnings, Warning{Pos: l.c.pos(lit.Pos()), Msg: fmt.Sprintf(
+			"%s: %s is decimal, which is mode 0o%o; write 0o%s for the mode it reads as", p, lit.Value, n, lit.Value)})
+	}
+}
+
+// decimalLooksOctal reports whether a decimal literal of three or four
+// digits uses only octal ones and is, as a number, beyond 0o777: 644 (0o1204)
+// is a slip, 420 (0o644) someone who meant it. (0755 is not valid CUE.)
+func decimalLooksOctal(s string) bool {
+	if len(s) < 3 || len(s) > 4 || s[0] == '0' {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '7' {
+			return false
+		}
+	}
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0o777
 }
 
 // NonHermeticMsg is the warning about the total images whose stages run in

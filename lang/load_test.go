@@ -580,3 +580,37 @@ images: c: {version: "1", stages: [{type: "strata.hostname", options: hostname: 
 		t.Errorf("images.b.stages[0] at %s, want the comprehension's main.cue:5:39", p)
 	}
 }
+
+// TestDecimalModeWarning: a mode written 644 is six hundred and forty-four
+// (0o1204): a warning says so, at the literal. 0o644 and a decimal that means
+// a mode (420) pass quietly.
+func TestDecimalModeWarning(t *testing.T) {
+	ar := &archive{Files: []archiveFile{
+		{Name: "cue.mod/module.cue", Data: []byte(moduleCUE)},
+		{Name: "main.cue", Data: []byte(`package bad
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: {
+		"/etc/a": {content: "a", mode: 644}
+		"/etc/b": {content: "b", mode: 0o644}
+		"/etc/c": {content: "c", mode: 420}
+	}}]
+}
+`)},
+	}}
+	dir, _, _ := extract(t, ar)
+	ws, err := load(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws.Warnings {
+		if strings.Contains(w.Msg, "is decimal") {
+			got = append(got, w.String())
+		}
+	}
+	want := []string{`main.cue:5:34: images.img.stages[0].options.files./etc/a.mode: 644 is decimal, which is mode 0o1204; write 0o644 for the mode it reads as`}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("warnings (-want +got):\n%s", d)
+	}
+}
