@@ -164,7 +164,12 @@ func (c *Client) Install(ctx context.Context, ref, dir string, opts InstallOptio
 // hashed as it is written (so what lands is what was verified, never bytes
 // changed after a check), synced, and records the slot's description last.
 func (c *Client) stage(ctx context.Context, src *layout, dir string, info *Slot) error {
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	// A slot is its installer's alone: root filesystem images hold password
+	// hashes and host keys, which other users of the device must not read.
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
 	root, err := os.OpenRoot(dir)
