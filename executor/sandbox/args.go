@@ -14,10 +14,13 @@ import (
 // replacedTopLevel are entries of a build root the sandbox supplies itself.
 var replacedTopLevel = map[string]bool{"proc": true, "dev": true, "tmp": true, "run": true, "sys": true}
 
-// hostRootDirs and hostEtc are what HostRoot binds from the host.
+// hostRootDirs and hostEtc are what HostRoot binds from the host. Of /etc/ssl
+// only the certificates and openssl.cnf: /etc/ssl/private holds the host's
+// TLS keys, which root's capabilities in the sandbox's user namespace would
+// read (a hook printed the snakeoil key).
 var (
 	hostRootDirs = []string{"usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"}
-	hostEtc      = []string{"ld.so.cache", "alternatives", "passwd", "group", "nsswitch.conf", "ssl", "ca-certificates"}
+	hostEtc      = []string{"ld.so.cache", "alternatives", "passwd", "group", "nsswitch.conf", "ssl/certs", "ssl/openssl.cnf", "ca-certificates"}
 )
 
 // bwrapFDs are the descriptors bwrap is given, as numbers in its process; 0

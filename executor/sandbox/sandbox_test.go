@@ -1078,3 +1078,17 @@ readlink f; readlink d; cat f d/secret 2>/dev/null; exit 0`)
 		})
 	}
 }
+
+// TestSecurityHostRootNoTLSKeys: the host build root shows the host's CA
+// certificates, not its TLS private keys (/etc/ssl/private): root's
+// capabilities in the sandbox's user namespace passed its permission check.
+func TestSecurityHostRootNoTLSKeys(t *testing.T) {
+	if _, err := os.Stat("/etc/ssl/private"); err != nil {
+		t.Skip("no /etc/ssl/private here")
+	}
+	spec := Spec{Root: HostRoot, Tree: t.TempDir()}
+	code, out := sh(t, spec, `ls /etc/ssl/private 2>&1 && echo LISTED; ls /etc/ssl/certs | head -1 | grep -q . && echo CERTS`)
+	if code != 0 || strings.Contains(out, "LISTED") || !strings.Contains(out, "CERTS") {
+		t.Errorf("exit %d: %s", code, out)
+	}
+}
