@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/strata-build/strata/compiler/plan"
 	"github.com/strata-build/strata/executor/store"
+	"github.com/strata-build/strata/executor/tree"
 )
 
 // ActionCache holds the results of nodes by strong key: the local store, and
@@ -126,12 +128,69 @@ func (c *cached) lookup(ctx context.Context, n *plan.Node) (Result, bool, error)
 	}
 	res := resultOf(a)
 	res.Cached = true
+	if err := c.fits(ctx, n, res); err != nil {
+		// An entry is only as good as what wrote it: a shared cache's can be
+		// anyone's. One that does not fit its node costs a rebuild, never a
+		// wrong result or a build that fails for good.
+		ev := c.event(n, EventWarning)
+		ev.Line = "cached result refused, building it: " + err.Error()
+		c.events.emit(ev)
+		return Result{}, false, nil
+	}
 	if res.Warning != "" {
 		ev := c.event(n, EventWarning)
 		ev.Line = res.Warning
 		c.events.emit(ev)
 	}
 	return res, true, nil
+}
+
+// fits checks a cached result against the node it is for: the parts its
+// kind must have, a single file that is a plain name of a file in its tree
+// (a "../../etc/shadow" was bound into a stage from the host), and a source's
+// content against the digest its key holds.
+func (c *cached) fits(ctx context.Context, n *plan.Node, res Result) error {
+	switch n.Kind {
+	case plan.KindSource, plan.KindStage:
+		if res.Tree.Digest == "" {
+			return errors.New("it has no tree")
+		}
+	case plan.KindOutput:
+		if _, ok := res.Outputs[n.Artifact]; n.Artifact != "" && !ok {
+			return fmt.Errorf("it has no output %q", n.Artifact)
+		}
+	}
+	if res.File == "" && (n.Kind != plan.KindSource || n.Source == nil || n.Source.Digest == "" && n.Source.SHA256 == "") {
+		return nil
+	}
+	if res.File != "" && (res.File == "." || res.File == ".." || strings.ContainsAny(res.File, "/\x00")) {
+		return fmt.Errorf("its file %q is not a plain name", res.File)
+	}
+	if res.Tree.Digest == "" {
+		return errors.New("it has no tree")
+	}
+	t, err := c.st.GetTree(ctx, res.Tree.Digest)
+	if err != nil {
+		return err
+	}
+	if res.File != "" {
+		if e, ok := t.Lookup(res.File); !ok || e.Type != tree.File {
+			return fmt.Errorf("its tree holds no file %q", res.File)
+		}
+	}
+	if src := n.Source; n.Kind == plan.KindSource && src != nil {
+		switch {
+		case src.Path != "" && src.Digest != "":
+			if pathDigestOf(t, res.File) != src.Digest {
+				return errors.New("its tree is not the source's content")
+			}
+		case src.URL != "":
+			if e, _ := t.Lookup(res.File); e.Digest.Encoded() != strings.TrimPrefix(src.SHA256, "sha256:") {
+				return errors.New("its file does not have the source's sha256")
+			}
+		}
+	}
+	return nil
 }
 
 func mustJSON(v any) json.RawMessage {

@@ -505,3 +505,64 @@ images: img: {
 		t.Errorf("export of a corrupt tree: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestSecurityCachedResultMustFitExec: a cached result is checked against its
+// node before it is used, whoever wrote it (a shared remote cache's entries
+// land in the local store as they are): a single-file source whose file is
+// "../.." bound a host file into the stage, and a source entry holding other
+// content than its key's was used as is. Both are now refused and rebuilt.
+func TestSecurityCachedResultMustFitExec(t *testing.T) {
+	ws := writeWS(t, `package test
+sources: data: path: "data.txt"
+sources: other: path: "other.txt"
+images: img: {
+	version: "1"
+	stages: [{type: "strata.run", inputs: {d: "sources.data", o: "sources.other"}, options: command: ["/bin/sh", "-c", "cat /run/strata/inputs/d > /run/strata/tree/copied"]}]
+	outputs: [{type: "tree"}]
+}
+`)
+	must(t, os.WriteFile(filepath.Join(ws, "data.txt"), []byte("hello\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(ws, "other.txt"), []byte("EVIL\n"), 0o644))
+	secret := filepath.Join(t.TempDir(), "secret")
+	must(t, os.WriteFile(secret, []byte("HOST SECRET\n"), 0o644))
+	cache := t.TempDir()
+	if r := runCLI(t, ws, cache, "build"); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	ids := compileJSON(t, ws, cache)
+	record := func(name string) (string, map[string]any) {
+		p := filepath.Join(cache, "actions", ids[name]+".json")
+		b, err := os.ReadFile(p)
+		must(t, err)
+		var a map[string]any
+		must(t, json.Unmarshal(b, &a))
+		return p, a
+	}
+	_, other := record("sources.other")
+	for name, edit := range map[string]func(a map[string]any){
+		"file out of the tree": func(a map[string]any) {
+			a["meta"].(map[string]any)["file"] = "../../../../../../../../../.." + secret
+		},
+		"other content": func(a map[string]any) {
+			a["tree"] = other["tree"]
+			a["meta"] = other["meta"]
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, a := record("sources.data")
+			edit(a)
+			b, err := json.Marshal(a)
+			must(t, err)
+			must(t, os.WriteFile(p, b, 0o644))
+			stage, _ := record("images.img.stages[0]")
+			must(t, os.Remove(stage))
+			r := runCLI(t, ws, cache, "build")
+			if r.code != 0 || !strings.Contains(r.stderr, "cached result refused") {
+				t.Fatalf("build over a bad entry: exit %d\n%s", r.code, r.stderr)
+			}
+			if b, _ := os.ReadFile(filepath.Join(ws, "out", "img", "img.tree", "copied")); string(b) != "hello\n" {
+				t.Errorf("the stage read %q", b)
+			}
+		})
+	}
+}
