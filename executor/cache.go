@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/strata-build/strata/compiler/plan"
@@ -158,6 +159,17 @@ func (c *cached) fits(ctx context.Context, n *plan.Node, res Result) error {
 	case plan.KindOutput:
 		if _, ok := res.Outputs[n.Artifact]; n.Artifact != "" && !ok {
 			return fmt.Errorf("it has no output %q", n.Artifact)
+		}
+	}
+	// An output's size is the record's word; the blob's is the store's, and
+	// a push checks one against the other (a wrong one failed every push).
+	for name, o := range res.Outputs {
+		p, err := c.st.BlobPath(o.Digest)
+		if err != nil {
+			return err
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Size() != o.Size {
+			return fmt.Errorf("its output %q is not the %d bytes it says", name, o.Size)
 		}
 	}
 	if res.File == "" && (n.Kind != plan.KindSource || n.Source == nil || n.Source.Digest == "" && n.Source.SHA256 == "") {

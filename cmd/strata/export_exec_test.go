@@ -547,6 +547,13 @@ images: img: {
 			a["tree"] = other["tree"]
 			a["meta"] = other["meta"]
 		},
+		"output size": func(a map[string]any) {
+			// The output's record; the source's has no outputs.
+			outs, _ := a["meta"].(map[string]any)["outputs"].(map[string]any)
+			for _, o := range outs {
+				o.(map[string]any)["size"] = 5
+			}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p, a := record("sources.data")
@@ -556,6 +563,13 @@ images: img: {
 			must(t, os.WriteFile(p, b, 0o644))
 			stage, _ := record("images.img.stages[0]")
 			must(t, os.Remove(stage))
+			if name == "output size" {
+				p, a = record("images.img.outputs[0]")
+				edit(a)
+				b, err := json.Marshal(a)
+				must(t, err)
+				must(t, os.WriteFile(p, b, 0o644))
+			}
 			r := runCLI(t, ws, cache, "build")
 			if r.code != 0 || !strings.Contains(r.stderr, "cached result refused") {
 				t.Fatalf("build over a bad entry: exit %d\n%s", r.code, r.stderr)
