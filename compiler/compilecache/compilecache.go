@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/strata-build/strata/compiler/plan"
@@ -158,7 +159,7 @@ func inputFiles(dir string) ([]string, error) {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	for _, e := range entries {
-		if e.IsDir() && e.Name() != "cue.mod" && e.Name() != "out" && !strings.HasPrefix(e.Name(), ".") {
+		if isDirEntry(dir, e) && e.Name() != "cue.mod" && e.Name() != "out" && !strings.HasPrefix(e.Name(), ".") {
 			pkgs, err := packageFiles(dir, e.Name())
 			if err != nil {
 				return nil, err
@@ -175,26 +176,12 @@ func inputFiles(dir string) ([]string, error) {
 			out = append(out, e.Name())
 		}
 	}
-	mod := filepath.Join(dir, "cue.mod")
-	err = filepath.WalkDir(mod, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err = walkFiles(dir, "cue.mod", func(string) bool { return false }, func(rel string, d fs.DirEntry) {
+		if rel != schemaFile && regular(filepath.Join(dir, filepath.Dir(rel)), d) {
+			out = append(out, rel)
 		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if rel == schemaFile || !regular(filepath.Dir(p), d) {
-			return nil
-		}
-		out = append(out, rel)
-		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	sort.Strings(out)
@@ -206,30 +193,71 @@ func inputFiles(dir string) ([]string, error) {
 // must not be served an old plan. Dot-directories are skipped.
 func packageFiles(dir, sub string) ([]string, error) {
 	var out []string
-	err := filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	hidden := func(name string) bool { return strings.HasPrefix(name, ".") }
+	err := walkFiles(dir, sub, hidden, func(rel string, d fs.DirEntry) {
+		if filepath.Ext(rel) == ".cue" && regular(filepath.Join(dir, filepath.Dir(rel)), d) {
+			out = append(out, rel)
 		}
-		if d.IsDir() {
-			if strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if filepath.Ext(p) != ".cue" || !regular(filepath.Dir(p), d) {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		out = append(out, filepath.ToSlash(rel))
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	return out, nil
+}
+
+// walkFiles calls fn for every non-directory entry under dir/sub, named
+// relative to dir with slashes, in lexical order. Links to directories are
+// followed, as the CUE loader follows them: a package directory or a
+// vendored module can be a link, and an edit behind it went unseen (the
+// cached plan was served). A directory reached twice (a link loop) is walked
+// once; skip names directories not to enter.
+func walkFiles(dir, sub string, skip func(name string) bool, fn func(rel string, d fs.DirEntry)) error {
+	seen := map[[2]uint64]bool{}
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			id := [2]uint64{uint64(st.Dev), st.Ino}
+			if seen[id] {
+				return nil
+			}
+			seen[id] = true
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			erel := path.Join(rel, e.Name())
+			if isDirEntry(p, e) {
+				if !skip(e.Name()) {
+					if err := walk(erel); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			fn(erel, e)
+		}
+		return nil
+	}
+	return walk(filepath.ToSlash(sub))
+}
+
+// isDirEntry reports whether the entry of dir is a directory or a link to one.
+func isDirEntry(dir string, e fs.DirEntry) bool {
+	if e.IsDir() {
+		return true
+	}
+	if e.Type()&fs.ModeSymlink == 0 {
+		return false
+	}
+	fi, err := os.Stat(filepath.Join(dir, e.Name()))
+	return err == nil && fi.IsDir()
 }
 
 // regular reports whether the entry is a regular file or a symlink to one.

@@ -387,3 +387,37 @@ func TestKeyEmbeds(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyFollowsLinkedDirectories: a package directory or a vendored module
+// that is a link to a directory is read by the CUE loader, so an edit behind
+// it changes the key; a link loop is walked once.
+func TestKeyFollowsLinkedDirectories(t *testing.T) {
+	dir := workspace(t)
+	shared := t.TempDir()
+	writeFiles(t, shared, map[string]string{
+		"lib/lib.cue": "package lib\n\nmotd: \"v1\"\n",
+		"ext/ext.cue": "package ext\n\nx: 1\n",
+	})
+	for _, err := range []error{
+		os.Symlink(filepath.Join(shared, "lib"), filepath.Join(dir, "linked")),
+		os.MkdirAll(filepath.Join(dir, "cue.mod", "pkg", "example.com"), 0o755),
+		os.Symlink(filepath.Join(shared, "ext"), filepath.Join(dir, "cue.mod", "pkg", "example.com", "ext")),
+		os.Symlink("..", filepath.Join(shared, "lib", "loop")),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := key(t, dir, inputs)
+	for name, files := range map[string]map[string]string{
+		"package behind a link edited": {"lib/lib.cue": "package lib\n\nmotd: \"v2\"\n"},
+		"module behind a link edited":  {"ext/ext.cue": "package ext\n\nx: 2\n"},
+	} {
+		writeFiles(t, shared, files)
+		got := key(t, dir, inputs)
+		if got == base {
+			t.Errorf("%s: key unchanged", name)
+		}
+		base = got
+	}
+}
