@@ -63,7 +63,11 @@ func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan,
 	if err := c.sources(ctx); err != nil {
 		return nil, err
 	}
-	for _, name := range c.imageOrder() {
+	order, err := c.imageOrder()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range order {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -71,7 +75,18 @@ func Compile(ctx context.Context, ws *lang.Workspace, opts Options) (*plan.Plan,
 			return nil, err
 		}
 	}
-	for _, name := range c.jobOrder() {
+	for _, a := range c.after {
+		ids, err := c.hooks(a.img, a.outputs, "")
+		if err != nil {
+			return nil, err
+		}
+		a.pi.Hooks = append(a.pi.Hooks, ids...)
+	}
+	jobs, err := c.jobOrder()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range jobs {
 		if err := c.job(ws.Jobs[name]); err != nil {
 			return nil, err
 		}
@@ -166,6 +181,18 @@ type compiler struct {
 	modules map[string]string
 	// hookRuns lists, per hook name, the node of each image's run of the hook.
 	hookRuns map[string][]*plan.Node
+	// after are the images' post-build and pre-publish hooks, compiled once
+	// every image is (afterHooks).
+	after []afterHooks
+}
+
+// afterHooks are the hooks an image runs after its outputs: compiled after
+// every image, since a hook's build root may be an image built from this one
+// (a smoke-test image from the app, as the app's hook's build root).
+type afterHooks struct {
+	img     *lang.Image
+	outputs []ref
+	pi      *plan.Image
 }
 
 // dep is a node input with both of its identities.
@@ -312,7 +339,7 @@ func (c *compiler) sources(ctx context.Context) error {
 
 // imageOrder lists images so that every image comes after the images its build
 // depends on (lang has already rejected cycles); ties in name order.
-func (c *compiler) imageOrder() []string {
+func (c *compiler) imageOrder() ([]string, error) {
 	return topoOrder(sortedKeys(c.ws.Images), func(name string) []string {
 		var deps []string
 		for _, d := range imageDeps(c.ws, c.ws.Images[name]) {
@@ -324,25 +351,37 @@ func (c *compiler) imageOrder() []string {
 	})
 }
 
-// topoOrder orders names so each comes after its deps, visiting in the given order.
-func topoOrder(names []string, deps func(string) []string) []string {
+// topoOrder orders names so each comes after its deps, visiting in the given
+// order. A cycle is an error: lang refuses the ones a spec can make, and one
+// that gets here anyway must not be broken silently (an image compiled before
+// the one it is built from lost its from).
+func topoOrder(names []string, deps func(string) []string) ([]string, error) {
 	var out []string
-	done := map[string]bool{}
-	var visit func(string)
-	visit = func(name string) {
-		if done[name] {
-			return
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(string) error
+	visit = func(name string) error {
+		switch state[name] {
+		case 1:
+			return fmt.Errorf("internal error: dependency cycle through %s", name)
+		case 2:
+			return nil
 		}
-		done[name] = true
+		state[name] = 1
 		for _, d := range deps(name) {
-			visit(d)
+			if err := visit(d); err != nil {
+				return err
+			}
 		}
+		state[name] = 2
 		out = append(out, name)
+		return nil
 	}
 	for _, name := range names {
-		visit(name)
+		if err := visit(name); err != nil {
+			return nil, err
+		}
 	}
-	return out
+	return out, nil
 }
 
 func imageDeps(ws *lang.Workspace, img *lang.Image) []string {
@@ -362,10 +401,10 @@ func imageDeps(ws *lang.Workspace, img *lang.Image) []string {
 			add(m.BuildRoot)
 		}
 	}
-	// A hook's build root is compiled first too: the image's hook nodes take
-	// its tree.
+	// A pre-build hook's build root is compiled first too: the hook runs
+	// before the image's stages. Other hooks are compiled after every image.
 	for _, hn := range img.Hooks {
-		if h := ws.Hooks[hn]; h != nil && h.BuildRoot != "images."+img.Name {
+		if h := ws.Hooks[hn]; h != nil && h.On == "pre-build" && h.BuildRoot != "images."+img.Name {
 			add(h.BuildRoot)
 		}
 	}
@@ -459,9 +498,9 @@ func (c *compiler) image(img *lang.Image) error {
 		pi.Outputs = append(pi.Outputs, n.ID)
 		outputs = append(outputs, ref{id: n.ID, name: n.Name})
 	}
-	after, err := c.hooks(img, outputs, "")
-	pi.Hooks = append(hooks, after...)
-	return err
+	pi.Hooks = hooks
+	c.after = append(c.after, afterHooks{img: img, outputs: outputs, pi: pi})
+	return nil
 }
 
 // outputOptions are an output node's options: its size as ever, the format's
@@ -545,7 +584,7 @@ func hookEnv(img *lang.Image, outputs []ref) map[string]string {
 	return env
 }
 
-func (c *compiler) jobOrder() []string {
+func (c *compiler) jobOrder() ([]string, error) {
 	return topoOrder(sortedKeys(c.ws.Jobs), func(name string) []string {
 		var deps []string
 		for _, need := range c.ws.Jobs[name].Needs {

@@ -43,7 +43,11 @@ func (l *loader) refs() map[string][]ref {
 			add(fmt.Sprintf("runtime[%d]", i), r, false)
 		}
 		for i, h := range img.Hooks {
-			add(fmt.Sprintf("hooks[%d]", i), "hooks."+h, false)
+			// A pre-build hook runs before the image's stages, so its build
+			// root is built first; other hooks run after, and depend on nothing
+			// the image waits for.
+			hk := l.ws.Hooks[h]
+			add(fmt.Sprintf("hooks[%d]", i), "hooks."+h, hk != nil && hk.On == "pre-build")
 		}
 		for i, st := range img.Stages {
 			for _, in := range sortedKeys(st.Inputs) {
@@ -80,7 +84,7 @@ func (l *loader) refs() map[string][]ref {
 		h := l.ws.Hooks[name]
 		if h.BuildRoot != "host" {
 			owner := "hooks." + name
-			out[owner] = append(out[owner], ref{path: owner + ".buildroot", pos: l.index.at(owner+".buildroot", h.Pos), target: h.BuildRoot})
+			out[owner] = append(out[owner], ref{path: owner + ".buildroot", pos: l.index.at(owner+".buildroot", h.Pos), target: h.BuildRoot, build: true})
 		}
 	}
 	for _, name := range sortedKeys(l.ws.Resources) {
