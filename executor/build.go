@@ -374,17 +374,53 @@ func ResolveTargets(p *plan.Plan, targets []string) ([]string, error) {
 		}
 		if n, ok := p.Node(t); ok {
 			want = append(want, n.ID)
+			want = append(want, gatesOf(p, n)...)
 			continue
 		}
 		if !isImage && !strings.Contains(t, ".") {
 			if n, ok := p.Node("images." + t); ok {
 				want = append(want, n.ID)
+				want = append(want, gatesOf(p, n)...)
 				continue
 			}
 		}
 		return nil, fmt.Errorf("%w %q: not an image%s or node name", ErrUnknownTarget, t, knownImages(p))
 	}
 	return p.Closure(want), nil
+}
+
+// gatesOf are the hooks that must run with n when n alone is asked for: the
+// pre-build hooks of the image n belongs to, and for one of its outputs its
+// post-build hooks, which decide whether the outputs are exported. Building
+// images.a.outputs[0] exported an output the image's post-build gate had
+// rejected, and built a's stages without its pre-build hook.
+func gatesOf(p *plan.Plan, n *plan.Node) []string {
+	names := []string{n.Name}
+	for _, a := range n.Aliases {
+		names = append(names, a.Name)
+	}
+	var out []string
+	for _, nn := range names {
+		// The longest image name that prefixes it: images a and a.b both
+		// prefix images.a.b.stages[0].
+		var img *plan.Image
+		best := ""
+		for name, im := range p.Images {
+			if strings.HasPrefix(nn, "images."+name+".") && len(name) > len(best) {
+				img, best = im, name
+			}
+		}
+		if img == nil {
+			continue
+		}
+		isOutput := slices.Contains(img.Outputs, n.ID)
+		for _, id := range img.Hooks {
+			if h, ok := p.Node(id); ok && (h.Type == "pre-build" || isOutput && h.Type == "post-build") {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
 }
 
 // displayNames picks, for nodes the plan shares between images, the name under

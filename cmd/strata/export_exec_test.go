@@ -580,3 +580,26 @@ images: img: {
 		})
 	}
 }
+
+// TestOutputTargetRunsGatesExec: building one output of an image runs the
+// image's post-build hooks, which decide whether its outputs are exported:
+// images.a.outputs[0] alone exported content the gate rejected.
+func TestOutputTargetRunsGatesExec(t *testing.T) {
+	ws := writeWS(t, `package test
+images: a: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/etc/motd": content: "bad\n"}]
+	outputs: [{type: "tar"}, {type: "tree"}]
+	hooks: ["check"]
+}
+hooks: check: {on: "post-build", command: ["/bin/sh", "-c", "! grep -rq bad /run/strata/outputs/a.tree"]}
+`)
+	cache := t.TempDir()
+	r := runCLI(t, ws, cache, "build", "images.a.outputs[0]")
+	if r.code == 0 || !strings.Contains(r.stderr, "hooks.check") {
+		t.Errorf("build of one output past a failing gate: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(ws, "out", "a", "a.tar")); err == nil {
+		t.Errorf("the output the gate rejected was exported")
+	}
+}
