@@ -67,6 +67,10 @@ type task struct {
 // first failure. Cleanup hooks wait for every other node and then run whatever
 // happened, except after cancellation. Every node is dispatched at most once.
 // It returns the tasks in plan order and the node errors in that order.
+// CleanupGrace bounds the cleanup hooks of a cancelled build: they still run
+// (they release what the build took), but a second Ctrl-C reaches no one.
+const CleanupGrace = time.Minute
+
 func walk(ctx context.Context, v *plan.Verified, ids []string, d Dispatcher, o walkOptions) ([]*task, []*NodeError) {
 	tasks := make(map[string]*task, len(ids))
 	order := make([]*task, 0, len(ids))
@@ -122,6 +126,7 @@ func walk(ctx context.Context, v *plan.Verified, ids []string, d Dispatcher, o w
 	}
 	results := make(chan *task)
 	running := 0
+	var cleanupCtx context.Context
 	stopped, inCleanup := false, false
 	var failed []*NodeError
 	var finish func(t *task)
@@ -164,12 +169,27 @@ func walk(ctx context.Context, v *plan.Verified, ids []string, d Dispatcher, o w
 		for (!stopped || inCleanup) && running < o.Jobs && ready.Len() > 0 {
 			t := heap.Pop(ready).(*task)
 			running++
+			dctx := ctx
+			if inCleanup && ctx.Err() != nil {
+				dctx = cleanupCtx
+			}
 			go func() {
-				dispatchTask(ctx, t, tasks, d, o.Events)
+				dispatchTask(dctx, t, tasks, d, o.Events)
 				results <- t
 			}()
 		}
-		if running == 0 && ready.Len() == 0 && len(cleanup) > 0 && ctx.Err() == nil {
+		if running == 0 && len(cleanup) > 0 && (ready.Len() == 0 || stopped) {
+			// Cleanup hooks run last, whatever happened (they release what
+			// the build took: a lab's lease, a signing key): after a failure
+			// that stopped the build, what was still queued stays unrun; after
+			// a cancellation they run on a context of their own, for at most
+			// CleanupGrace.
+			if ctx.Err() != nil {
+				var cancel context.CancelFunc
+				cleanupCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), CleanupGrace)
+				defer cancel()
+			}
+			ready = &readyQueue{}
 			for _, t := range cleanup {
 				heap.Push(ready, t)
 			}

@@ -207,7 +207,7 @@ func TestWalkFailure(t *testing.T) {
 
 // TestWalkCancel: cancelling mid-build ends the running node, starts nothing
 // more and reports every other node skipped as stopped, not failed; cleanup
-// hooks do not run after a cancellation.
+// hooks still run (they release what the build took).
 func TestWalkCancel(t *testing.T) {
 	p, f := testPlan(t,
 		[]string{"stage:a"},
@@ -237,11 +237,11 @@ func TestWalkCancel(t *testing.T) {
 		t.Errorf("a cancelled build reported failures: %+v", failed)
 	}
 	st := statuses(order)
-	if st["slow"] != StatusSkipped || st["cleanup"] != StatusSkipped {
+	if st["slow"] != StatusSkipped || st["b"] != StatusSkipped || st["cleanup"] != StatusBuilt {
 		t.Errorf("statuses %v", st)
 	}
-	if slices.Contains(f.calls, "cleanup") {
-		t.Errorf("cleanup ran after a cancellation: %v", f.calls)
+	if !slices.Contains(f.calls, "cleanup") {
+		t.Errorf("cleanup did not run after a cancellation: %v", f.calls)
 	}
 	for _, tk := range order {
 		if tk.res.Status == StatusSkipped && strings.Contains(tk.res.Reason, "dependency failed") {
@@ -365,5 +365,24 @@ func TestUnverifiedNodeRefused(t *testing.T) {
 	}
 	if _, err := (&cached{}).Dispatch(ctx, plan.VerifiedNode{}, nil); !errors.Is(err, errUnverified) {
 		t.Errorf("dispatcher: %v", err)
+	}
+}
+
+// TestWalkCleanupAfterStop: a failure that stops the build (no keep-going)
+// leaves what was queued unrun, and the cleanup hooks still run.
+func TestWalkCleanupAfterStop(t *testing.T) {
+	p, f := testPlan(t,
+		[]string{"stage:a"},
+		[]string{"stage:b"},
+		[]string{"stage:c"},
+		[]string{"hook:cleanup", "c"},
+	)
+	f.fail["a"] = true
+	order, failed := walk(context.Background(), p, allIDs(p), f, walkOptions{Jobs: 1, Events: &emitter{}})
+	if len(failed) != 1 {
+		t.Errorf("failed %+v", failed)
+	}
+	if !slices.Contains(f.calls, "cleanup") {
+		t.Errorf("cleanup did not run after a failure stopped the build: calls %v, statuses %v", f.calls, statuses(order))
 	}
 }
