@@ -758,6 +758,14 @@ func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Im
 	if img.DeviceTypes == nil {
 		img.DeviceTypes = []string{}
 	}
+	hookAt := map[string]int{}
+	for i, h := range img.Hooks {
+		if j, dup := hookAt[h]; dup {
+			l.c.add(l.index.at(fmt.Sprintf("%s.hooks[%d]", posPath, i), img.Pos), fmt.Sprintf("%s.hooks[%d]", path, i), "hook %q is already listed at hooks[%d]", h, j)
+			continue
+		}
+		hookAt[h] = i
+	}
 	seen := map[string]int{}
 	for i := range img.Outputs {
 		o := &img.Outputs[i]
