@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/strata-build/strata/executor/store"
 )
 
 func newCacheCmd(g *globals) *cobra.Command {
@@ -37,7 +41,7 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 		Short: "List the action cache entries, most recently used first",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.openStore()
+			st, err := g.existingStore()
 			if err != nil {
 				return err
 			}
@@ -107,7 +111,7 @@ func newCacheGCCmd(g *globals) *cobra.Command {
 				}
 				max = n
 			}
-			st, err := g.openStore()
+			st, err := g.existingStore()
 			if err != nil {
 				return err
 			}
@@ -136,7 +140,7 @@ func newCacheVerifyCmd(g *globals) *cobra.Command {
 		Short: "Re-hash every object; quarantine bad ones and drop the entries that use them",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.openStore()
+			st, err := g.existingStore()
 			if err != nil {
 				return err
 			}
@@ -208,4 +212,16 @@ func humanSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// existingStore opens the store for a command that looks at what it holds:
+// a store that is not there is an error, where opening it would make an
+// empty one and report it clean (a mistyped --cache-dir looked like a
+// success).
+func (g *globals) existingStore() (*store.Store, error) {
+	dir := g.storeDir()
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, &usageError{fmt.Errorf("no store at %s: nothing was built with this --cache-dir", dir)}
+	}
+	return g.openStore()
 }
