@@ -172,6 +172,9 @@ type BuildResult struct {
 	// ExportsFailed counts the images whose export failed (their nodes built
 	// or were cached; Failed does not count them).
 	ExportsFailed int `json:"exports_failed,omitempty"`
+	// Pruned lists the images the workspace no longer has whose exports a
+	// build of the whole workspace removed from the out directory.
+	Pruned []string `json:"pruned,omitempty"`
 }
 
 // NodeError is a failed node: what failed, where it comes from in the spec, and
@@ -305,7 +308,7 @@ func Build(ctx context.Context, v *plan.Verified, opts Options) (*BuildResult, e
 	if ctx.Err() == nil {
 		failed = append(failed, ex.failed...)
 	}
-	res := &BuildResult{OutDir: ex.outDir, Artifacts: ex.artifacts, Stale: ex.stale, ExportsFailed: len(ex.failed)}
+	res := &BuildResult{OutDir: ex.outDir, Artifacts: ex.artifacts, Stale: ex.stale, ExportsFailed: len(ex.failed), Pruned: ex.pruned}
 	for _, t := range order {
 		res.Nodes = append(res.Nodes, t.res)
 		switch t.res.Status {

@@ -58,6 +58,10 @@ type exportItem struct {
 // whose files all still match was not edited.
 type stamp struct {
 	Artifacts map[string]stampArtifact `json:"artifacts"`
+	// Workspace is the workspace the image was built from: a full build of
+	// it removes the exports of images it no longer has (prune), and never
+	// another workspace's sharing the out directory.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 type stampArtifact struct {
@@ -71,9 +75,10 @@ type stampArtifact struct {
 // is resolved through an os.Root, so neither a name nor a symbolic link planted
 // in the out directory leads outside it.
 type exporter struct {
-	st   *store.Store
-	root *os.Root
-	euid int
+	st        *store.Store
+	root      *os.Root
+	euid      int
+	workspace string
 
 	stampsMu sync.Mutex
 	stamps   *os.File // out/.strata, opened once to read stamps
@@ -235,6 +240,7 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		}
 		next.Artifacts[it.name] = a
 	}
+	next.Workspace = x.workspace
 	return states, x.writeStamp(image, next)
 }
 
@@ -800,6 +806,33 @@ func sweepStaging(r *os.Root, prefix string) {
 	}
 }
 
+// prune removes the exports of images this workspace exported and no longer
+// has (a template instance whose record went, an image renamed): out/ holds
+// what the workspace's builds produce, and a script publishing out/* would
+// carry an image the spec dropped. Only stamps naming this workspace count:
+// another workspace may share the out directory. It returns the images it
+// removed.
+func (x *exporter) prune(keep map[string]*plan.Image) []string {
+	var gone []string
+	fs.WalkDir(x.root.FS(), stampDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".json") {
+			return nil
+		}
+		image := strings.TrimSuffix(strings.TrimPrefix(p, stampDir+"/"), ".json")
+		if _, ok := keep[image]; ok || x.workspace == "" {
+			return nil
+		}
+		if s := x.readStamp(image); s == nil || s.Workspace != x.workspace {
+			return nil
+		}
+		if x.root.RemoveAll(image) == nil && x.root.Remove(p) == nil {
+			gone = append(gone, image)
+		}
+		return nil
+	})
+	return gone
+}
+
 // unclaimed refuses to replace the directory of image when strata has no
 // record of exporting it and it holds something strata would not have
 // written: a directory of the user's that happens to have the image's name
@@ -919,6 +952,7 @@ type exported struct {
 	artifacts []Artifact
 	whole     []string // images exported whole (exportImage full)
 	stale     []string
+	pruned    []string // images no longer in the workspace whose exports went
 	failed    []*NodeError
 }
 
@@ -1032,7 +1066,7 @@ func (e *exports) exporter() (*exporter, error) {
 			e.err = err
 			return
 		}
-		e.outDir, e.x = dir, &exporter{st: e.opts.Store, root: root, euid: os.Geteuid()}
+		e.outDir, e.x = dir, &exporter{st: e.opts.Store, root: root, euid: os.Geteuid(), workspace: e.opts.Workspace}
 	})
 	return e.x, e.err
 }
@@ -1056,6 +1090,14 @@ func (e *exports) result() exported {
 				}
 			}
 		}
+	}
+	// A build of the whole workspace, with nothing pending, says what out/
+	// holds: the exports of images it no longer has go.
+	// (Only where this build opened out/ already: pruning alone must not
+	// make one.)
+	if len(e.opts.Targets) == 0 && len(e.p.Pending) == 0 && e.ctx.Err() == nil && e.x != nil {
+		ex.pruned = e.x.prune(e.p.Images)
+		slices.Sort(ex.pruned)
 	}
 	if e.x != nil {
 		defer e.x.close()

@@ -64,7 +64,8 @@ Outputs are exported to the workspace's out/ directory (--out-dir to change) as
 was edited or removed, and an image's directory holds exactly what its last
 successful build produced (a target naming some of its outputs, such as
 images.NAME.outputs[1], replaces those and leaves the others as an earlier
-build made them). build prints one line per output: its path and
+build made them; a build of the whole workspace removes the exports of images
+it no longer has). build prints one line per output: its path and
 digest. An image whose build failed is not exported: build says its out
 directory is stale. Path sources in a plan file are read relative to -C DIR.
 
@@ -386,6 +387,10 @@ func (g *globals) reportBuild(ctx context.Context, r *renderer, res *executor.Bu
 	} else {
 		for _, a := range res.Artifacts {
 			fmt.Fprintf(g.stdout, "%s\t%s\n", terminalSafe(a.Path), a.Digest)
+		}
+		for _, img := range res.Pruned {
+			fmt.Fprintf(g.stderr, "strata: removed %s: images.%s is no longer in the workspace\n",
+				terminalSafe(filepath.Join(res.OutDir, img)), terminalSafe(img))
 		}
 		for _, img := range res.Stale {
 			fmt.Fprintf(g.stderr, "strata: %s: not exported, this build of it failed; %s holds an earlier build's outputs\n",

@@ -603,3 +603,35 @@ hooks: check: {on: "post-build", command: ["/bin/sh", "-c", "! grep -rq bad /run
 		t.Errorf("the output the gate rejected was exported")
 	}
 }
+
+// TestPruneImagesGoneExec: a build of the whole workspace removes the exports
+// of images it no longer has (a template instance whose record went), and
+// says so; another workspace's exports in a shared out directory stay.
+func TestPruneImagesGoneExec(t *testing.T) {
+	spec := func(images ...string) string {
+		s := "package test\n"
+		for _, name := range images {
+			s += `images: ` + name + `: {version: "1", stages: [{type: "strata.files", options: files: "/etc/motd": content: "` + name + `\n"}], outputs: [{type: "tar"}]}` + "\n"
+		}
+		return s
+	}
+	ws := writeWS(t, spec("a", "b"))
+	other := writeWS(t, spec("c"))
+	out := filepath.Join(t.TempDir(), "shared-out")
+	cache := t.TempDir()
+	for _, w := range []string{ws, other} {
+		if r := runCLI(t, w, cache, "build", "--out-dir", out); r.code != 0 {
+			t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+		}
+	}
+	must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(spec("a")), 0o644))
+	r := runCLI(t, ws, cache, "build", "--out-dir", out)
+	if r.code != 0 || !strings.Contains(r.stderr, "images.b is no longer in the workspace") {
+		t.Fatalf("build without b: exit %d\n%s", r.code, r.stderr)
+	}
+	for name, want := range map[string]bool{"a": true, "b": false, "c": true, ".strata/b.json": false} {
+		if _, err := os.Lstat(filepath.Join(out, name)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", name, err == nil, want)
+		}
+	}
+}
