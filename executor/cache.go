@@ -21,6 +21,13 @@ type ActionCache interface {
 	PutAction(ctx context.Context, a *store.Action) error
 }
 
+// sharer is a cache that passes on results found, not only results built: a
+// tiered cache uploads a hit to its remote (--cache-to "every node result").
+// Share is called once a hit has been checked against its node.
+type sharer interface {
+	Share(ctx context.Context, a *store.Action)
+}
+
 // keyLocker is what a cache shared by several processes offers so that each
 // key is built once: the local store's flock per key.
 type keyLocker interface {
@@ -137,6 +144,9 @@ func (c *cached) lookup(ctx context.Context, n *plan.Node) (Result, bool, error)
 		ev.Line = "cached result refused, building it: " + err.Error()
 		c.events.emit(ev)
 		return Result{}, false, nil
+	}
+	if sh, ok := c.cache.(sharer); ok {
+		sh.Share(ctx, a)
 	}
 	if res.Warning != "" {
 		ev := c.event(n, EventWarning)

@@ -346,6 +346,29 @@ func (t *Tiered) GetAction(ctx context.Context, key string) (*store.Action, erro
 	return nil, err
 }
 
+// Share uploads a result found in the cache to To, unless To has it: a CI
+// job with a warm local store, or one served from another remote, fills To
+// as one that built everything would. A failed upload is a warning.
+func (t *Tiered) Share(ctx context.Context, a *store.Action) {
+	if t.To == nil || t.To.has(ctx, a.Key) {
+		return
+	}
+	if err := t.To.PutAction(ctx, a); err != nil && t.Events != nil {
+		t.Events(Event{Kind: EventCacheWarning, Repository: t.To.repo.Name(), Message: "cache upload failed: " + err.Error()})
+	}
+}
+
+// has reports whether the cache holds an entry for key (a lookup that fails
+// says no: the upload that follows will say why).
+func (rc *Cache) has(ctx context.Context, key string) bool {
+	tag, err := cacheTag(key)
+	if err != nil {
+		return false
+	}
+	_, err = rc.t.resolve(ctx, tag)
+	return err == nil
+}
+
 // PutAction records a locally and uploads it to To.
 func (t *Tiered) PutAction(ctx context.Context, a *store.Action) error {
 	if err := t.Local.PutAction(ctx, a); err != nil {

@@ -439,6 +439,16 @@ func TestRegistryCacheSecondMachineExec(t *testing.T) {
 	if !c.ok {
 		t.Fatalf("build with an unreachable cache: %s\n%s", c.errText, c.stderr)
 	}
+	// --cache-to puts every node result there, found or built: A's warm
+	// store fills another repository with a build that runs nothing, and a
+	// third store gets everything from it.
+	other := srv.Host + "/cache/other"
+	if d := buildJSON(t, ws, cacheA, "--cache-to", other); !d.ok || d.result.Built != 0 {
+		t.Fatalf("build on A into %s: built %d: %s\n%s", other, d.result.Built, d.errText, d.stderr)
+	}
+	if e := buildJSON(t, ws, t.TempDir(), "--cache-from", other); !e.ok || e.result.Built != 0 || e.result.Cached != a.result.Built {
+		t.Fatalf("build from %s: built %d, cached %d (A built %d): %s\n%s", other, e.result.Built, e.result.Cached, a.result.Built, e.errText, e.stderr)
+	}
 }
 
 // TestSecurityRegistryTextIsInert: what a registry says in an error reaches
