@@ -722,9 +722,22 @@ type rawImage struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
+// maxImageSegment bounds a segment of an image name: the last names the
+// image's output files (NAME.squashfs) and their temporaries beside them
+// (.NAME.squashfs.tmp-<26 characters>), all within a file name's 255 bytes. A
+// 250-byte name from a record passed vet and failed the build with "file name
+// too long".
+const maxImageSegment = 200
+
 // decodeImage models one image. path names it for errors (images.NAME); posPath is
 // where its lines are in the index (the template's lines for an instance).
 func (l *loader) decodeImage(name string, v cue.Value, path, posPath string) *Image {
+	for _, seg := range strings.Split(name, "/") {
+		if len(seg) > maxImageSegment {
+			l.c.add(l.index.at(posPath, Pos{File: "."}), path, "image name %q…: a segment is %d bytes, over %d (the names of its outputs' files must fit in 255)", seg[:40], len(seg), maxImageSegment)
+			return nil
+		}
+	}
 	var raw rawImage
 	if err := l.decodeChecked(v, path, &raw); err != nil {
 		// What decodes is kept aside: its stages are still checked, and its

@@ -76,7 +76,10 @@ var segmentRE = regexp.MustCompile(SegmentPattern)
 
 // CheckSegment reports whether s is a single name segment (SegmentPattern).
 func CheckSegment(s string) error {
-	if len(s) > MaxNameLength || !segmentRE.MatchString(s) {
+	if len(s) > MaxNameLength {
+		return fmt.Errorf("%q is %d bytes, over the %d a name may have", clip(s), len(s), MaxNameLength)
+	}
+	if !segmentRE.MatchString(s) {
 		return fmt.Errorf("%q is not a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit", clip(s))
 	}
 	return nil
