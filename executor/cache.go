@@ -38,7 +38,8 @@ type keyLocker interface {
 // strong key and runs it through the Runner only on a miss, recording the
 // result (and, for explain, its key inputs under its weak key). Where the cache
 // can lock keys across processes, a miss takes the key's lock and looks again,
-// so two builds on one store build a key once. Cleanup hooks are never cached.
+// so two builds on one store build a key once. Pre-build and cleanup hooks
+// are never cached.
 type cached struct {
 	cache   ActionCache
 	run     Runner
@@ -67,8 +68,10 @@ func (c *cached) Dispatch(ctx context.Context, vn plan.VerifiedNode, in Inputs) 
 		}
 		return publish(ctx, c.pub, c.st, c.plan, n, in)
 	}
-	if isCleanup(n) {
-		// Cleanup hooks release what a build took: they run every time.
+	if isCleanup(n) || isPreBuild(n) {
+		// Pre-build hooks take what a build needs (a lab's lease) and
+		// cleanup hooks release it: steps of every build, never cached (a
+		// cached pre-build hook ran once ever, its cleanup every time).
 		c.events.emit(c.event(n, EventStarted))
 		res, err := c.run.Run(ctx, vn, in)
 		if res.Log.Digest != "" {

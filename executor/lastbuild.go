@@ -104,8 +104,8 @@ func writeBuildRecord(ctx context.Context, opts Options, res *BuildResult, done 
 	}
 	for _, t := range done {
 		switch n := t.res; {
-		case isCleanup(t.n):
-			return
+		case isCleanup(t.n), isPreBuild(t.n):
+			return // steps of every build: none is answered from a record
 		case n.Status == StatusSkipped && n.Reason == ErrNotImplemented.Error():
 			continue
 		case n.Status != StatusBuilt && n.Status != StatusCached:

@@ -988,3 +988,30 @@ images: img: {
 		t.Errorf("after chmod, clean cache: modes %v, want %v", got, want)
 	}
 }
+
+// TestPreBuildHookEveryBuildExec: a pre-build hook is a step of every build,
+// like the cleanup hook that undoes it (a lab's lease taken and released):
+// cached, it ran once ever while its cleanup ran every time.
+func TestPreBuildHookEveryBuildExec(t *testing.T) {
+	ws := writeWS(t, `package test
+images: img: {
+	version: "1"
+	stages: [{type: "strata.files", options: files: "/a": content: "a"}]
+	hooks: ["take", "release"]
+}
+hooks: take: {on: "pre-build", command: ["true"]}
+hooks: release: {on: "cleanup", command: ["true"]}
+`)
+	cache := t.TempDir()
+	for i := range 2 {
+		r := runCLI(t, ws, cache, "build")
+		if r.code != 0 {
+			t.Fatalf("build %d: exit %d\n%s", i, r.code, r.stderr)
+		}
+		for _, hook := range []string{"hooks.take", "hooks.release"} {
+			if !strings.Contains(r.stderr, "started "+hook) || strings.Contains(r.stderr, "cached  "+hook) {
+				t.Errorf("build %d: %s did not run:\n%s", i, hook, r.stderr)
+			}
+		}
+	}
+}
