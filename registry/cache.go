@@ -11,6 +11,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -315,9 +316,43 @@ type Tiered struct {
 	// Events, when set, is told of a failed upload, which does not fail the
 	// build (the result is safe in the local store).
 	Events func(Event)
+
+	mu   sync.Mutex
+	down map[*Cache]bool // remotes that failed to answer: not asked again
 }
 
 var _ executor.ActionCache = (*Tiered)(nil)
+
+// failed records a remote's failure to answer. The first says so and why; the
+// remote is then left out for the rest of the build: a registry that is down
+// was asked, and warned about, for every node (twice, around the key lock).
+// An entry that does not verify is the entry's fault, not the remote's.
+func (t *Tiered) failed(rc *Cache, err error) {
+	entry := errors.Is(err, ErrInvalid) || errors.Is(err, ErrDigest)
+	t.mu.Lock()
+	first := !t.down[rc]
+	if !entry {
+		if t.down == nil {
+			t.down = map[*Cache]bool{}
+		}
+		t.down[rc] = true
+	}
+	t.mu.Unlock()
+	if t.Events == nil || !first {
+		return
+	}
+	msg := "cache lookup failed, building instead: " + err.Error()
+	if !entry {
+		msg = "cache unreachable, building without it: " + err.Error()
+	}
+	t.Events(Event{Kind: EventCacheWarning, Repository: rc.repo.Name(), Message: msg})
+}
+
+func (t *Tiered) isDown(rc *Cache) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.down[rc]
+}
 
 // GetAction looks key up locally, then in each remote cache.
 func (t *Tiered) GetAction(ctx context.Context, key string) (*store.Action, error) {
@@ -326,6 +361,9 @@ func (t *Tiered) GetAction(ctx context.Context, key string) (*store.Action, erro
 		return a, err
 	}
 	for _, rc := range t.From {
+		if t.isDown(rc) {
+			continue
+		}
 		a, rerr := rc.GetAction(ctx, key)
 		if errors.Is(rerr, store.ErrNotFound) {
 			continue
@@ -333,8 +371,8 @@ func (t *Tiered) GetAction(ctx context.Context, key string) (*store.Action, erro
 		if rerr != nil {
 			// A remote cache that fails, or hands out an entry that does not
 			// verify, costs a rebuild, never a build: the node is a miss.
-			if t.Events != nil {
-				t.Events(Event{Kind: EventCacheWarning, Repository: rc.repo.Name(), Message: "cache lookup failed, building instead: " + rerr.Error()})
+			if ctx.Err() == nil {
+				t.failed(rc, rerr)
 			}
 			continue
 		}
@@ -350,11 +388,28 @@ func (t *Tiered) GetAction(ctx context.Context, key string) (*store.Action, erro
 // job with a warm local store, or one served from another remote, fills To
 // as one that built everything would. A failed upload is a warning.
 func (t *Tiered) Share(ctx context.Context, a *store.Action) {
-	if t.To == nil || t.To.has(ctx, a.Key) {
+	if t.To == nil || t.isDown(t.To) || t.To.has(ctx, a.Key) {
 		return
 	}
-	if err := t.To.PutAction(ctx, a); err != nil && t.Events != nil {
-		t.Events(Event{Kind: EventCacheWarning, Repository: t.To.repo.Name(), Message: "cache upload failed: " + err.Error()})
+	t.upload(ctx, a)
+}
+
+// upload puts a into To. A failed upload is said once and ends the uploads
+// of this build: the results stay in the local store.
+func (t *Tiered) upload(ctx context.Context, a *store.Action) {
+	err := t.To.PutAction(ctx, a)
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	t.mu.Lock()
+	first := !t.down[t.To]
+	if t.down == nil {
+		t.down = map[*Cache]bool{}
+	}
+	t.down[t.To] = true
+	t.mu.Unlock()
+	if first && t.Events != nil {
+		t.Events(Event{Kind: EventCacheWarning, Repository: t.To.repo.Name(), Message: "cache upload failed, not uploading the rest of this build: " + err.Error()})
 	}
 }
 
@@ -374,10 +429,8 @@ func (t *Tiered) PutAction(ctx context.Context, a *store.Action) error {
 	if err := t.Local.PutAction(ctx, a); err != nil {
 		return err
 	}
-	if t.To != nil {
-		if err := t.To.PutAction(ctx, a); err != nil && t.Events != nil {
-			t.Events(Event{Kind: EventCacheWarning, Repository: t.To.repo.Name(), Message: "cache upload failed: " + err.Error()})
-		}
+	if t.To != nil && !t.isDown(t.To) {
+		t.upload(ctx, a)
 	}
 	return nil
 }

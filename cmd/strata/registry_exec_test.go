@@ -439,6 +439,10 @@ func TestRegistryCacheSecondMachineExec(t *testing.T) {
 	if !c.ok {
 		t.Fatalf("build with an unreachable cache: %s\n%s", c.errText, c.stderr)
 	}
+	// Said once, not for every node (twice each, around the key lock).
+	if n := strings.Count(c.stderr, "cache unreachable"); n != 1 {
+		t.Errorf("the unreachable cache was reported %d times:\n%s", n, c.stderr)
+	}
 	// --cache-to puts every node result there, found or built: A's warm
 	// store fills another repository with a build that runs nothing, and a
 	// third store gets everything from it.
