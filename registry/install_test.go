@@ -85,6 +85,12 @@ func TestInstallAndRollback(t *testing.T) {
 	if _, err := VerifySlot(dir, "a"); err != nil {
 		t.Fatalf("previous slot not kept: %v", err)
 	}
+	// A slot is its installer's alone: rootfs images hold password hashes.
+	for _, slot := range []string{"a", "b"} {
+		if fi, err := os.Stat(filepath.Join(dir, slot)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("slot %s: %v, mode %v, want 0700", slot, err, fi.Mode().Perm())
+		}
+	}
 	in, err = Rollback(dir)
 	if err != nil || in.Current.Version != "1.0.0" {
 		t.Fatalf("rollback: %+v %v", in, err)

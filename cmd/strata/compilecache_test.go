@@ -207,3 +207,20 @@ func write(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestCacheCommandsNeedAStore: cache ls, gc and verify on a store that is not
+// there are a usage error naming it, and make none: verify made an empty store
+// and said "store is clean" for a mistyped --cache-dir.
+func TestCacheCommandsNeedAStore(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-store")
+	for _, cmd := range []string{"ls", "gc", "verify"} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{"--cache-dir", missing, "cache", cmd}, &stdout, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), "no store at "+missing) {
+			t.Errorf("cache %s: exit %d\n%s", cmd, code, stderr.String())
+		}
+		if _, err := os.Stat(missing); err == nil {
+			t.Fatalf("cache %s made a store", cmd)
+		}
+	}
+}
