@@ -1015,3 +1015,33 @@ hooks: release: {on: "cleanup", command: ["true"]}
 		}
 	}
 }
+
+// TestPathSourceLinkToFileExec: a path source naming a link to a file in the
+// workspace (data.txt -> real.txt) is that file; kept as a link it named
+// nothing in the sandbox and the stage failed with "No such file". A link
+// leading out of the workspace is refused at compile, at the source.
+func TestPathSourceLinkToFileExec(t *testing.T) {
+	ws := writeWS(t, `package test
+sources: data: path: "data.txt"
+images: img: {
+	version: "1"
+	stages: [{type: "strata.run", inputs: d: "sources.data", options: command: ["/bin/sh", "-c", "cat /run/strata/inputs/d > /run/strata/tree/copied"]}]
+	outputs: [{type: "tree"}]
+}
+`)
+	must(t, os.WriteFile(filepath.Join(ws, "real.txt"), []byte("real\n"), 0o644))
+	must(t, os.Symlink("real.txt", filepath.Join(ws, "data.txt")))
+	if r := runCLI(t, ws, t.TempDir(), "build"); r.code != 0 {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "out", "img", "img.tree", "copied")); string(b) != "real\n" {
+		t.Errorf("the stage read %q", b)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	must(t, os.WriteFile(secret, []byte("secret\n"), 0o644))
+	must(t, os.Remove(filepath.Join(ws, "data.txt")))
+	must(t, os.Symlink(secret, filepath.Join(ws, "data.txt")))
+	if r := runCLI(t, ws, t.TempDir(), "build"); r.code == 0 || !strings.Contains(r.stderr, "sources.data.path") || !strings.Contains(r.stderr, "symbolic link to nothing inside the workspace") {
+		t.Errorf("build with a source linking out of the workspace: exit %d\n%s", r.code, r.stderr)
+	}
+}

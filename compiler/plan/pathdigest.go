@@ -105,8 +105,9 @@ var ErrOutsideWorkspace = errors.New("leads outside the workspace")
 // itself excluded). Everything is resolved through an os.Root on the workspace,
 // so neither rel nor a symbolic link on its way (lnk -> /etc) reaches a file
 // outside it; symbolic links inside the source are entries, never followed. A
-// trailing slash follows a final symbolic link to the directory it names, as
-// in POSIX, within the workspace.
+// source that is a link to a file is that file, and a trailing slash follows a
+// final link to the directory it names, as in POSIX; both within the
+// workspace (a link to nothing there is an error).
 func WalkPathSource(ctx context.Context, dir, rel string, fn func(SourceEntry) error) error {
 	fail := func(err error) error { return fmt.Errorf("source path %q: %w", rel, err) }
 	if err := CheckRelPath(rel); err != nil {
@@ -132,6 +133,18 @@ func WalkPathSource(ctx context.Context, dir, rel string, fn func(SourceEntry) e
 	}
 	if err != nil {
 		return fail(err)
+	}
+	if info.Mode()&fs.ModeSymlink != 0 {
+		// A source naming a link to a file is that file, as the workspace
+		// shows it (data.txt -> real.txt): kept as a link, it named nothing
+		// in the sandbox. os.Root follows it only within the workspace.
+		target, err := root.Stat(name)
+		if err != nil {
+			return fail(fmt.Errorf("%w: it is a symbolic link to nothing inside the workspace", ErrOutsideWorkspace))
+		}
+		if target.Mode().IsRegular() {
+			info = target
+		}
 	}
 	if !info.IsDir() {
 		e, err := sourceEntry(root, name, ".", info)
@@ -198,7 +211,7 @@ func insideWorkspace(dir, rel string) error {
 	}
 	p := filepath.Join(dir, filepath.FromSlash(rel))
 	if !strings.HasSuffix(rel, "/") {
-		p = filepath.Dir(p) // a final link is an entry, not followed
+		p = filepath.Dir(p) // a final link is checked by the walk (os.Root)
 	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
