@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/strata-build/strata/internal/units"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,21 +81,7 @@ func checkSpace(dir string, need int64) error {
 		return nil // unknown: the writes will say
 	}
 	if free := int64(st.Bavail) * st.Bsize; need > free {
-		return fmt.Errorf("%w in %s: %s needed, %s free", ErrNoSpace, dir, humanBytes(need), humanBytes(free))
+		return fmt.Errorf("%w in %s: %s needed, %s free", ErrNoSpace, dir, units.Bytes(need), units.Bytes(free))
 	}
 	return nil
-}
-
-// humanBytes writes n in IEC units with one decimal.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

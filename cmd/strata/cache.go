@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/strata-build/strata/executor/store"
+	"github.com/strata-build/strata/internal/units"
 )
 
 func newCacheCmd(g *globals) *cobra.Command {
@@ -80,14 +81,14 @@ func newCacheLsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tSIZE\tLAST USED\tNAME")
 			for _, e := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Key[:min(12, len(e.Key))], humanSize(e.Size), e.LastUsed.Format(time.DateTime), e.Name)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Key[:min(12, len(e.Key))], units.Bytes(e.Size), e.LastUsed.Format(time.DateTime), e.Name)
 			}
 			tw.Flush()
-			fmt.Fprintf(g.stderr, "%d entries, %s referenced, store %s\n", len(out), humanSize(total), g.storeDir())
+			fmt.Fprintf(g.stderr, "%d entries, %s referenced, store %s\n", len(out), units.Bytes(total), g.storeDir())
 			if len(state) > 0 {
 				var parts []string
 				for _, name := range slices.Sorted(maps.Keys(state)) {
-					parts = append(parts, name+" "+humanSize(state[name]))
+					parts = append(parts, name+" "+units.Bytes(state[name]))
 				}
 				fmt.Fprintf(g.stderr, "state: %s\n", strings.Join(parts, ", "))
 			}
@@ -125,7 +126,7 @@ func newCacheGCCmd(g *globals) *cobra.Command {
 					"blobs_removed": stats.BlobsRemoved, "files_removed": stats.FilesRemoved, "checkouts_removed": stats.CheckoutsRemoved})
 			}
 			fmt.Fprintf(g.stdout, "%s → %s: removed %d entries, %d failure records, %d weak records, %d blobs, %d file objects, %d checkouts\n",
-				humanSize(stats.BytesBefore), humanSize(stats.BytesAfter), stats.ActionsRemoved, stats.FailuresRemoved, stats.WeakRemoved,
+				units.Bytes(stats.BytesBefore), units.Bytes(stats.BytesAfter), stats.ActionsRemoved, stats.FailuresRemoved, stats.WeakRemoved,
 				stats.BlobsRemoved, stats.FilesRemoved, stats.CheckoutsRemoved)
 			return nil
 		},
@@ -151,7 +152,7 @@ func newCacheVerifyCmd(g *globals) *cobra.Command {
 			if g.json() {
 				writeJSON(g.stdout, map[string]any{"ok": rep.OK(), "report": rep})
 			} else {
-				fmt.Fprintf(g.stdout, "checked %d blobs, %d file objects, %s\n", rep.Blobs, rep.Files, humanSize(rep.Bytes))
+				fmt.Fprintf(g.stdout, "checked %d blobs, %d file objects, %s\n", rep.Blobs, rep.Files, units.Bytes(rep.Bytes))
 				for _, c := range rep.Corrupt {
 					fmt.Fprintf(g.stdout, "corrupt: %s\n", c)
 				}
@@ -199,19 +200,6 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q (want e.g. 10G, 500M, 4096)", s)
 	}
 	return int64(f * float64(mult)), nil
-}
-
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // existingStore opens the store for a command that looks at what it holds:

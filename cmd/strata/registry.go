@@ -17,6 +17,7 @@ import (
 
 	"github.com/strata-build/strata/executor"
 	"github.com/strata-build/strata/executor/store"
+	"github.com/strata-build/strata/internal/units"
 	"github.com/strata-build/strata/registry"
 )
 
@@ -479,12 +480,12 @@ func (r *transferRenderer) event(ev registry.Event) {
 		el := ev.Time.Sub(r.started[key])
 		delete(r.started, key)
 		delete(r.bytes, key)
-		line = fmt.Sprintf("blob    %s %s %s in %.2fs (%s)", terminalSafe(ev.Repository), terminalSafe(name), humanSize(ev.Size), el.Seconds(), rate(ev.Size, el))
+		line = fmt.Sprintf("blob    %s %s %s in %.2fs (%s)", terminalSafe(ev.Repository), terminalSafe(name), units.Bytes(ev.Size), el.Seconds(), rate(ev.Size, el))
 	case registry.EventBlobExists:
 		if !r.g.verbose {
 			break
 		}
-		line = fmt.Sprintf("exists  %s %s %s", terminalSafe(ev.Repository), terminalSafe(name), humanSize(ev.Size))
+		line = fmt.Sprintf("exists  %s %s %s", terminalSafe(ev.Repository), terminalSafe(name), units.Bytes(ev.Size))
 	case registry.EventIdentical:
 		line = "identical " + terminalSafe(ev.Message)
 	case registry.EventBlobMounted:
@@ -532,7 +533,7 @@ func (r *transferRenderer) redraw(line string, now time.Time) {
 			name = shortDigest(ev.Digest.String())
 		}
 		el := now.Sub(r.started[k])
-		fmt.Fprintf(&b, "  %s %s / %s (%s)\n", clipRunes(terminalSafe(name), 40), humanSize(ev.Bytes), humanSize(ev.Size), rate(ev.Bytes, el))
+		fmt.Fprintf(&b, "  %s %s / %s (%s)\n", clipRunes(terminalSafe(name), 40), units.Bytes(ev.Bytes), units.Bytes(ev.Size), rate(ev.Bytes, el))
 		r.drawn++
 	}
 	io.WriteString(r.w, b.String())
@@ -559,5 +560,5 @@ func rate(n int64, d time.Duration) string {
 	if d <= 0 {
 		return "-"
 	}
-	return humanSize(int64(float64(n)/d.Seconds())) + "/s"
+	return units.Bytes(int64(float64(n)/d.Seconds())) + "/s"
 }
