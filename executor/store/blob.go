@@ -177,7 +177,8 @@ func (s *Store) putBlobAfter(ctx context.Context, kind leaseKind, r io.Reader, w
 	if err != nil {
 		return "", 0, err
 	}
-	if err := syncTogether(append(dirSyncs(append(pending, parent)...), f.Sync)...); err != nil {
+	syncs := append(dirSyncs(pending...), dirSyncs(parent)...)
+	if err := syncTogether(append(syncs, f.Sync)...); err != nil {
 		return "", 0, err
 	}
 	err = f.Close()

@@ -136,9 +136,6 @@ func (s *Store) addFile(ctx context.Context, path, mediaType string) (ocispec.De
 		return ocispec.Descriptor{}, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
 	synced := syncBehind(f, st0.Size)
-	if synced == nil {
-		synced = f.Sync
-	}
 	d, n, err := hashFile(ctx, f)
 	if err != nil {
 		return ocispec.Descriptor{}, err

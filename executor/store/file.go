@@ -136,9 +136,6 @@ func (s *Store) linkUnlessFound(ctx context.Context, path string, mode uint32, u
 		return "", 0, false, nil, fmt.Errorf("%w: not a regular file", ErrUnsupported)
 	}
 	synced := syncBehind(f, st0.Size)
-	if synced == nil {
-		synced = f.Sync
-	}
 	if d, n, err = hashFile(ctx, f); err != nil {
 		return "", 0, false, nil, err
 	}
@@ -362,15 +359,15 @@ func (s *Store) ensureFileObject(ctx context.Context, d digest.Digest, n int64, 
 // syncBehind starts syncing a large file's content while the caller hashes
 // it, so the wait for the disk overlaps the hashing instead of following it
 // (sync_file_range alone only started the writeback: 64 MiB took hash, then
-// the rest of the flush). It returns the wait for that sync, or nil for a
-// small file: one hashes at once and is often content the store already has,
-// which is then never synced, so starting its writeback would only cost I/O.
-// The sync runs on a descriptor of its own; a caller that finds the content
-// in the store already need not wait for it. Failure to start it only loses
-// the overlap (the wait then syncs f itself).
+// the rest of the flush). It returns the sync to call before the content is
+// named. A small file is synced by that call only: it hashes at once and is
+// often content the store already has, which is then never synced, so
+// starting its writeback would only cost I/O. The early sync runs on a
+// descriptor of its own; a caller that finds the content in the store
+// already need not wait for it. Failure to start it only loses the overlap.
 func syncBehind(f *os.File, size int64) func() error {
 	if size < 1<<20 {
-		return nil
+		return f.Sync
 	}
 	fd, err := unix.Dup(int(f.Fd()))
 	if err != nil {
