@@ -185,7 +185,9 @@ func (c *cached) fits(ctx context.Context, n *plan.Node, res Result) error {
 			return fmt.Errorf("its output %q is not the %d bytes it says", name, o.Size)
 		}
 	}
-	if res.File == "" && (n.Kind != plan.KindSource || n.Source == nil || n.Source.Digest == "" && n.Source.SHA256 == "") {
+	// A git source is keyed by a commit its tree does not show.
+	source := n.Kind == plan.KindSource && n.Source != nil && n.Source.Git == ""
+	if res.File == "" && !source {
 		return nil
 	}
 	if res.File != "" && (res.File == "." || res.File == ".." || strings.ContainsAny(res.File, "/\x00")) {
@@ -203,16 +205,9 @@ func (c *cached) fits(ctx context.Context, n *plan.Node, res Result) error {
 			return fmt.Errorf("its tree holds no file %q", res.File)
 		}
 	}
-	if src := n.Source; n.Kind == plan.KindSource && src != nil {
-		switch {
-		case src.Path != "" && src.Digest != "":
-			if pathDigestOf(t, res.File) != src.Digest {
-				return errors.New("its tree is not the source's content")
-			}
-		case src.URL != "":
-			if e, _ := t.Lookup(res.File); e.Digest.Encoded() != strings.TrimPrefix(src.SHA256, "sha256:") {
-				return errors.New("its file does not have the source's sha256")
-			}
+	if source {
+		if got, want := sourceContent(n.Source, t, res.File); got != want {
+			return errors.New("its content is not the source's its key names")
 		}
 	}
 	return nil

@@ -63,20 +63,16 @@ func (r *LocalRunner) runSource(ctx context.Context, n *plan.Node) (Result, erro
 	}
 	// Check what was stored, from the digests the commit computed; a mismatch
 	// records nothing (the linked objects are garbage for GC).
-	switch {
-	case src.URL != "":
-		want := strings.TrimPrefix(src.SHA256, "sha256:")
-		if e, _ := tr.Lookup(file); e.Digest.Encoded() != want {
-			if strings.HasPrefix(src.URL, "file:") {
-				// Saying what a host file hashes to would let a spec learn
-				// the digest of any file strata can read (/etc/shadow).
-				return out, fmt.Errorf("%w: %s does not have sha256 %s", ErrDigestMismatch, src.URL, want)
-			}
-			return out, fmt.Errorf("%w: %s: expected sha256 %s, got %s", ErrDigestMismatch, src.URL, want, e.Digest.Encoded())
-		}
-	case src.Path != "" && src.Digest != "":
-		if got := pathDigestOf(tr, file); got != src.Digest {
-			return out, fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, src.Digest, got)
+	if got, want := sourceContent(src, tr, file); got != want {
+		switch {
+		case strings.HasPrefix(src.URL, "file:"):
+			// Saying what a host file hashes to would let a spec learn the
+			// digest of any file strata can read (/etc/shadow).
+			return out, fmt.Errorf("%w: %s does not have sha256 %s", ErrDigestMismatch, src.URL, want)
+		case src.URL != "":
+			return out, fmt.Errorf("%w: %s: expected sha256 %s, got %s", ErrDigestMismatch, src.URL, want, got)
+		default:
+			return out, fmt.Errorf("%w: path %s: compiled with %s, now %s (run the build again to recompile)", ErrSourceChanged, src.Path, want, got)
 		}
 	}
 	if d, err = r.normalizeOwners(ctx, tr, d); err != nil {
@@ -221,6 +217,21 @@ func (r *LocalRunner) copyPath(ctx context.Context, src *plan.Source, root strin
 
 // pathDigestOf is plan.DigestPathEntries of a stored source tree: file is the
 // name of a single-file source's only entry (its path "." in the digest).
+// sourceContent is what t (holding file, for a single-file source) has of
+// src's content, and what src's key names: a url source's sha256, a path
+// source's digest of its entries. Both are "" for a git source, keyed by a
+// commit its tree does not show.
+func sourceContent(src *plan.Source, t *tree.Tree, file string) (got, want string) {
+	switch {
+	case src.URL != "":
+		e, _ := t.Lookup(file)
+		return e.Digest.Encoded(), strings.TrimPrefix(src.SHA256, "sha256:")
+	case src.Path != "" && src.Digest != "":
+		return pathDigestOf(t, file), src.Digest
+	}
+	return "", ""
+}
+
 func pathDigestOf(t *tree.Tree, file string) string {
 	entries := make([]plan.PathEntry, 0, len(t.Entries))
 	for _, e := range t.Entries {
