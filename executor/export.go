@@ -82,6 +82,9 @@ type exporter struct {
 
 	stampsMu sync.Mutex
 	stamps   *os.File // out/.strata, opened once to read stamps
+
+	sweptMu sync.Mutex
+	swept   map[string]bool // directories whose staging leftovers were swept
 }
 
 func (x *exporter) close() {
@@ -161,8 +164,8 @@ func (x *exporter) exportImage(ctx context.Context, image string, items []export
 		}
 	}
 	if full {
-		sweepStaging(pr, "."+base+".tmp-")
-		stage := "." + base + ".tmp-" + rand.Text()
+		x.sweepOnce(pr, parent)
+		stage := "." + base + stagingMark + rand.Text()
 		if err := pr.Mkdir(stage, 0o755); err != nil {
 			return nil, err
 		}
@@ -778,11 +781,31 @@ func holdStaging(r *os.Root, name string) (*os.File, error) {
 	return f, nil
 }
 
-// sweepStaging removes the staging directories named prefix* in r that no
-// build holds (holdStaging): a build killed while exporting an image left
-// its whole copy next to it, hundreds of megabytes each time, and nothing
-// removed them. One made in the last seconds may not be held yet, and stays.
-func sweepStaging(r *os.Root, prefix string) {
+// stagingMark is in the name of every staging directory of a whole-image
+// export (.NAME.tmp-RANDOM, next to out/NAME).
+const stagingMark = ".tmp-"
+
+// sweepOnce sweeps the staging directories of the out directory's
+// subdirectory parent (r) once per build: at every export it read the whole
+// directory, which is quadratic in the images of a build.
+func (x *exporter) sweepOnce(r *os.Root, parent string) {
+	x.sweptMu.Lock()
+	if x.swept == nil {
+		x.swept = map[string]bool{}
+	}
+	first := !x.swept[parent]
+	x.swept[parent] = true
+	x.sweptMu.Unlock()
+	if first {
+		sweepStaging(r)
+	}
+}
+
+// sweepStaging removes the staging directories in r that no build holds
+// (holdStaging): a build killed while exporting an image left its whole
+// copy next to it, hundreds of megabytes each time, and nothing removed
+// them. One made in the last seconds may not be held yet, and stays.
+func sweepStaging(r *os.Root) {
 	d, err := r.Open(".")
 	if err != nil {
 		return
@@ -790,7 +813,7 @@ func sweepStaging(r *os.Root, prefix string) {
 	names, _ := d.Readdirnames(-1)
 	d.Close()
 	for _, n := range names {
-		if !strings.HasPrefix(n, prefix) {
+		if !strings.HasPrefix(n, ".") || !strings.Contains(n, stagingMark) {
 			continue
 		}
 		fi, err := r.Lstat(n)

@@ -81,13 +81,14 @@ func TestTreeMediaTypeAgrees(t *testing.T) {
 	}
 }
 
-// TestSweepStaging: the staging directory of an export a killed build left
-// behind is removed by the next export of the image; one another build holds,
-// or one made moments ago, stays.
+// TestSweepStaging: the staging directories of exports killed builds left
+// behind are removed by the next build's first export into that directory,
+// whichever image they were for; one another build holds, one made moments
+// ago, and anything not named as staging stay.
 func TestSweepStaging(t *testing.T) {
 	dir := t.TempDir()
 	old := time.Now().Add(-time.Minute)
-	for _, n := range []string{".img.tmp-left", ".img.tmp-held", ".img.tmp-new", ".other.tmp-left"} {
+	for _, n := range []string{".img.tmp-left", ".img.tmp-held", ".img.tmp-new", ".other.tmp-left", ".strata"} {
 		if err := os.MkdirAll(filepath.Join(dir, n, "sub"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -107,8 +108,8 @@ func TestSweepStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	sweepStaging(r, ".img.tmp-")
-	for n, want := range map[string]bool{".img.tmp-left": false, ".img.tmp-held": true, ".img.tmp-new": true, ".other.tmp-left": true} {
+	sweepStaging(r)
+	for n, want := range map[string]bool{".img.tmp-left": false, ".img.tmp-held": true, ".img.tmp-new": true, ".other.tmp-left": false, ".strata": true} {
 		if _, err := os.Lstat(filepath.Join(dir, n)); (err == nil) != want {
 			t.Errorf("%s: exists %v, want %v", n, err == nil, want)
 		}
