@@ -328,30 +328,36 @@ var _ executor.ActionCache = (*Tiered)(nil)
 // was asked, and warned about, for every node (twice, around the key lock).
 // An entry that does not verify is the entry's fault, not the remote's.
 func (t *Tiered) failed(rc *Cache, err error) {
-	entry := errors.Is(err, ErrInvalid) || errors.Is(err, ErrDigest)
+	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrDigest) {
+		t.warn(rc, "cache lookup failed, building instead: "+err.Error())
+	} else if t.markDown(rc) {
+		t.warn(rc, "cache unreachable, building without it: "+err.Error())
+	}
+}
+
+// markDown leaves rc out for the rest of the build; first reports whether it
+// was in until now.
+func (t *Tiered) markDown(rc *Cache) (first bool) {
 	t.mu.Lock()
-	first := !t.down[rc]
-	if !entry {
-		if t.down == nil {
-			t.down = map[*Cache]bool{}
-		}
-		t.down[rc] = true
+	defer t.mu.Unlock()
+	if t.down == nil {
+		t.down = map[*Cache]bool{}
 	}
-	t.mu.Unlock()
-	if t.Events == nil || !first {
-		return
-	}
-	msg := "cache lookup failed, building instead: " + err.Error()
-	if !entry {
-		msg = "cache unreachable, building without it: " + err.Error()
-	}
-	t.Events(Event{Kind: EventCacheWarning, Repository: rc.repo.Name(), Message: msg})
+	first = !t.down[rc]
+	t.down[rc] = true
+	return first
 }
 
 func (t *Tiered) isDown(rc *Cache) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.down[rc]
+}
+
+func (t *Tiered) warn(rc *Cache, msg string) {
+	if t.Events != nil {
+		t.Events(Event{Kind: EventCacheWarning, Repository: rc.repo.Name(), Message: msg})
+	}
 }
 
 // GetAction looks key up locally, then in each remote cache.
@@ -398,18 +404,8 @@ func (t *Tiered) Share(ctx context.Context, a *store.Action) {
 // of this build: the results stay in the local store.
 func (t *Tiered) upload(ctx context.Context, a *store.Action) {
 	err := t.To.PutAction(ctx, a)
-	if err == nil || ctx.Err() != nil {
-		return
-	}
-	t.mu.Lock()
-	first := !t.down[t.To]
-	if t.down == nil {
-		t.down = map[*Cache]bool{}
-	}
-	t.down[t.To] = true
-	t.mu.Unlock()
-	if first && t.Events != nil {
-		t.Events(Event{Kind: EventCacheWarning, Repository: t.To.repo.Name(), Message: "cache upload failed, not uploading the rest of this build: " + err.Error()})
+	if err != nil && ctx.Err() == nil && t.markDown(t.To) {
+		t.warn(t.To, "cache upload failed, not uploading the rest of this build: "+err.Error())
 	}
 }
 
