@@ -465,12 +465,7 @@ func TestLoadIgnoresNonSpecData(t *testing.T) {
 	if got := ws.Images["base"].DeviceTypes; len(got) != 1 || got[0] != "pi" {
 		t.Errorf("the real spec file extra.json was not merged: %v", got)
 	}
-	var warned []string
-	for _, w := range ws.Warnings {
-		if strings.Contains(w.Msg, "ignored: not a strata spec file") {
-			warned = append(warned, w.String())
-		}
-	}
+	warned := warnings(ws, "ignored: not a strata spec file")
 	sort.Strings(warned)
 	want := []string{
 		`list.yaml: ignored: not a strata spec file (its top level is not an object)`,
@@ -568,10 +563,7 @@ images: c: {version: "1", stages: [{type: "strata.hostname", options: hostname: 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, w := range ws.Warnings {
-		got = append(got, w.String())
-	}
+	got := warnings(ws, "")
 	want := []string{`main.cue:5:10: build root "host" is not hermetic: images.a, images.b and images.c build in the host's /usr, so their keys hold a host fingerprint`}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("warnings (-want +got):\n%s", d)
@@ -603,14 +595,20 @@ images: img: {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, w := range ws.Warnings {
-		if strings.Contains(w.Msg, "is decimal") {
-			got = append(got, w.String())
-		}
-	}
+	got := warnings(ws, "is decimal")
 	want := []string{`main.cue:5:34: images.img.stages[0].options.files./etc/a.mode: 644 is decimal, which is mode 0o1204; write 0o644 for the mode it reads as`}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("warnings (-want +got):\n%s", d)
 	}
+}
+
+// warnings are ws's warnings whose message holds substr, as they print.
+func warnings(ws *lang.Workspace, substr string) []string {
+	var out []string
+	for _, w := range ws.Warnings {
+		if strings.Contains(w.Msg, substr) {
+			out = append(out, w.String())
+		}
+	}
+	return out
 }

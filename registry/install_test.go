@@ -278,39 +278,9 @@ var _ = ocispec.Descriptor{}
 func TestDuplicateLayerTitlesRefused(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(t, newStore(t), Options{})
-	dir, err := c.layoutDir("dup/image")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := openLayout(dir, "dup/image")
-	if err != nil {
-		t.Fatal(err)
-	}
-	put := func(b []byte, mt string, title string) ocispec.Descriptor {
-		d := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(b), Size: int64(len(b))}
-		if err := l.push(ctx, d, bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-		if title != "" {
-			d.Annotations = map[string]string{ocispec.AnnotationTitle: title, AnnotationFormat: "ext4"}
-		}
-		return d
-	}
-	one, two := put([]byte("one"), mediaTypeOf("ext4"), "disk.ext4"), put([]byte("two"), mediaTypeOf("ext4"), "disk.ext4")
-	cb, _, err := encode(Config{Name: "dup", Version: "1.0.0", Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, DeviceTypes: []string{"test/dup"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := put(cb, MediaTypeConfig, "")
-	mb, md, err := manifestFor(cfg, []ocispec.Descriptor{one, two}, map[string]string{AnnotationDeviceTypes: "test/dup"}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.tag(ctx, md, mb, "1.0.0"); err != nil {
-		t.Fatal(err)
-	}
+	ref := localArtifact(t, c, "dup/image", []rawLayer{{title: "disk.ext4", content: []byte("one")}, {title: "disk.ext4", content: []byte("two")}})
 	target := t.TempDir()
-	if _, err := c.Install(ctx, "dup/image:1.0.0", target, InstallOptions{DeviceType: "test/dup"}); !errors.Is(err, ErrInvalid) {
+	if _, err := c.Install(ctx, ref, target, InstallOptions{DeviceType: "test/hostile"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("install of an artifact with two layers titled alike: %v, want %v", err, ErrInvalid)
 	}
 	if _, err := os.Lstat(filepath.Join(target, CurrentLink)); !os.IsNotExist(err) {

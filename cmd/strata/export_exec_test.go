@@ -261,19 +261,7 @@ images: img: {
 	}
 	// Flip a byte of /etc/motd's file object in place (the blob of the same
 	// content is a hard link to it).
-	sum := sha256.Sum256([]byte("hello\n"))
-	hexd := hex.EncodeToString(sum[:])
-	objs, _ := filepath.Glob(filepath.Join(cache, "files", hexd[:2], hexd+".*"))
-	if len(objs) == 0 {
-		t.Fatal("no file object for /etc/motd")
-	}
-	for _, o := range objs {
-		f, err := os.OpenFile(o, os.O_WRONLY, 0)
-		must(t, err)
-		_, err = f.WriteAt([]byte("j"), 0)
-		must(t, err)
-		must(t, f.Close())
-	}
+	flipObjects(t, cache, "hello\n")
 
 	must(t, os.WriteFile(filepath.Join(ws, "ws.cue"), []byte(spec(`[{type: "tar"}, {type: "squashfs"}, {type: "ext4"}, {type: "erofs"}]`)), 0o644))
 	jb := buildJSON(t, ws, cache)
@@ -488,15 +476,7 @@ images: img: {
 	if r := runCLI(t, ws, cache, "build"); r.code != 0 {
 		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
 	}
-	sum := sha256.Sum256([]byte("hello\n"))
-	hexd := hex.EncodeToString(sum[:])
-	objs, _ := filepath.Glob(filepath.Join(cache, "files", hexd[:2], hexd+".*"))
-	if len(objs) == 0 {
-		t.Fatal("no file object for /etc/motd")
-	}
-	for _, o := range objs {
-		must(t, os.WriteFile(o, []byte("jello\n"), 0o644))
-	}
+	flipObjects(t, cache, "hello\n")
 	must(t, os.RemoveAll(filepath.Join(ws, "out")))
 	r := runCLI(t, ws, cache, "build")
 	_, failed, _ := strings.Cut(r.stderr, "build failed: ")
@@ -633,5 +613,25 @@ func TestPruneImagesGoneExec(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(out, name)); (err == nil) != want {
 			t.Errorf("%s: exists %v, want %v", name, err == nil, want)
 		}
+	}
+}
+
+// flipObjects flips the first byte of every file object of content in the
+// store at cache, in place (the blob of the same content is a hard link to
+// each): content corrupted on disk under a valid name.
+func flipObjects(t *testing.T, cache, content string) {
+	t.Helper()
+	sum := sha256.Sum256([]byte(content))
+	hexd := hex.EncodeToString(sum[:])
+	objs, _ := filepath.Glob(filepath.Join(cache, "files", hexd[:2], hexd+".*"))
+	if len(objs) == 0 {
+		t.Fatalf("no file object of %q", content)
+	}
+	for _, o := range objs {
+		f, err := os.OpenFile(o, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte{content[0] ^ 0x20}, 0)
+		must(t, err)
+		must(t, f.Close())
 	}
 }
