@@ -1,6 +1,8 @@
 package main
 
 import (
+	"archive/tar"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -268,5 +270,50 @@ images: b: {
 	got, want := listing(mine), listing(roots)
 	if got != want || !strings.Contains(want, "drw------- 0/0 0 srv/sub") {
 		t.Errorf("rootless tar:\n%s\nroot tar:\n%s", got, want)
+	}
+}
+
+// TestRootlessExtractHardLinkExec: an archive's hard link keeps the owner of
+// the file it links to in a build without root, as it does as root: the outputs of
+// both are the same bytes (the link came out 0:0 without root).
+func TestRootlessExtractHardLinkExec(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Typeflag: tar.TypeDir, Name: "x/", Mode: 0o755},
+		{Typeflag: tar.TypeReg, Name: "x/f1", Mode: 0o644, Uid: 123, Gid: 456, Size: 1},
+		{Typeflag: tar.TypeLink, Name: "x/hard", Linkname: "x/f1", Uid: 123, Gid: 456},
+	} {
+		must(t, tw.WriteHeader(h))
+		if h.Size > 0 {
+			_, err := tw.Write([]byte("1"))
+			must(t, err)
+		}
+	}
+	must(t, tw.Close())
+	ws := writeWS(t, `package test
+sources: odd: path: "odd.tar"
+images: a: {
+	version: "1"
+	stages: [{type: "strata.extract", options: {input: "t", dst: "/opt"}, inputs: t: "sources.odd"}]
+	outputs: [{type: "tar"}]
+}
+`)
+	must(t, os.WriteFile(filepath.Join(ws, "odd.tar"), buf.Bytes(), 0o644))
+	u := newRootless(t, ws)
+	if r := u.run(t, "build"); r.code != 0 {
+		t.Fatalf("rootless build: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, ws, t.TempDir(), "build"); r.code != 0 {
+		t.Fatalf("root build: exit %d\n%s", r.code, r.stderr)
+	}
+	mine, roots := filepath.Join(u.ws, "out", "a", "a.tar"), filepath.Join(ws, "out", "a", "a.tar")
+	out, err := exec.Command("tar", "--numeric-owner", "-tvf", mine).Output()
+	must(t, err)
+	if !strings.Contains(string(out), "123/456") || strings.Count(string(out), "123/456") != 2 {
+		t.Errorf("the rootless tar does not give both names 123/456:\n%s", out)
+	}
+	if fileSHA(t, mine) != fileSHA(t, roots) {
+		t.Errorf("the rootless tar is not byte for byte the root one:\n%s", out)
 	}
 }
